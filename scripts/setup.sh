@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Brings a machine from nothing to a configured and built ddprun, idempotently:
+#   1. Debian packages the build and the tests use (only the missing ones),
+#   2. a Python venv holding the pinned torch wheel (LibTorch comes from it), kept
+#      outside the clone so fresh clones and CI reuse it,
+#   3. CMake configure + build in ./build with ccache (cache also outside the clone).
+# Quick when everything is already there. Sourced settings (all overridable):
+#   DDPRUN_CACHE_DIR  per-user cache root   (default ${XDG_CACHE_HOME:-~/.cache}/ddprun)
+#   DDPRUN_VENV       the venv              (default $DDPRUN_CACHE_DIR/venv-torch-<pin>-py<ver>)
+#   DDPRUN_BUILD_DIR  the build directory   (default <repo>/build)
+#   DDPRUN_CMAKE_ARGS extra CMake arguments (e.g. -DDDPRUN_WITH_CUDA=OFF)
+# Usage: setup.sh [--deps-only]   (--deps-only: steps 1 and 2, no build)
+set -euo pipefail
+deps_only=0
+[[ "${1:-}" == "--deps-only" ]] && deps_only=1
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+requirements="$repo/scripts/requirements.txt"
+torch_pin=$(sed -n 's/^torch==\([0-9.]*\).*/\1/p' "$requirements")
+[[ -n "$torch_pin" ]] || { echo "setup: no 'torch==X.Y.Z' line in $requirements" >&2; exit 2; }
+
+python=${DDPRUN_PYTHON:-python3}
+py_ver=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+cache_dir=${DDPRUN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ddprun}
+venv=${DDPRUN_VENV:-$cache_dir/venv-torch-$torch_pin-py$py_ver}
+build_dir=${DDPRUN_BUILD_DIR:-$repo/build}
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+now() { date +%s; }
+
+# --- 1. Debian packages ------------------------------------------------------------
+apt_packages=(
+  build-essential cmake ninja-build ccache pkg-config
+  libgtest-dev libgmock-dev libbenchmark-dev
+  openmpi-bin libopenmpi-dev
+  libgloo-dev libcxxopts-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev zlib1g-dev
+  iproute2 procps
+  python3-venv
+)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  t0=$(now)
+  log "installing Debian packages: ${missing[*]}"
+  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log "apt took $(($(now) - t0)) s"
+fi
+
+# --- 2. The venv with the pinned torch ----------------------------------------------
+# The stamp records the requirements it was built from: a changed pin or an added test
+# dependency re-runs pip; an unchanged one costs nothing.
+stamp="$venv/.ddprun-requirements"
+if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
+  t0=$(now)
+  log "creating/updating venv $venv (torch $torch_pin)"
+  mkdir -p "$(dirname "$venv")"
+  [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+  cp "$requirements" "$stamp"
+  log "pip took $(($(now) - t0)) s"
+fi
+
+# --- 3. Configure and build ---------------------------------------------------------
+((deps_only)) && exit 0
+export CCACHE_DIR=${CCACHE_DIR:-$cache_dir/ccache}
+# PCH and ccache: the PCH is rebuilt per build dir, so ccache must accept it.
+export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-10G}
+if [[ ! -f "$build_dir/build.ninja" ]]; then
+  t0=$(now)
+  log "configuring $build_dir"
+  # shellcheck disable=SC2086
+  cmake -S "$repo" -B "$build_dir" -G Ninja \
+    -DCMAKE_BUILD_TYPE=${DDPRUN_BUILD_TYPE:-RelWithDebInfo} \
+    -DDDPRUN_PYTHON="$venv/bin/python" \
+    ${DDPRUN_CMAKE_ARGS:-} >/dev/null
+  log "configure took $(($(now) - t0)) s"
+fi
+t0=$(now)
+cmake --build "$build_dir" -- -j"$(nproc)"
+log "build took $(($(now) - t0)) s"
