@@ -34,6 +34,7 @@ apt_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   openmpi-bin libopenmpi-dev
   libgloo-dev libcxxopts-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev zlib1g-dev
+  dataset-fashion-mnist
   iproute2 procps
   python3-venv
 )
@@ -68,10 +69,6 @@ fi
 
 # --- 3. Configure and build ---------------------------------------------------------
 ((deps_only)) && exit 0
-export CCACHE_DIR=${CCACHE_DIR:-$cache_dir/ccache}
-# PCH and ccache: the PCH is rebuilt per build dir, so ccache must accept it.
-export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-pch_defines,time_macros,include_file_mtime,include_file_ctime}
-export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-10G}
 if [[ ! -f "$build_dir/build.ninja" ]]; then
   t0=$(now)
   log "configuring $build_dir"
@@ -79,6 +76,7 @@ if [[ ! -f "$build_dir/build.ninja" ]]; then
   cmake -S "$repo" -B "$build_dir" -G Ninja \
     -DCMAKE_BUILD_TYPE=${DDPRUN_BUILD_TYPE:-RelWithDebInfo} \
     -DDDPRUN_PYTHON="$venv/bin/python" \
+    -DDDPRUN_CCACHE_DIR="${CCACHE_DIR:-$cache_dir/ccache}" \
     ${DDPRUN_CMAKE_ARGS:-} >/dev/null
   log "configure took $(($(now) - t0)) s"
 fi

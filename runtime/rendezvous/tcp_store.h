@@ -9,6 +9,8 @@
 
 #include <c10/util/intrusive_ptr.h>
 
+#include "runtime/env/cluster_env.h"
+
 namespace c10d {
 class TCPStore;
 }
@@ -17,7 +19,7 @@ namespace ddp::rendezvous {
 
 // torchrun's and c10d's default port; the Kubeflow PyTorchJob default is 23456 and
 // arrives through MASTER_PORT.
-constexpr std::uint16_t kDefaultMasterPort = 29500;
+using env::kDefaultMasterPort;
 constexpr std::chrono::seconds kDefaultRendezvousTimeout{300};
 
 struct TcpStoreOptions {

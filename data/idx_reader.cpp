@@ -1,0 +1,145 @@
+#include "data/idx_reader.h"
+
+#include <zlib.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+namespace ddp::data {
+namespace {
+
+constexpr std::uint8_t kTypeUnsignedByte = 0x08;
+// No MNIST-like file has more than a few dims; anything beyond is a corrupt header.
+constexpr int kMaxDims = 8;
+// Read in bounded chunks so a header's claim is only believed as far as data arrives.
+constexpr std::size_t kChunkBytes = 1 << 20;
+
+struct GzCloser {
+  void operator()(gzFile_s* file) const { gzclose(file); }
+};
+
+std::string hex(std::uint32_t value) { return fmt::format("0x{:08x}", value); }
+
+// Reads up to `size` bytes; a decompression error (corrupt .gz) is reported as such,
+// a short count means the file ended.
+std::size_t readBytes(gzFile file, void* out, std::size_t size, const std::string& path,
+                      std::int64_t offset) {
+  const int n = gzread(file, out, static_cast<unsigned>(size));
+  if (n < 0) {
+    int code = 0;
+    throw DataError(fmt::format("{}: offset {}: cannot decompress ({}). Is it a valid .gz file?",
+                                path, offset, gzerror(file, &code)));
+  }
+  return static_cast<std::size_t>(n);
+}
+
+}  // namespace
+
+IdxArray readIdxFile(const std::string& path) {
+  std::unique_ptr<gzFile_s, GzCloser> file(gzopen(path.c_str(), "rb"));
+  if (!file) {
+    throw DataError(fmt::format("{}: cannot open ({}). HINT: check --data-dir; the "
+                                "Fashion-MNIST files come with Debian's dataset-fashion-mnist.",
+                                path, std::strerror(errno)));
+  }
+  std::uint8_t header[4];
+  const auto got = readBytes(file.get(), header, 4, path, 0);
+  if (got != 4) {
+    throw DataError(fmt::format("{}: offset 0: expected a 4-byte IDX magic number, found {} "
+                                "bytes (truncated or empty file)",
+                                path, got));
+  }
+  const std::uint32_t magic = (header[0] << 24) | (header[1] << 16) | (header[2] << 8) | header[3];
+  const int numDims = header[3];
+  if (header[0] != 0 || header[1] != 0 || header[2] != kTypeUnsignedByte || numDims < 1 ||
+      numDims > kMaxDims) {
+    throw DataError(fmt::format(
+        "{}: offset 0: expected an IDX magic number 0x000008NN (unsigned bytes, 1..{} "
+        "dimensions), found {}. Is this an IDX file (MNIST format)?",
+        path, kMaxDims, hex(magic)));
+  }
+  IdxArray array;
+  std::int64_t count = 1;
+  for (int d = 0; d < numDims; ++d) {
+    std::uint8_t bytes[4];
+    if (readBytes(file.get(), bytes, 4, path, 4 + 4 * d) != 4) {
+      throw DataError(fmt::format("{}: offset {}: expected the size of dimension {} of {}, "
+                                  "the file ends first (truncated header)",
+                                  path, 4 + 4 * d, d, numDims));
+    }
+    const std::uint32_t size = (bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3];
+    if (size == 0 || size > (1u << 30)) {
+      throw DataError(fmt::format("{}: offset {}: dimension {} has size {}, expected 1..2^30",
+                                  path, 4 + 4 * d, d, size));
+    }
+    array.dims.push_back(size);
+    count *= size;
+    if (count > (std::int64_t{1} << 40)) {
+      throw DataError(fmt::format("{}: header claims more than 2^40 values; corrupt header",
+                                  path));
+    }
+  }
+  const std::int64_t dataOffset = 4 + 4 * numDims;
+  std::vector<std::uint8_t> values;
+  while (static_cast<std::int64_t>(values.size()) < count) {
+    const std::size_t want =
+        std::min<std::size_t>(kChunkBytes, static_cast<std::size_t>(count) - values.size());
+    const std::size_t old = values.size();
+    values.resize(old + want);
+    const auto n = readBytes(file.get(), values.data() + old, want, path,
+                             dataOffset + static_cast<std::int64_t>(old));
+    values.resize(old + n);
+    if (n == 0) {
+      throw DataError(fmt::format(
+          "{}: the header declares {} values ({}), but the data ends after {} of them at "
+          "offset {} (truncated file, or a header larger than the file)",
+          path, count, fmt::join(array.dims, "x"), values.size(), dataOffset + values.size()));
+    }
+  }
+  auto tensor = torch::empty(array.dims, torch::kUInt8);
+  std::memcpy(tensor.data_ptr<std::uint8_t>(), values.data(), values.size());
+  array.values = tensor;
+  return array;
+}
+
+ImageDataset readMnistSplit(const std::string& dir, const std::string& prefix) {
+  auto find = [&](const std::string& stem) {
+    for (const auto& name : {stem + ".gz", stem}) {
+      auto path = std::filesystem::path(dir) / name;
+      if (std::filesystem::exists(path)) return path.string();
+    }
+    throw DataError(fmt::format("{}: neither {} nor {}.gz exists. HINT: --data-dir must hold "
+                                "the four MNIST-format files (Fashion-MNIST: apt-get install "
+                                "dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist).",
+                                dir, stem, stem));
+  };
+  const auto imagesPath = find(prefix + "-images-idx3-ubyte");
+  const auto labelsPath = find(prefix + "-labels-idx1-ubyte");
+  auto images = readIdxFile(imagesPath);
+  auto labels = readIdxFile(labelsPath);
+  if (images.dims.size() != 3) {
+    throw DataError(fmt::format("{}: expected 3 dimensions (count, rows, cols), found {}",
+                                imagesPath, images.dims.size()));
+  }
+  if (labels.dims.size() != 1 || labels.dims[0] != images.dims[0]) {
+    throw DataError(fmt::format("{}: expected {} labels (one per image in {}), found shape {}",
+                                labelsPath, images.dims[0], imagesPath,
+                                fmt::join(labels.dims, "x")));
+  }
+  const auto maxLabel = labels.values.max().item<int>();
+  if (maxLabel > 9) {
+    throw DataError(fmt::format("{}: labels must be 0..9, found {}", labelsPath, maxLabel));
+  }
+  ImageDataset dataset;
+  dataset.images = images.values.to(torch::kFloat32).div_(255.0).unsqueeze(1);
+  dataset.labels = labels.values.to(torch::kInt64);
+  return dataset;
+}
+
+}  // namespace ddp::data

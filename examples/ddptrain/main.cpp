@@ -1,0 +1,244 @@
+// ddptrain: data-parallel training of a model from the zoo on an MNIST-format data set.
+// Every rank trains on its own shard of each epoch; gradients are averaged over all
+// ranks after backward (one coalesced allreduce), so every rank takes the same step.
+//
+//   ddprun --nproc-per-node 2 -- ddptrain --model cnn --data-dir /usr/share/datasets/fashion-mnist
+#include <chrono>
+#include <iostream>
+
+#include <cxxopts.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/torch.h>
+
+#include "data/idx_reader.h"
+#include "models/model_zoo.h"
+#include "runtime/build_info.h"
+#include "runtime/comm/process_group.h"
+#include "runtime/env/cluster_env.h"
+#include "runtime/exit_codes.h"
+#include "runtime/log/logging.h"
+#include "runtime/rendezvous/tcp_store.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Options {
+  std::string model = "cnn";
+  std::string dataDir = "/usr/share/datasets/fashion-mnist";
+  int epochs = 2;
+  std::int64_t batchSize = 64;  // per rank
+  double lr = 0.05;
+  double momentum = 0.9;
+  std::uint64_t seed = 42;
+  int logEvery = 100;
+  int threads = 0;  // 0: torch's default (OMP_NUM_THREADS)
+  int rendezvousTimeoutSec = 300;
+};
+
+class UsageError : public std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+Options parseOptions(int argc, char** argv) {
+  Options o;
+  cxxopts::Options cli("ddptrain", "Data-parallel training on an MNIST-format data set.\n"
+                                   "Rank, world size and master come from the environment "
+                                   "(torchrun/ddprun, PyTorchJob, MPI).");
+  // clang-format off
+  cli.add_options()
+    ("model", "model: mlp or cnn", cxxopts::value(o.model)->default_value(o.model))
+    ("data-dir", "directory with the four MNIST-format IDX files (.gz or plain)",
+     cxxopts::value(o.dataDir)->default_value(o.dataDir))
+    ("epochs", "passes over the training set", cxxopts::value(o.epochs)->default_value("2"))
+    ("batch-size", "samples per rank per step", cxxopts::value(o.batchSize)->default_value("64"))
+    ("lr", "SGD learning rate", cxxopts::value(o.lr)->default_value("0.05"))
+    ("momentum", "SGD momentum", cxxopts::value(o.momentum)->default_value("0.9"))
+    ("seed", "seed of weights and shuffling", cxxopts::value(o.seed)->default_value("42"))
+    ("log-every", "steps between log lines", cxxopts::value(o.logEvery)->default_value("100"))
+    ("threads", "torch intra-op threads per rank (0: OMP_NUM_THREADS or torch's default)",
+     cxxopts::value(o.threads)->default_value("0"))
+    ("rdzv-timeout", "seconds to wait for the master's store",
+     cxxopts::value(o.rendezvousTimeoutSec)->default_value("300"))
+    ("log-level", "debug, info, warn, error", cxxopts::value<std::string>()->default_value("info"))
+    ("version", "print the build (torch, CUDA, NCCL) and exit")
+    ("h,help", "print this help");
+  // clang-format on
+  cxxopts::ParseResult result;
+  try {
+    result = cli.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw UsageError(std::string(e.what()) + "\nRun 'ddptrain --help' for the options.");
+  }
+  if (result.count("help")) {
+    std::cout << cli.help() << std::endl;
+    std::exit(ddp::kExitOk);
+  }
+  if (result.count("version")) {
+    std::cout << ddp::describeBuild(ddp::buildInfo()) << std::endl;
+    std::exit(ddp::kExitOk);
+  }
+  if (!result.unmatched().empty()) {
+    throw UsageError("unexpected argument '" + result.unmatched().front() +
+                     "'. Run 'ddptrain --help' for the options.");
+  }
+  if (o.epochs < 1) throw UsageError("--epochs must be >= 1, got " + std::to_string(o.epochs));
+  if (o.batchSize < 1) throw UsageError("--batch-size must be >= 1");
+  if (o.lr <= 0) throw UsageError("--lr must be > 0");
+  if (o.logEvery < 1) throw UsageError("--log-every must be >= 1");
+  ddp::log::setup("-", ddp::log::parseLevel(result["log-level"].as<std::string>()));
+  return o;
+}
+
+// Averages gradients over all ranks: flatten into one buffer, one allreduce, copy back.
+void averageGradients(torch::nn::Module& model, c10d::ProcessGroup& group) {
+  std::vector<torch::Tensor> grads;
+  for (auto& p : model.parameters()) grads.push_back(p.grad().view(-1));
+  std::vector<torch::Tensor> flat{torch::cat(grads)};
+  group.allreduce(flat)->wait();
+  flat[0].div_(group.getSize());
+  std::int64_t offset = 0;
+  for (auto& g : grads) {
+    g.copy_(flat[0].narrow(0, offset, g.numel()));
+    offset += g.numel();
+  }
+}
+
+struct EvalResult {
+  double loss = 0;
+  double accuracy = 0;
+};
+
+// Each rank scores its slice of the test set; sums are reduced over all ranks.
+EvalResult evaluate(torch::nn::Sequential& model, const ddp::data::ImageDataset& test,
+                    c10d::ProcessGroup& group) {
+  torch::NoGradGuard noGrad;
+  model->eval();
+  const auto n = test.images.size(0);
+  const auto begin = n * group.getRank() / group.getSize();
+  const auto end = n * (group.getRank() + 1) / group.getSize();
+  double lossSum = 0, correct = 0;
+  for (std::int64_t i = begin; i < end; i += 1000) {
+    auto images = test.images.slice(0, i, std::min(i + 1000, end));
+    auto labels = test.labels.slice(0, i, std::min(i + 1000, end));
+    auto logits = model->forward(images);
+    lossSum += torch::nn::functional::cross_entropy(
+                   logits, labels,
+                   torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                   .item<double>();
+    correct += logits.argmax(1).eq(labels).sum().item<double>();
+  }
+  std::vector<torch::Tensor> sums{torch::tensor({lossSum, correct}, torch::kFloat64)};
+  group.allreduce(sums)->wait();
+  model->train();
+  return {sums[0][0].item<double>() / n, sums[0][1].item<double>() / n};
+}
+
+int run(const Options& o) {
+  const auto start = Clock::now();
+  const auto env = ddp::env::resolveClusterEnv(ddp::env::currentEnvironment());
+  ddp::log::setup(std::to_string(env.rank), ddp::log::levelFromEnv(ddp::log::Level::kInfo));
+  ddp::log::info("ddptrain", "{}", ddp::env::describe(env));
+  if (o.threads > 0) torch::set_num_threads(o.threads);
+  torch::manual_seed(o.seed);
+
+  ddp::rendezvous::TcpStoreOptions storeOptions;
+  storeOptions.masterAddr = env.masterAddr.empty() ? "127.0.0.1" : env.masterAddr;
+  storeOptions.masterPort = env.masterPort;
+  storeOptions.rank = env.rank;
+  storeOptions.worldSize = env.worldSize;
+  storeOptions.timeout = std::chrono::seconds(o.rendezvousTimeoutSec);
+  auto store = ddp::rendezvous::connectTcpStore(storeOptions);
+  auto group = ddp::comm::createProcessGroup(store, env.rank, env.worldSize, {});
+
+  const auto train = ddp::data::readMnistSplit(o.dataDir, "train");
+  const auto test = ddp::data::readMnistSplit(o.dataDir, "t10k");
+  ddp::models::InputShape shape{train.images.size(1), train.images.size(2),
+                                train.images.size(3)};
+  auto model = ddp::models::createModel(o.model, shape, 10);
+  // Same initial weights everywhere: rank 0's.
+  for (auto& p : model->parameters()) {
+    std::vector<torch::Tensor> t{p.data()};
+    group->broadcast(t)->wait();
+  }
+  torch::optim::SGD optimizer(model->parameters(),
+                              torch::optim::SGDOptions(o.lr).momentum(o.momentum));
+  if (env.rank == 0) {
+    ddp::log::info("ddptrain", "model={} parameters={} train={} test={} world_size={}", o.model,
+                   ddp::models::parameterCount(*model), train.images.size(0),
+                   test.images.size(0), env.worldSize);
+  }
+
+  // Each epoch: one permutation shared by all ranks (same seed); rank r takes every
+  // world_size-th index from r, trimmed so all ranks run the same number of steps.
+  const auto numTrain = train.images.size(0);
+  const std::int64_t stepsPerEpoch = numTrain / env.worldSize / o.batchSize;
+  std::int64_t step = 0, samples = 0;
+  auto windowStart = Clock::now();
+  for (int epoch = 0; epoch < o.epochs; ++epoch) {
+    auto generator = at::make_generator<at::CPUGeneratorImpl>(o.seed + epoch);
+    auto order = torch::randperm(numTrain, generator, torch::kInt64);
+    auto shard = order.slice(0, env.rank, numTrain, env.worldSize);
+    for (std::int64_t s = 0; s < stepsPerEpoch; ++s, ++step) {
+      auto indices = shard.slice(0, s * o.batchSize, (s + 1) * o.batchSize);
+      auto images = train.images.index_select(0, indices);  // [B, 1, 28, 28]
+      auto labels = train.labels.index_select(0, indices);  // [B]
+      auto loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
+      optimizer.zero_grad();
+      loss.backward();
+      averageGradients(*model, *group);
+      optimizer.step();
+      samples += o.batchSize * env.worldSize;
+      if (env.rank == 0 && (step + 1) % o.logEvery == 0) {
+        const double seconds = std::chrono::duration<double>(Clock::now() - windowStart).count();
+        ddp::log::info("ddptrain", "epoch={} step={} loss={:.4f} samples_per_s={:.0f}", epoch,
+                       step + 1, loss.item<double>(),
+                       o.logEvery * o.batchSize * env.worldSize / seconds);
+        windowStart = Clock::now();
+      }
+    }
+    const auto eval = evaluate(model, test, *group);
+    if (env.rank == 0) {
+      ddp::log::info("ddptrain", "epoch={} test_loss={:.4f} test_accuracy={:.4f}", epoch,
+                     eval.loss, eval.accuracy);
+    }
+  }
+  const double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  if (env.rank == 0) {
+    const auto eval = evaluate(model, test, *group);
+    std::cout << fmt::format("final model={} world_size={} steps={} test_accuracy={:.4f} "
+                             "test_loss={:.4f} samples_per_s={:.0f} wall_s={:.1f}",
+                             o.model, env.worldSize, step, eval.accuracy, eval.loss,
+                             samples / wall, wall)
+              << std::endl;
+  } else {
+    evaluate(model, test, *group);
+  }
+  group->barrier()->wait();
+  return ddp::kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(parseOptions(argc, argv));
+  } catch (const UsageError& e) {
+    std::cerr << "ddptrain: " << e.what() << std::endl;
+    return ddp::kExitUsage;
+  } catch (const ddp::env::EnvError& e) {
+    std::cerr << "ddptrain: " << e.what() << std::endl;
+    return ddp::kExitUsage;
+  } catch (const ddp::data::DataError& e) {
+    std::cerr << "ddptrain: " << e.what() << std::endl;
+    return ddp::kExitUsage;
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "ddptrain: " << e.what() << std::endl;
+    return ddp::kExitUsage;
+  } catch (const c10::DistError& e) {
+    // Rendezvous timeouts, lost peers, collective failures: another attempt may succeed.
+    std::cerr << "ddptrain: " << e.what_without_backtrace() << std::endl;
+    return ddp::kExitTransient;
+  }
+}
