@@ -8,17 +8,13 @@
 
 #include <cxxopts.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 
 #include "data/idx_reader.h"
 #include "models/model_zoo.h"
 #include "runtime/build_info.h"
-#include "runtime/comm/process_group.h"
-#include "runtime/env/cluster_env.h"
-#include "runtime/exit_codes.h"
+#include "runtime/distributed.h"
 #include "runtime/log/logging.h"
-#include "runtime/rendezvous/tcp_store.h"
 
 namespace {
 
@@ -34,7 +30,7 @@ struct Options {
   std::uint64_t seed = 42;
   int logEvery = 100;
   int threads = 0;  // 0: torch's default (OMP_NUM_THREADS)
-  int rendezvousTimeoutSec = 300;
+  ddp::InitOptions init;
 };
 
 class UsageError : public std::runtime_error {
@@ -59,8 +55,12 @@ Options parseOptions(int argc, char** argv) {
     ("log-every", "steps between log lines", cxxopts::value(o.logEvery)->default_value("100"))
     ("threads", "torch intra-op threads per rank (0: OMP_NUM_THREADS or torch's default)",
      cxxopts::value(o.threads)->default_value("0"))
-    ("rdzv-timeout", "seconds to wait for the master's store",
-     cxxopts::value(o.rendezvousTimeoutSec)->default_value("300"))
+    ("backend", "gloo, nccl or auto (nccl when CUDA is available)",
+     cxxopts::value(o.init.backend)->default_value("auto"))
+    ("rdzv-timeout", "seconds to wait for the master's store (default: DDPRUN_RDZV_TIMEOUT "
+     "or 300)", cxxopts::value<int>())
+    ("collective-timeout", "seconds a collective may take before failing (default: "
+     "DDPRUN_COLLECTIVE_TIMEOUT or 1800)", cxxopts::value<int>())
     ("log-level", "debug, info, warn, error", cxxopts::value<std::string>()->default_value("info"))
     ("version", "print the build (torch, CUDA, NCCL) and exit")
     ("h,help", "print this help");
@@ -87,6 +87,14 @@ Options parseOptions(int argc, char** argv) {
   if (o.batchSize < 1) throw UsageError("--batch-size must be >= 1");
   if (o.lr <= 0) throw UsageError("--lr must be > 0");
   if (o.logEvery < 1) throw UsageError("--log-every must be >= 1");
+  for (const char* flag : {"rdzv-timeout", "collective-timeout"}) {
+    if (!result.count(flag)) continue;
+    const int seconds = result[flag].as<int>();
+    if (seconds < 1) throw UsageError(std::string("--") + flag + " must be >= 1 second");
+    (flag == std::string("rdzv-timeout") ? o.init.rendezvousTimeout
+                                         : o.init.collectiveTimeout) =
+        std::chrono::seconds(seconds);
+  }
   ddp::log::setup("-", ddp::log::parseLevel(result["log-level"].as<std::string>()));
   return o;
 }
@@ -137,20 +145,11 @@ EvalResult evaluate(torch::nn::Sequential& model, const ddp::data::ImageDataset&
 
 int run(const Options& o) {
   const auto start = Clock::now();
-  const auto env = ddp::env::resolveClusterEnv(ddp::env::currentEnvironment());
-  ddp::log::setup(std::to_string(env.rank), ddp::log::levelFromEnv(ddp::log::Level::kInfo));
-  ddp::log::info("ddptrain", "{}", ddp::env::describe(env));
+  auto dist = ddp::init(o.init);
+  const auto& env = dist.env;
+  auto& group = dist.group;
   if (o.threads > 0) torch::set_num_threads(o.threads);
   torch::manual_seed(o.seed);
-
-  ddp::rendezvous::TcpStoreOptions storeOptions;
-  storeOptions.masterAddr = env.masterAddr.empty() ? "127.0.0.1" : env.masterAddr;
-  storeOptions.masterPort = env.masterPort;
-  storeOptions.rank = env.rank;
-  storeOptions.worldSize = env.worldSize;
-  storeOptions.timeout = std::chrono::seconds(o.rendezvousTimeoutSec);
-  auto store = ddp::rendezvous::connectTcpStore(storeOptions);
-  auto group = ddp::comm::createProcessGroup(store, env.rank, env.worldSize, {});
 
   const auto train = ddp::data::readMnistSplit(o.dataDir, "train");
   const auto test = ddp::data::readMnistSplit(o.dataDir, "t10k");
@@ -227,18 +226,19 @@ int main(int argc, char** argv) {
   } catch (const UsageError& e) {
     std::cerr << "ddptrain: " << e.what() << std::endl;
     return ddp::kExitUsage;
-  } catch (const ddp::env::EnvError& e) {
-    std::cerr << "ddptrain: " << e.what() << std::endl;
-    return ddp::kExitUsage;
   } catch (const ddp::data::DataError& e) {
     std::cerr << "ddptrain: " << e.what() << std::endl;
     return ddp::kExitUsage;
-  } catch (const std::invalid_argument& e) {
+  } catch (const std::invalid_argument& e) {  // e.g. an unknown model name
     std::cerr << "ddptrain: " << e.what() << std::endl;
     return ddp::kExitUsage;
   } catch (const c10::DistError& e) {
-    // Rendezvous timeouts, lost peers, collective failures: another attempt may succeed.
+    // Collective timeouts, lost peers: another attempt may succeed.
     std::cerr << "ddptrain: " << e.what_without_backtrace() << std::endl;
     return ddp::kExitTransient;
+  } catch (const std::exception& e) {
+    // Environment, configuration and rendezvous errors from ddp::init().
+    std::cerr << "ddptrain: " << e.what() << std::endl;
+    return ddp::exitCodeFor(e);
   }
 }

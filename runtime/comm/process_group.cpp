@@ -15,6 +15,9 @@
 namespace ddp::comm {
 namespace {
 
+// torch.distributed names its groups by creation count; the default group is "0".
+constexpr const char* kDefaultGroupName = "0/";
+
 std::shared_ptr<::gloo::transport::Device> createGlooDevice() {
   if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) {
     return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
@@ -63,20 +66,24 @@ std::string_view backendName(Backend backend) {
 c10::intrusive_ptr<c10d::ProcessGroup> createProcessGroup(
     const c10::intrusive_ptr<c10d::Store>& store, int rank, int worldSize,
     const ProcessGroupOptions& options) {
-  // The same key space torch.distributed uses for its default group, so that peers
-  // created by Python and by us meet under the same keys.
-  auto groupStore = c10::make_intrusive<c10d::PrefixStore>("default_pg", store);
+  // The key space torch.distributed uses for its default group (init_process_group:
+  // PrefixStore("default_pg") / "<group name>/" / "<device>/"), so that a Python peer
+  // and we meet under the same keys.
+  auto defaultStore = c10::make_intrusive<c10d::PrefixStore>("default_pg", store);
+  auto groupStore = c10::make_intrusive<c10d::PrefixStore>(kDefaultGroupName, defaultStore);
   auto group = c10::make_intrusive<c10d::ProcessGroup>(groupStore, rank, worldSize);
   switch (options.backend) {
     case Backend::kGloo: {
-      auto gloo = createGloo(groupStore, rank, worldSize, options);
+      auto gloo = createGloo(c10::make_intrusive<c10d::PrefixStore>("cpu/", groupStore), rank,
+                             worldSize, options);
       group->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
       group->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
       break;
     }
     case Backend::kNccl: {
 #if HAVE_NCCL
-      auto nccl = createNccl(groupStore, rank, worldSize, options);
+      auto nccl = createNccl(c10::make_intrusive<c10d::PrefixStore>("cuda/", groupStore), rank,
+                             worldSize, options);
       group->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl);
       group->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
       break;

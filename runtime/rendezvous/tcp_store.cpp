@@ -1,21 +1,158 @@
 #include "runtime/rendezvous/tcp_store.h"
 
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include <fmt/format.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "runtime/log/logging.h"
+
 namespace ddp::rendezvous {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double secondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Connects a non-blocking socket to one resolved address within `timeout`.
+std::string connectOnce(const addrinfo& address, std::chrono::milliseconds timeout) {
+  int fd = socket(address.ai_family, address.ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                  address.ai_protocol);
+  if (fd < 0) return fmt::format("socket: {}", std::strerror(errno));
+  std::string cause;
+  if (connect(fd, address.ai_addr, address.ai_addrlen) != 0) {
+    if (errno != EINPROGRESS) {
+      cause = std::strerror(errno);
+    } else {
+      pollfd pfd{fd, POLLOUT, 0};
+      const int ready = poll(&pfd, 1, static_cast<int>(timeout.count()));
+      int error = 0;
+      socklen_t length = sizeof(error);
+      if (ready == 0) {
+        cause = fmt::format("no answer within {} ms", timeout.count());
+      } else if (ready < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length) != 0) {
+        cause = std::strerror(errno);
+      } else if (error != 0) {
+        cause = std::strerror(error);
+      }
+    }
+  }
+  close(fd);
+  return cause;
+}
+
+}  // namespace
+
+std::string probeTcp(const std::string& host, std::uint16_t port,
+                     std::chrono::milliseconds timeout) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* addresses = nullptr;
+  const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &addresses);
+  if (rc != 0) {
+    return fmt::format("host name '{}' does not resolve ({})", host, gai_strerror(rc));
+  }
+  std::string cause;
+  for (auto* a = addresses; a; a = a->ai_next) {
+    cause = connectOnce(*a, timeout);
+    if (cause.empty()) break;
+  }
+  freeaddrinfo(addresses);
+  if (cause == std::strerror(ECONNREFUSED)) cause += " (nothing listens on the port yet)";
+  return cause;
+}
 
 c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& options) {
   TORCH_CHECK(options.worldSize >= 1, "world size must be >= 1, got ", options.worldSize);
   TORCH_CHECK(options.rank >= 0 && options.rank < options.worldSize, "rank ", options.rank,
               " outside [0, ", options.worldSize, ")");
+  const auto start = Clock::now();
   c10d::TCPStoreOptions storeOptions;
   storeOptions.port = options.masterPort;
-  storeOptions.isServer = options.rank == 0;
   storeOptions.numWorkers = static_cast<std::size_t>(options.worldSize);
-  // The process group's own barrier-like setup waits for everyone; the store need not.
-  storeOptions.waitWorkers = false;
+  // waitWorkers on a client means "announce myself" (add 1 to the store's init key),
+  // which a PyTorch master counts before it returns: clients always announce. Our
+  // master does not wait: under the MPI bootstrap it must broadcast its endpoint
+  // before anyone can join, and the process group's setup waits for everyone anyway.
   storeOptions.timeout = options.timeout;
-  return c10::make_intrusive<c10d::TCPStore>(options.masterAddr, storeOptions);
+
+  if (options.rank == 0) {
+    storeOptions.isServer = true;
+    storeOptions.waitWorkers = false;
+    try {
+      auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", storeOptions);
+      log::info("rendezvous", "event=store_hosted port={} world_size={}", store->getPort(),
+                options.worldSize);
+      return store;
+    } catch (const c10::DistError& e) {
+      throw RendezvousError(fmt::format(
+          "rank 0 could not host the rendezvous store on port {}: {}\n---> HINT: another "
+          "process (an earlier run?) may hold the port; choose another MASTER_PORT / "
+          "--master-port, or wait for it to exit.",
+          options.masterPort, e.what_without_backtrace()));
+    }
+  }
+
+  // Note [Waiting for the master] in tcp_store.h.
+  const auto deadline = start + options.timeout;
+  auto delay = kFirstRetryDelay;
+  std::string cause;
+  for (int attempt = 1;; ++attempt) {
+    const auto remaining =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    cause = probeTcp(options.masterAddr, options.masterPort,
+                     std::clamp(remaining, std::chrono::milliseconds(1), kConnectAttemptTimeout));
+    if (cause.empty()) break;
+    const auto left = deadline - Clock::now();
+    if (left <= std::chrono::milliseconds(0)) {
+      throw RendezvousError(fmt::format(
+          "rendezvous timed out after {:.1f} s: rank {} could not reach the master's store "
+          "at {}:{} ({} attempts; last: {}).\n---> HINT: likely causes: the master (rank 0) "
+          "has not started or has crashed; MASTER_ADDR/MASTER_PORT differ between ranks; the "
+          "master's DNS name is not published yet (a Kubernetes headless service resolves "
+          "once the pod is Ready); a firewall or NetworkPolicy blocks the port. Wait longer "
+          "with --rdzv-timeout or DDPRUN_RDZV_TIMEOUT (seconds).",
+          secondsSince(start), options.rank, options.masterAddr, options.masterPort, attempt,
+          cause));
+    }
+    const auto sleep = std::min<std::chrono::milliseconds>(
+        delay, std::chrono::duration_cast<std::chrono::milliseconds>(left));
+    log::info("rendezvous", "event=master_unreachable attempt={} master={}:{} cause=\"{}\" "
+              "retry_in_ms={}", attempt, options.masterAddr, options.masterPort, cause,
+              sleep.count());
+    std::this_thread::sleep_for(sleep);
+    delay = std::min(delay * 2, kMaxRetryDelay);
+  }
+
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  storeOptions.isServer = false;
+  storeOptions.waitWorkers = true;
+  storeOptions.timeout = std::max(left, std::chrono::milliseconds(1000));
+  try {
+    auto store = c10::make_intrusive<c10d::TCPStore>(options.masterAddr, storeOptions);
+    // Store operations (the group's key exchange) get the whole rendezvous timeout.
+    store->setTimeout(options.timeout);
+    log::info("rendezvous", "event=store_connected master={}:{} elapsed_s={:.2f}",
+              options.masterAddr, options.masterPort, secondsSince(start));
+    return store;
+  } catch (const c10::DistError& e) {
+    throw RendezvousError(fmt::format(
+        "rank {} reached {}:{} but the store did not answer: {}\n---> HINT: is something "
+        "other than the master's rendezvous store listening on that port?",
+        options.rank, options.masterAddr, options.masterPort, e.what_without_backtrace()));
+  }
 }
 
 }  // namespace ddp::rendezvous

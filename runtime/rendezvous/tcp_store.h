@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include <c10/util/intrusive_ptr.h>
@@ -21,6 +22,19 @@ namespace ddp::rendezvous {
 // arrives through MASTER_PORT.
 using env::kDefaultMasterPort;
 constexpr std::chrono::seconds kDefaultRendezvousTimeout{300};
+// Between two attempts to reach the master: starts small (pods usually come up within
+// seconds of each other), doubles, and is capped so a late master is noticed quickly.
+constexpr std::chrono::milliseconds kFirstRetryDelay{100};
+constexpr std::chrono::milliseconds kMaxRetryDelay{2000};
+// One connection attempt gives up after this long (a SYN to a host that drops packets).
+constexpr std::chrono::milliseconds kConnectAttemptTimeout{1000};
+
+// The master could not be reached (or could not host the store) in time. Retryable:
+// the launcher/operator may start the group again.
+class RendezvousError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 struct TcpStoreOptions {
   std::string masterAddr = "127.0.0.1";
@@ -32,9 +46,21 @@ struct TcpStoreOptions {
   std::chrono::milliseconds timeout = kDefaultRendezvousTimeout;
 };
 
-// Rank 0 starts the server and connects to it; the others connect. Throws
-// c10::DistStoreError (with host, port and elapsed time) when the master stays
-// unreachable for options.timeout.
+// Note [Waiting for the master]: pods start in any order and a Kubernetes headless
+// service name resolves only once its pod is Ready, so a non-zero rank may find the
+// master's name unknown, or nothing listening, for a while. We probe (resolve + TCP
+// connect) with backoff until options.timeout, logging each attempt with its cause,
+// and only then let c10d's client connect. We probe ourselves because c10d's own
+// connect loop overshoots its timeout (about 2x, measured) and names no cause.
+//
+// Rank 0 starts the server (listening on all interfaces) and connects to it over
+// loopback, so it does not depend on its own DNS name. Throws RendezvousError naming
+// address, port, elapsed time, the last cause and the likely causes.
 c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& options);
+
+// One probe: "" when a TCP connection to host:port succeeded within `timeout`, else
+// why not ("host name does not resolve: ...", "connection refused ...", "timed out").
+std::string probeTcp(const std::string& host, std::uint16_t port,
+                     std::chrono::milliseconds timeout);
 
 }  // namespace ddp::rendezvous

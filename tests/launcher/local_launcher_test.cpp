@@ -122,6 +122,7 @@ TEST(LauncherTest, WorkerIgnoringSigtermIsKilledAfterGracePeriod) {
 struct UsageCase {
   std::vector<std::string> args;
   std::string message;
+  friend void PrintTo(const UsageCase& c, std::ostream* os) { *os << c.message; }
 };
 
 class UsageErrorTest : public ::testing::TestWithParam<UsageCase> {};

@@ -1,7 +1,7 @@
-// One rank of the multi-process collective test (process_group_test.cpp starts N of
-// these). Rendezvous through TCPStore hosted by rank 0, a Gloo group, then every
-// collective is checked value by value. Exit 0 = every value as expected.
-#include <cstdlib>
+// One rank of the multi-process tests (distributed_test.cpp starts N of these, directly,
+// under mpirun, or beside a Python peer): ddp::init() from the environment, then every
+// collective is checked value by value. Exit 0 = every value as expected; an init
+// error exits with ddp::exitCodeFor(). argv[1]: the backend (default auto).
 #include <iostream>
 #include <string>
 
@@ -9,16 +9,9 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 
-#include "runtime/comm/process_group.h"
-#include "runtime/rendezvous/tcp_store.h"
+#include "runtime/distributed.h"
 
 namespace {
-
-int envInt(const char* name) {
-  const char* value = std::getenv(name);
-  if (!value) throw std::runtime_error(std::string("missing env ") + name);
-  return std::stoi(value);
-}
 
 int failures = 0;
 
@@ -33,20 +26,19 @@ void expectEqual(const std::string& what, const torch::Tensor& got, const torch:
 
 }  // namespace
 
-int main() {
-  const int rank = envInt("RANK");
-  const int worldSize = envInt("WORLD_SIZE");
-  ddp::rendezvous::TcpStoreOptions storeOptions;
-  storeOptions.masterAddr = std::getenv("MASTER_ADDR");
-  storeOptions.masterPort = static_cast<std::uint16_t>(envInt("MASTER_PORT"));
-  storeOptions.rank = rank;
-  storeOptions.worldSize = worldSize;
-  storeOptions.timeout = std::chrono::seconds(30);
-  auto store = ddp::rendezvous::connectTcpStore(storeOptions);
-
-  ddp::comm::ProcessGroupOptions groupOptions;
-  groupOptions.timeout = std::chrono::seconds(30);
-  auto group = ddp::comm::createProcessGroup(store, rank, worldSize, groupOptions);
+int main(int argc, char** argv) {
+  ddp::InitOptions options;
+  if (argc > 1) options.backend = argv[1];
+  ddp::Distributed d;
+  try {
+    d = ddp::init(options);
+  } catch (const std::exception& e) {
+    std::cerr << "init failed: " << e.what() << std::endl;
+    return ddp::exitCodeFor(e);
+  }
+  const int rank = d.rank();
+  const int worldSize = d.worldSize();
+  auto& group = d.group;
   if (group->getRank() != rank || group->getSize() != worldSize) {
     std::cerr << "group reports rank " << group->getRank() << "/" << group->getSize() << "\n";
     return 1;
@@ -93,6 +85,7 @@ int main() {
   }
   group->barrier()->wait();
   if (failures) return 1;
-  std::cout << "rank " << rank << "/" << worldSize << ": all collectives verified" << std::endl;
+  std::cout << "rank " << rank << "/" << worldSize << " source=" << ddp::env::sourceName(d.env.source)
+            << " master=" << d.env.masterAddr << ": all collectives verified" << std::endl;
   return 0;
 }

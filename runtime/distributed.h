@@ -1,0 +1,72 @@
+// ddp::init(): from whatever the cluster injected to a working process group.
+//
+//   environment --resolveClusterEnv--> ClusterEnv (rank, world size, master, source)
+//   backend "auto" -> nccl when CUDA is available, else gloo
+//   rendezvous: rank 0 hosts c10d's TCPStore; under mpirun without MASTER_ADDR the
+//               endpoint travels by MPI_Bcast (rendezvous/mpi_bootstrap.h)
+//   process group on the store (comm/process_group.h)
+//
+// Errors, and the exit code each deserves (exitCodeFor):
+//   env::EnvError, ConfigError        -> kExitUsage (2), permanent
+//   rendezvous::RendezvousError,
+//   c10::DistError (collective timeout, lost peer) -> kExitTransient (200), retryable
+#pragma once
+
+#include <chrono>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <c10/core/Device.h>
+#include <c10/util/intrusive_ptr.h>
+
+#include "runtime/comm/process_group.h"
+#include "runtime/env/cluster_env.h"
+#include "runtime/exit_codes.h"
+#include "runtime/rendezvous/mpi_bootstrap.h"
+#include "runtime/rendezvous/tcp_store.h"
+
+namespace c10d {
+class ProcessGroup;
+class Store;
+}  // namespace c10d
+
+namespace ddp {
+
+struct InitOptions {
+  // "gloo", "nccl" or "auto". Overridden by nothing: flags pass it here.
+  std::string backend = "auto";
+  // How long non-zero ranks wait for the master. Unset: DDPRUN_RDZV_TIMEOUT (seconds),
+  // else rendezvous::kDefaultRendezvousTimeout.
+  std::optional<std::chrono::milliseconds> rendezvousTimeout;
+  // How long a collective may take before it fails. Unset: DDPRUN_COLLECTIVE_TIMEOUT
+  // (seconds), else comm::kDefaultCollectiveTimeout.
+  std::optional<std::chrono::milliseconds> collectiveTimeout;
+  // The environment to resolve; unset: this process's.
+  std::optional<env::EnvMap> environment;
+};
+
+struct Distributed {
+  env::ClusterEnv env;
+  comm::Backend backend = comm::Backend::kGloo;
+  c10::Device device = c10::Device(c10::kCPU);  // where this rank's tensors live
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroup> group;
+  std::shared_ptr<rendezvous::MpiSession> mpi;  // set when MPI found the master
+
+  int rank() const { return env.rank; }
+  int worldSize() const { return env.worldSize; }
+};
+
+Distributed init(const InitOptions& options = {});
+
+// "gloo", "nccl", "auto" -> the backend to use here; ConfigError for anything else, or
+// for nccl where CUDA is unavailable or not built in.
+comm::Backend resolveBackend(const std::string& name);
+
+// The exit code for an error thrown by init() or a collective (see the table above);
+// kExitTransient for anything unrecognised.
+int exitCodeFor(const std::exception& error);
+
+}  // namespace ddp
