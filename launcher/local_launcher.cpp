@@ -10,10 +10,9 @@
 #include <cstring>
 #include <thread>
 
+#include "runtime/env/cluster_env.h"
 #include "runtime/exit_codes.h"
 #include "runtime/log/logging.h"
-
-extern char** environ;
 
 namespace ddp::launcher {
 namespace {
@@ -39,12 +38,7 @@ struct Worker {
 };
 
 pid_t startWorker(const WorkerSpec& spec, int localRank) {
-  std::map<std::string, std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string entry(*e);
-    auto eq = entry.find('=');
-    if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
-  }
+  auto env = env::currentEnvironment();
   for (auto& [key, value] : workerEnvironment(spec, localRank)) env[key] = value;
   std::vector<std::string> envStrings;
   for (auto& [key, value] : env) envStrings.push_back(key + "=" + value);
