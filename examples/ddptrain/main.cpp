@@ -1,6 +1,6 @@
 // ddptrain: data-parallel training of a model from the zoo on an MNIST-format data set.
-// Every rank trains on its own shard of each epoch; gradients are averaged over all
-// ranks after backward (one coalesced allreduce), so every rank takes the same step.
+// Every rank trains on its own shard of each epoch; ddp::DistributedDataParallel
+// averages gradients over all ranks during backward, so every rank takes the same step.
 //
 //   ddprun --nproc-per-node 2 -- ddptrain --model cnn --data-dir /usr/share/datasets/fashion-mnist
 #include <chrono>
@@ -13,6 +13,7 @@
 #include "data/idx_reader.h"
 #include "models/model_zoo.h"
 #include "runtime/build_info.h"
+#include "runtime/ddp/distributed_data_parallel.h"
 #include "runtime/distributed.h"
 #include "runtime/log/logging.h"
 
@@ -99,20 +100,6 @@ Options parseOptions(int argc, char** argv) {
   return o;
 }
 
-// Averages gradients over all ranks: flatten into one buffer, one allreduce, copy back.
-void averageGradients(torch::nn::Module& model, c10d::ProcessGroup& group) {
-  std::vector<torch::Tensor> grads;
-  for (auto& p : model.parameters()) grads.push_back(p.grad().view(-1));
-  std::vector<torch::Tensor> flat{torch::cat(grads)};
-  group.allreduce(flat)->wait();
-  flat[0].div_(group.getSize());
-  std::int64_t offset = 0;
-  for (auto& g : grads) {
-    g.copy_(flat[0].narrow(0, offset, g.numel()));
-    offset += g.numel();
-  }
-}
-
 struct EvalResult {
   double loss = 0;
   double accuracy = 0;
@@ -156,11 +143,8 @@ int run(const Options& o) {
   ddp::models::InputShape shape{train.images.size(1), train.images.size(2),
                                 train.images.size(3)};
   auto model = ddp::models::createModel(o.model, shape, 10);
-  // Same initial weights everywhere: rank 0's.
-  for (auto& p : model->parameters()) {
-    std::vector<torch::Tensor> t{p.data()};
-    group->broadcast(t)->wait();
-  }
+  // Broadcasts rank 0's weights; gradients are then averaged in buckets during backward.
+  ddp::DistributedDataParallel ddpModel(model, group);
   torch::optim::SGD optimizer(model->parameters(),
                               torch::optim::SGDOptions(o.lr).momentum(o.momentum));
   if (env.rank == 0) {
@@ -183,10 +167,9 @@ int run(const Options& o) {
       auto indices = shard.slice(0, s * o.batchSize, (s + 1) * o.batchSize);
       auto images = train.images.index_select(0, indices);  // [B, 1, 28, 28]
       auto labels = train.labels.index_select(0, indices);  // [B]
-      auto loss = torch::nn::functional::cross_entropy(model->forward(images), labels);
+      auto loss = torch::nn::functional::cross_entropy(ddpModel.forward(images), labels);
       optimizer.zero_grad();
-      loss.backward();
-      averageGradients(*model, *group);
+      loss.backward();  // buckets are averaged over the ranks as their gradients arrive
       optimizer.step();
       samples += o.batchSize * env.worldSize;
       if (env.rank == 0 && (step + 1) % o.logEvery == 0) {
