@@ -127,6 +127,13 @@ DdpEngine::~DdpEngine() {
   for (size_t i = 0; i < params_.size(); ++i) params_[i].remove_hook(reachedHooks_[i]);
 }
 
+void DdpEngine::zeroGrad() {
+  torch::NoGradGuard noGrad;
+  for (auto& p : params_) {
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  }
+}
+
 void DdpEngine::registerCommHook(std::unique_ptr<c10d::CommHookInterface> hook) {
   reducer_->register_comm_hook(std::move(hook));
 }

@@ -79,6 +79,11 @@ class DdpEngine {
   // called before the first backward.
   void registerCommHook(std::unique_ptr<c10d::CommHookInterface> hook);
 
+  // Zeroes every parameter's .grad in place. With gradientAsBucketView the grads are
+  // views into the buckets and must stay so: use this instead of the optimizer's
+  // zero_grad(), which detach_()es them (a view refuses, with an error).
+  void zeroGrad();
+
   bool syncEnabled() const { return syncEnabled_; }
   void setSyncEnabled(bool enabled) { syncEnabled_ = enabled; }
   const c10::intrusive_ptr<c10d::ProcessGroup>& group() const { return group_; }
@@ -143,6 +148,7 @@ class DistributedDataParallel {
   };
   [[nodiscard]] NoSyncGuard noSync() { return NoSyncGuard(engine_); }
 
+  void zeroGrad() { engine_.zeroGrad(); }
   ModuleHolder& module() { return module_; }
   DdpEngine& engine() { return engine_; }
 

@@ -1,0 +1,133 @@
+// One rank of the DDP benchmark (run under ddprun; run_ddp_benchmark.py drives it).
+//   ddp_bench --model mlp_small|lenet|big --mode ddp|naive|compute|allreduce
+//             [--steps N] [--warmup N]
+// Modes: ddp = ddp::DistributedDataParallel; naive = one allreduce per parameter after
+// backward (the pytorch/examples C++ pattern); compute = the same step without any
+// communication; allreduce = one allreduce of a buffer as large as all gradients.
+// Rank 0 prints one JSON line with the mean step time.
+#include <chrono>
+#include <iostream>
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/torch.h>
+
+#include "models/model_zoo.h"
+#include "runtime/ddp/distributed_data_parallel.h"
+#include "runtime/distributed.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace nn = torch::nn;
+
+struct Workload {
+  nn::Sequential model;
+  torch::Tensor input;   // one rank's batch
+  torch::Tensor labels;
+};
+
+// The same three models as python_ddp_bench.py.
+Workload makeWorkload(const std::string& name) {
+  if (name == "mlp_small") {  // overhead-bound: 64-128-128-10, batch 32
+    return {nn::Sequential(nn::Linear(64, 128), nn::ReLU(), nn::Linear(128, 128), nn::ReLU(),
+                           nn::Linear(128, 10)),
+            torch::randn({32, 64}), torch::randint(10, {32})};
+  }
+  if (name == "lenet") {  // the zoo's LeNet-style CNN on 28x28, batch 64
+    return {ddp::models::createModel("cnn", {}, 10), torch::randn({64, 1, 28, 28}),
+            torch::randint(10, {64})};
+  }
+  if (name == "big") {  // 25.2M parameters, batch 8: communication >= compute
+    return {nn::Sequential(nn::Linear(1024, 4096), nn::ReLU(), nn::Linear(4096, 4096),
+                           nn::ReLU(), nn::Linear(4096, 1024), nn::ReLU(), nn::Linear(1024, 10)),
+            torch::randn({8, 1024}), torch::randint(10, {8})};
+  }
+  throw std::invalid_argument("unknown --model " + name + ": mlp_small, lenet or big");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  cxxopts::Options cli("ddp_bench", "One rank of the DDP benchmark");
+  cli.add_options()("model", "mlp_small, lenet or big", cxxopts::value<std::string>())(
+      "mode", "ddp, naive, compute or allreduce", cxxopts::value<std::string>())(
+      "steps", "timed steps", cxxopts::value<int>()->default_value("100"))(
+      "warmup", "untimed steps first", cxxopts::value<int>()->default_value("10"))(
+      "grad-view", "ddp: gradients as views into the buckets (no copy back)",
+      cxxopts::value<bool>()->default_value("false"));
+  auto args = cli.parse(argc, argv);
+  const auto modelName = args["model"].as<std::string>();
+  const auto mode = args["mode"].as<std::string>();
+  const int steps = args["steps"].as<int>(), warmup = args["warmup"].as<int>();
+  torch::set_num_threads(1);
+  torch::manual_seed(0);
+
+  auto dist = ddp::init({.backend = "gloo"});
+  auto& group = *dist.group;
+  auto work = makeWorkload(modelName);
+  const auto params = work.model->parameters();
+  std::int64_t numParams = 0;
+  for (auto& p : params) numParams += p.numel();
+
+  std::unique_ptr<ddp::DistributedDataParallel<nn::Sequential>> ddpModel;
+  if (mode == "ddp") {
+    ddp::DdpOptions options;
+    options.gradientAsBucketView = args["grad-view"].as<bool>();
+    ddpModel = std::make_unique<ddp::DistributedDataParallel<nn::Sequential>>(work.model,
+                                                                             dist.group, options);
+  }
+  torch::optim::SGD optimizer(params, torch::optim::SGDOptions(0.01));
+  torch::Tensor flat = torch::randn({numParams});
+
+  auto step = [&] {
+    if (mode == "allreduce") {
+      std::vector<torch::Tensor> t{flat};
+      group.allreduce(t)->wait();
+      return;
+    }
+    auto output = ddpModel ? ddpModel->forward(work.input) : work.model->forward(work.input);
+    auto loss = torch::nn::functional::cross_entropy(output, work.labels);
+    if (ddpModel) {
+      ddpModel->zeroGrad();  // keeps bucket views when --grad-view
+    } else {
+      optimizer.zero_grad();
+    }
+    loss.backward();
+    if (mode == "naive") {
+      for (auto& p : params) {
+        std::vector<torch::Tensor> g{p.grad()};
+        group.allreduce(g)->wait();
+        p.grad().div_(group.getSize());
+      }
+    }
+    optimizer.step();
+  };
+  if (mode != "ddp" && mode != "naive" && mode != "compute" && mode != "allreduce") {
+    std::cerr << "unknown --mode " << mode << "\n";
+    return 2;
+  }
+  for (int i = 0; i < warmup; ++i) step();
+  group.barrier()->wait();
+  const auto start = Clock::now();
+  for (int i = 0; i < steps; ++i) step();
+  // Ranks finish within one step of each other; the slowest defines the step time.
+  std::vector<torch::Tensor> elapsed{torch::tensor(
+      {std::chrono::duration<double>(Clock::now() - start).count()}, torch::kFloat64)};
+  c10d::AllreduceOptions maxOptions;
+  maxOptions.reduceOp = c10d::ReduceOp::MAX;
+  group.allreduce(elapsed, maxOptions)->wait();
+  const double seconds = elapsed[0].item<double>();
+  if (dist.rank() == 0) {
+    std::cout << fmt::format(
+                     "{{\"impl\": \"ddprun\", \"model\": \"{}\", \"mode\": \"{}\", \"params\": {}, "
+                     "\"batch_per_rank\": {}, \"world_size\": {}, \"steps\": {}, "
+                     "\"step_ms\": {:.4f}, \"samples_per_s\": {:.1f}}}",
+                     modelName, mode, numParams, work.input.size(0), dist.worldSize(), steps,
+                     1000 * seconds / steps,
+                     work.input.size(0) * dist.worldSize() * steps / seconds)
+              << std::endl;
+  }
+  return 0;
+}

@@ -1,0 +1,118 @@
+"""DDP throughput side by side, in one run: ddprun's DistributedDataParallel against
+PyTorch's Python DDP under torchrun, a naive per-parameter allreduce after backward, the
+compute-only step and one raw allreduce of all gradients. 2 ranks, Gloo, 1 thread per
+rank, data in memory. Each configuration runs `--repeats` times, alternating
+implementations; the median step time counts.
+
+Writes <out>/ddp.json (every run and the summary) and <out>/ddp.md (the table).
+hidden = (compute + allreduce - step) / allreduce: the share of the gradient
+communication that overlaps backward (1 = all hidden, 0 = none, < 0 = overhead on top).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+MODELS = {  # name: (timed steps, warm-up steps)
+    "mlp_small": (400, 40),
+    "lenet": (120, 12),
+    "big": (20, 4),
+}
+
+
+def run(cmd, env):
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        sys.exit(f"failed ({out.returncode}): {' '.join(cmd)}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    for line in out.stdout.splitlines():
+        if line.startswith("{") or "{\"impl\"" in line:
+            return json.loads(line[line.index("{"):])
+    sys.exit(f"no result line from: {' '.join(cmd)}\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--ddprun", required=True)
+    p.add_argument("--ddp-bench", required=True)
+    p.add_argument("--torchrun", required=True)
+    p.add_argument("--python-bench", default=os.path.join(os.path.dirname(__file__), "python_ddp_bench.py"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--models", default=",".join(MODELS))
+    args = p.parse_args()
+    env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", DDPRUN_LOG_LEVEL="warn")
+
+    runs, summary = [], {}
+    for model in args.models.split(","):
+        steps, warmup = MODELS[model]
+        common = ["--model", model, "--steps", str(steps), "--warmup", str(warmup)]
+        configs = [("ddprun", mode) for mode in ("ddp", "ddp_view", "naive", "compute", "allreduce")] + \
+                  [("torch", mode) for mode in ("ddp", "compute", "allreduce")]
+        times = {c: [] for c in configs}
+        for _ in range(args.repeats):
+            for impl, mode in configs:
+                if impl == "ddprun":
+                    extra = ["--mode", "ddp", "--grad-view=true"] if mode == "ddp_view" else ["--mode", mode]
+                    cmd = [args.ddprun, "--standalone", "--nproc-per-node", "2", "--",
+                           args.ddp_bench] + extra + common
+                else:
+                    cmd = [args.torchrun, "--standalone", "--nproc-per-node", "2",
+                           args.python_bench, "--mode", mode] + common
+                result = run(cmd, env)
+                result["mode"] = mode
+                runs.append(result)
+                times[(impl, mode)].append(result["step_ms"])
+                print(f"{model:9s} {impl:6s} {mode:9s} {result['step_ms']:9.3f} ms", flush=True)
+        med = {f"{impl}/{mode}": statistics.median(v) for (impl, mode), v in times.items()}
+        batch = runs[-1]["batch_per_rank"]
+
+        def hidden(impl, mode="ddp"):
+            c, a, s = med[f"{impl}/compute"], med[f"{impl}/allreduce"], med[f"{impl}/{mode}"]
+            return (c + a - s) / a
+
+        summary[model] = {
+            "params": runs[-1]["params"], "batch_per_rank": batch, "step_ms": med,
+            "samples_per_s": {k: 2 * batch * 1000 / v for k, v in med.items() if not k.endswith("allreduce")},
+            "speedup_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp"],
+            "speedup_vs_naive": med["ddprun/naive"] / med["ddprun/ddp"],
+            "speedup_view_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp_view"],
+            "speedup_view_vs_naive": med["ddprun/naive"] / med["ddprun/ddp_view"],
+            "hidden_fraction": {"ddprun": hidden("ddprun"), "ddprun_view": hidden("ddprun", "ddp_view"),
+                                "torch": hidden("torch")},
+        }
+
+    os.makedirs(args.out, exist_ok=True)
+    meta = {"world_size": 2, "backend": "gloo", "threads_per_rank": 1, "repeats": args.repeats,
+            "statistic": "median step time", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "cpu_count": os.cpu_count()}
+    with open(os.path.join(args.out, "ddp.json"), "w") as f:
+        json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=2)
+    lines = ["# DDP step time: 2 ranks on one machine, Gloo over loopback, 1 thread per rank,",
+             f"# median of {args.repeats} runs. samples/s counts both ranks. hidden = (compute + allreduce - step) / allreduce",
+             "#",
+             "# model      params   batch/rank  impl    mode        step_ms   samples/s",
+             ]
+    for model, s in summary.items():
+        for key, ms in s["step_ms"].items():
+            impl, mode = key.split("/")
+            sps = s["samples_per_s"].get(key)
+            lines.append(f"  {model:9s} {s['params']:9d} {s['batch_per_rank']:7d}     {impl:7s} {mode:10s}"
+                         f" {ms:9.3f} {('%10.0f' % sps) if sps else '         -'}")
+    lines += ["#", "# speedup = other's step time / ddprun's. ddp = defaults (as PyTorch's); ddp_view = gradientAsBucketView",
+              "# model      vs torch DDP  vs naive  view vs torch  view vs naive  hidden ddp  hidden view  hidden torch"]
+    for model, s in summary.items():
+        h = s["hidden_fraction"]
+        lines.append(f"  {model:9s} {s['speedup_vs_torch_ddp']:11.2f}x {s['speedup_vs_naive']:8.2f}x"
+                     f" {s['speedup_view_vs_torch_ddp']:13.2f}x {s['speedup_view_vs_naive']:13.2f}x"
+                     f" {h['ddprun']:11.2f} {h['ddprun_view']:12.2f} {h['torch']:13.2f}")
+    table = "\n".join(lines) + "\n"
+    with open(os.path.join(args.out, "ddp.md"), "w") as f:
+        f.write(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
