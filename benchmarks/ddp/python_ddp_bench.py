@@ -72,6 +72,8 @@ def main():
                           "step_ms": 1000 * seconds / args.steps,
                           "samples_per_s": x.shape[0] * dist.get_world_size() * args.steps / seconds}),
               flush=True)
+    # Rank 0 hosts the store: nobody leaves before everybody is done with it.
+    dist.barrier()
     dist.destroy_process_group()
 
 

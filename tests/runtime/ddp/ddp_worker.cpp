@@ -5,6 +5,7 @@
 // from the same initial weights; after kSteps optimizer steps it prints the largest
 // parameter difference and exits 0 when it is within tolerance.
 // MODEs: plain | nosync (2 micro-batches, the first under noSync) | fp16 | bf16 |
+//        grad_view (gradientAsBucketView, grads zeroed with DistributedDataParallel::zeroGrad) |
 //        find_unused (a branch unused on odd steps) | unused_error (same, mode off: the
 //        error must name the parameter) | overlap (a bucket is launched before the
 //        last gradient exists) | pyref (formula weights and data, shared with
@@ -101,6 +102,7 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
   if (mode == "fp16") options.compression = ddp::GradCompression::kFp16;
   if (mode == "bf16") options.compression = ddp::GradCompression::kBf16;
   if (mode == "find_unused") options.findUnusedParameters = true;
+  if (mode == "grad_view") options.gradientAsBucketView = true;
   if (mode == "overlap") {
     options.bucketCapBytes = 64 * 1024;  // several buckets for a small model
     options.bucketCapFirstBytes = 16 * 1024;
@@ -148,7 +150,11 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
     }
     auto localX = x.slice(0, rank * kBatchPerRank, (rank + 1) * kBatchPerRank);
     auto localY = y.slice(0, rank * kBatchPerRank, (rank + 1) * kBatchPerRank);
-    optimizer.zero_grad();
+    if (mode == "grad_view") {
+      ddpModel.zeroGrad();  // the optimizer's zero_grad would detach_() the bucket views
+    } else {
+      optimizer.zero_grad();
+    }
     if (mode == "nosync") {
       const auto half = kBatchPerRank / 2;
       {

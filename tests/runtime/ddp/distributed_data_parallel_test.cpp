@@ -68,7 +68,7 @@ INSTANTIATE_TEST_SUITE_P(
                       EquivalenceCase{"cnn", "plain", 2}, EquivalenceCase{"cnn", "plain", 3},
                       EquivalenceCase{"mlp", "nosync", 2}, EquivalenceCase{"mlp", "nosync", 3},
                       EquivalenceCase{"cnn", "nosync", 2}, EquivalenceCase{"mlp", "fp16", 2},
-                      EquivalenceCase{"mlp", "bf16", 2},
+                      EquivalenceCase{"mlp", "bf16", 2}, EquivalenceCase{"cnn", "grad_view", 2},
                       EquivalenceCase{"branchy", "find_unused", 2}),
     [](const auto& info) {
       return info.param.model + "_" + info.param.mode + "_world" +
@@ -113,8 +113,8 @@ TEST(DdpTest, MatchesPyTorchDistributedDataParallel) {
   const auto theirs = (dir / ("ddp_torch_" + std::to_string(getpid()))).string();
   auto ourResults = runRanks(2, {worker(), "mlp", "pyref", ours});
   auto torchResults = runRanks(2, {DDPRUN_PYTHON, PYTHON_DDP_REFERENCE, theirs});
-  for (auto& r : ourResults) ASSERT_EQ(r.exitCode, 0) << r.output;
-  for (auto& r : torchResults) ASSERT_EQ(r.exitCode, 0) << r.output;
+  for (auto& r : ourResults) ASSERT_EQ(r.exitCode, 0) << "ours, signal " << r.termSignal << ": " << r.output;
+  for (auto& r : torchResults) ASSERT_EQ(r.exitCode, 0) << "torch, signal " << r.termSignal << ": " << r.output;
   auto a = readFloats(ours), b = readFloats(theirs);
   std::filesystem::remove(ours);
   std::filesystem::remove(theirs);

@@ -43,6 +43,10 @@ def main() -> int:
         with open(sys.argv[1], "wb") as f:
             for p in model.parameters():
                 f.write(p.detach().contiguous().numpy().tobytes())
+    # Rank 0 hosts the store. If it leaves while rank 1 is still tearing down, rank 1's
+    # c10d threads lose the store and abort (SIGABRT, "terminate called without an
+    # active exception"): leave together.
+    dist.barrier()
     dist.destroy_process_group()
     return 0
 
