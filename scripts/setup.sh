@@ -35,6 +35,7 @@ apt_packages=(
   openmpi-bin libopenmpi-dev
   libgloo-dev libcxxopts-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev zlib1g-dev
   dataset-fashion-mnist
+  python3-sklearn                       # data/ tests: sklearn's iris, wine, breast cancer, digits CSVs
   iproute2 procps
   python3-venv
 )
