@@ -1,15 +1,13 @@
 #include "data/idx_reader.h"
 
-#include <zlib.h>
-
-#include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <memory>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
+
+#include "data/gz_file.h"
 
 namespace ddp::data {
 namespace {
@@ -20,36 +18,15 @@ constexpr int kMaxDims = 8;
 // Read in bounded chunks so a header's claim is only believed as far as data arrives.
 constexpr std::size_t kChunkBytes = 1 << 20;
 
-struct GzCloser {
-  void operator()(gzFile_s* file) const { gzclose(file); }
-};
-
 std::string hex(std::uint32_t value) { return fmt::format("0x{:08x}", value); }
-
-// Reads up to `size` bytes; a decompression error (corrupt .gz) is reported as such,
-// a short count means the file ended.
-std::size_t readBytes(gzFile file, void* out, std::size_t size, const std::string& path,
-                      std::int64_t offset) {
-  const int n = gzread(file, out, static_cast<unsigned>(size));
-  if (n < 0) {
-    int code = 0;
-    throw DataError(fmt::format("{}: offset {}: cannot decompress ({}). Is it a valid .gz file?",
-                                path, offset, gzerror(file, &code)));
-  }
-  return static_cast<std::size_t>(n);
-}
 
 }  // namespace
 
 IdxArray readIdxFile(const std::string& path) {
-  std::unique_ptr<gzFile_s, GzCloser> file(gzopen(path.c_str(), "rb"));
-  if (!file) {
-    throw DataError(fmt::format("{}: cannot open ({}). HINT: check --data-dir; the "
-                                "Fashion-MNIST files come with Debian's dataset-fashion-mnist.",
-                                path, std::strerror(errno)));
-  }
+  GzFile file(path, "check --data-dir; the Fashion-MNIST files come with Debian's "
+                    "dataset-fashion-mnist.");
   std::uint8_t header[4];
-  const auto got = readBytes(file.get(), header, 4, path, 0);
+  const auto got = file.read(header, 4, 0);
   if (got != 4) {
     throw DataError(fmt::format("{}: offset 0: expected a 4-byte IDX magic number, found {} "
                                 "bytes (truncated or empty file)",
@@ -68,7 +45,7 @@ IdxArray readIdxFile(const std::string& path) {
   std::int64_t count = 1;
   for (int d = 0; d < numDims; ++d) {
     std::uint8_t bytes[4];
-    if (readBytes(file.get(), bytes, 4, path, 4 + 4 * d) != 4) {
+    if (file.read(bytes, 4, 4 + 4 * d) != 4) {
       throw DataError(fmt::format("{}: offset {}: expected the size of dimension {} of {}, "
                                   "the file ends first (truncated header)",
                                   path, 4 + 4 * d, d, numDims));
@@ -92,7 +69,7 @@ IdxArray readIdxFile(const std::string& path) {
         std::min<std::size_t>(kChunkBytes, static_cast<std::size_t>(count) - values.size());
     const std::size_t old = values.size();
     values.resize(old + want);
-    const auto n = readBytes(file.get(), values.data() + old, want, path,
+    const auto n = file.read(values.data() + old, want,
                              dataOffset + static_cast<std::int64_t>(old));
     values.resize(old + n);
     if (n == 0) {

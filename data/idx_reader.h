@@ -5,18 +5,14 @@
 #pragma once
 
 #include <cstdint>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include <torch/types.h>
 
-namespace ddp::data {
+#include "data/data_error.h"
 
-class DataError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace ddp::data {
 
 struct IdxArray {
   std::vector<std::int64_t> dims;  // e.g. {60000, 28, 28}

@@ -35,6 +35,8 @@ apt_packages=(
   openmpi-bin libopenmpi-dev
   libgloo-dev libcxxopts-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev zlib1g-dev
   dataset-fashion-mnist
+  python3-sklearn                       # data/ tests: sklearn's iris, wine, breast cancer, digits CSVs
+  golang-github-andybalholm-brotli-dev  # data/ tests: a Gutenberg text (Newton's Opticks, 567 KB)
   iproute2 procps
   python3-venv
 )

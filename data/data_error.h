@@ -1,0 +1,16 @@
+// The one error type of data/: input that cannot be used (a missing, malformed or too
+// short file, or options that cannot work with it). Every reader says in it which file,
+// where (line and column, or byte offset), what it expected, what it found and, where
+// the fix is not obvious, what to do.
+#pragma once
+
+#include <stdexcept>
+
+namespace ddp::data {
+
+class DataError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace ddp::data
