@@ -7,4 +7,4 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bash "$repo/scripts/setup.sh"
 build_dir=${DDPRUN_BUILD_DIR:-$repo/build}
 exec "$build_dir/launcher/ddprun" --standalone --nproc-per-node "${NPROC:-2}" -- \
-  "$build_dir/examples/ddptrain" --model cnn --data-dir /usr/share/datasets/fashion-mnist "$@"
+  "$build_dir/examples/ddptrain" --model cnn --data idx --data-dir /usr/share/datasets/fashion-mnist "$@"
