@@ -205,9 +205,24 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
     throw CheckpointError(fmt::format("cannot create checkpoint directory '{}': {}",
                                       dir.string(), ec.message()));
   }
+  // Note [Saving a step twice]: a run restarted after it finished resumes at its last step
+  // and saves it again, with the same state (training is deterministic). Replacing it
+  // would open a window (new .pt, old manifest) in which a crash loses it: keep the one
+  // that verifies.
+  const auto existing = (dir / checkpointName(step)).string();
+  if (fs::exists(manifestPathFor(existing))) {
+    try {
+      auto info = readManifest(existing);
+      readVerified(info);
+      log::info("checkpoint", "event=kept step={} path={} (already saved)", step, existing);
+      return info;
+    } catch (const CheckpointError&) {
+      // Corrupt: overwrite it below.
+    }
+  }
   const auto bytes = pickleForTorchLoad(payload);
   CheckpointInfo info;
-  info.path = (dir / checkpointName(step)).string();
+  info.path = existing;
   info.step = step;
   info.bytes = bytes.size();
   info.crc32 = crc32Of(bytes.data(), bytes.size());
@@ -229,6 +244,16 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
     fs::remove(manifestPathFor(all[i].path), ec);
     fs::remove(all[i].path, ec);
     log::debug("checkpoint", "event=removed step={} path={}", all[i].step, all[i].path);
+  }
+  // A .pt whose manifest was never written (a failed or interrupted save) is never loaded:
+  // remove it rather than let such files pile up.
+  static const std::regex kData(R"(checkpoint-\d+\.pt)");
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const auto name = entry.path().filename().string();
+    if (std::regex_match(name, kData) && !fs::exists(manifestPathFor(entry.path().string()))) {
+      fs::remove(entry.path(), ec);
+      log::warn("checkpoint", "event=removed_unfinished path={}", entry.path().string());
+    }
   }
   return info;
 }

@@ -1,6 +1,7 @@
 #include "runtime/train/train_config.h"
 
 #include <charconv>
+#include <cmath>
 #include <functional>
 #include <sstream>
 
@@ -28,6 +29,12 @@ struct Setting {
     if (ec != std::errc() || end != value.data() + value.size() || out < min) {
       fail(fmt::format("an integer >= {}", min));
     }
+    return out;
+  }
+  std::uint64_t unsignedInteger() const {
+    std::uint64_t out = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
+    if (ec != std::errc() || end != value.data() + value.size()) fail("an integer >= 0");
     return out;
   }
   double number(double min, bool inclusive = true) const {
@@ -140,7 +147,7 @@ const std::vector<Option>& options() {
       {"clip-grad-norm", "0", "clip the global gradient L2 norm to this (0: off)",
        [](C& c, const S& s) { c.trainer.clipGradNorm = s.number(0); }},
       {"seed", "42", "seed of weights, shuffling and the data split",
-       [](C& c, const S& s) { c.trainer.seed = static_cast<std::uint64_t>(s.integer(0)); }},
+       [](C& c, const S& s) { c.trainer.seed = s.unsignedInteger(); }},
       {"shuffle", "true", "reshuffle the training set every epoch",
        [](C& c, const S& s) { c.trainer.shuffle = s.boolean(); }, true},
       {"drop-last", "false", "sampler: drop the tail that does not divide by the world size "
@@ -172,11 +179,11 @@ const std::vector<Option>& options() {
       // data parallelism
       {"bucket-cap-mb", "25", "gradient bucket size in MiB",
        [](C& c, const S& s) {
-         c.trainer.ddp.bucketCapBytes = static_cast<std::int64_t>(s.number(0, false) * 1048576);
+         c.trainer.ddp.bucketCapBytes = std::llround(s.number(0, false) * 1048576);
        }},
       {"first-bucket-cap-mb", "1", "first gradient bucket size in MiB",
        [](C& c, const S& s) {
-         c.trainer.ddp.bucketCapFirstBytes = static_cast<std::int64_t>(s.number(0, false) * 1048576);
+         c.trainer.ddp.bucketCapFirstBytes = std::llround(s.number(0, false) * 1048576);
        }},
       {"find-unused-parameters", "false", "allow parameters without a gradient in a step",
        [](C& c, const S& s) { c.trainer.ddp.findUnusedParameters = s.boolean(); }, true},
@@ -309,12 +316,17 @@ std::string toYaml(const TrainConfig& config) {
   // Re-derive each value from the config through its own source text would lose
   // nothing, but the config holds parsed values: print them in the table's order.
   const auto& t = config.trainer;
-  auto mb = [](std::int64_t bytes) { return fmt::format("{:g}", bytes / 1048576.0); };
+  auto mb = [](std::int64_t bytes) { return fmt::format("{}", bytes / 1048576.0); };
   auto seconds = [](const std::optional<std::chrono::milliseconds>& ms) {
     return ms ? std::to_string(ms->count() / 1000) : std::string("0");
   };
   auto b = [](bool v) { return v ? "true" : "false"; };
-  auto q = [](const std::string& s) { return "\"" + s + "\""; };
+  // Strings as yaml-cpp quotes them (escapes included), so any path survives a round trip.
+  auto q = [](const std::string& s) {
+    YAML::Emitter emitter;
+    emitter << YAML::DoubleQuoted << s;
+    return std::string(emitter.c_str());
+  };
   const char* compression = t.ddp.compression == GradCompression::kFp16   ? "fp16"
                             : t.ddp.compression == GradCompression::kBf16 ? "bf16"
                                                                           : "none";
@@ -326,7 +338,7 @@ std::string toYaml(const TrainConfig& config) {
       {"data", config.data},
       {"data-path", q(config.dataPath)},
       {"data-dir", q(config.dataPath)},
-      {"test-fraction", fmt::format("{:g}", config.testFraction)},
+      {"test-fraction", fmt::format("{}", config.testFraction)},
       {"block-size", std::to_string(config.blockSize)},
       {"synthetic-samples", std::to_string(config.syntheticSamples)},
       {"epochs", std::to_string(t.epochs)},
@@ -334,17 +346,17 @@ std::string toYaml(const TrainConfig& config) {
       {"batch-size", std::to_string(t.batchSize)},
       {"grad-accumulation", std::to_string(t.gradAccumulation)},
       {"optimizer", t.optimizer.name},
-      {"lr", fmt::format("{:g}", t.optimizer.lr)},
-      {"momentum", fmt::format("{:g}", t.optimizer.momentum)},
-      {"weight-decay", fmt::format("{:g}", t.optimizer.weightDecay)},
-      {"beta1", fmt::format("{:g}", t.optimizer.beta1)},
-      {"beta2", fmt::format("{:g}", t.optimizer.beta2)},
+      {"lr", fmt::format("{}", t.optimizer.lr)},
+      {"momentum", fmt::format("{}", t.optimizer.momentum)},
+      {"weight-decay", fmt::format("{}", t.optimizer.weightDecay)},
+      {"beta1", fmt::format("{}", t.optimizer.beta1)},
+      {"beta2", fmt::format("{}", t.optimizer.beta2)},
       {"lr-schedule", t.schedule.name},
       {"warmup-steps", std::to_string(t.schedule.warmupSteps)},
-      {"min-lr-ratio", fmt::format("{:g}", t.schedule.minLrRatio)},
+      {"min-lr-ratio", fmt::format("{}", t.schedule.minLrRatio)},
       {"lr-step-size", std::to_string(t.schedule.stepSize)},
-      {"lr-gamma", fmt::format("{:g}", t.schedule.gamma)},
-      {"clip-grad-norm", fmt::format("{:g}", t.clipGradNorm)},
+      {"lr-gamma", fmt::format("{}", t.schedule.gamma)},
+      {"clip-grad-norm", fmt::format("{}", t.clipGradNorm)},
       {"seed", std::to_string(t.seed)},
       {"shuffle", b(t.shuffle)},
       {"drop-last", b(t.dropLast)},

@@ -368,11 +368,11 @@ TEST_F(TrainConfigTest, HelpListsEveryOptionWithItsDefault) {
   }
 }
 
-// Known bugs in toYaml (runtime/train/train_config.cpp), enable when fixed:
+// toYaml (runtime/train/train_config.cpp) once had these bugs:
 // doubles are printed with "{:g}", six significant digits, and bucket sizes go through
 // bytes and back, so a resolved configuration (--print-config, a checkpoint's config)
 // does not reproduce the run, and bucket-cap-mb drifts on every round trip.
-TEST_F(TrainConfigTest, DISABLED_ToYamlKeepsEveryDigit) {
+TEST_F(TrainConfigTest, ToYamlKeepsEveryDigit) {
   const auto first = parse({"--lr", "0.00012345678", "--bucket-cap-mb", "0.3"}).config;
   const auto file = writeFile("digits.yaml", toYaml(first));
   const auto second = parse({"--config", file}).config;
@@ -382,9 +382,9 @@ TEST_F(TrainConfigTest, DISABLED_ToYamlKeepsEveryDigit) {
   EXPECT_EQ(toYaml(parse({"--config", again}).config), toYaml(second));  // 0.299999 -> 0.299998
 }
 
-// Known bug: strings are put in double quotes unescaped, so a backslash starts a YAML
+// Once: strings were put in double quotes unescaped, so a backslash starts a YAML
 // escape ("\n" comes back as a newline) and a '"' makes the file unreadable.
-TEST_F(TrainConfigTest, DISABLED_ToYamlEscapesStrings) {
+TEST_F(TrainConfigTest, ToYamlEscapesStrings) {
   for (const std::string path : {"/tmp/a\\nb", "/tmp/say\"hi\""}) {
     const auto first = parse({"--metrics-file", path}).config;
     const auto file = writeFile("strings.yaml", toYaml(first));
