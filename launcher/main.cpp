@@ -1,65 +1,66 @@
-// ddprun: starts the worker processes of one node with torchrun's environment
-// (RANK, LOCAL_RANK, WORLD_SIZE, ...), watches them and tears the group down on the
-// first failure or on SIGTERM/SIGINT.
+// ddprun: starts the worker processes of one node with torchrun's environment (RANK,
+// LOCAL_RANK, WORLD_SIZE, ...), prefixes their output with the rank, tears the group down
+// on the first failure or on SIGTERM/SIGINT, and restarts it up to --max-restarts.
 //
 //   ddprun [options] [--] PROGRAM [ARGS...]
+//
+// Without flags, the node's place in the job comes from the environment (Note [Node-level
+// resolution] in launcher/launch_plan.h).
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <charconv>
 #include <cstdlib>
-#include <filesystem>
 #include <iostream>
 #include <set>
-#include <thread>
 
 #include <cxxopts.hpp>
 
-#include "launcher/local_launcher.h"
+#include "launcher/failure_report.h"
+#include "launcher/launch_plan.h"
+#include "launcher/worker_group.h"
 #include "runtime/config.h"
 #include "runtime/exit_codes.h"
 #include "runtime/log/logging.h"
 
 namespace {
 
-class UsageError : public std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
+using ddp::launcher::LaunchError;
 
 // Options that take a value; needed to find where the launcher's options end and the
 // program begins without "--" (torchrun accepts `torchrun -n 2 train.py --lr 1`).
 const std::set<std::string> kValueOptions = {
     "--nproc-per-node", "--nproc_per_node", "--nnodes", "--node-rank", "--node_rank",
-    "--master-addr", "--master_addr", "--master-port", "--master_port", "--grace-period",
-    "--log-level"};
+    "--master-addr", "--master_addr", "--master-port", "--master_port", "--max-restarts",
+    "--max_restarts", "--rdzv-timeout", "--rdzv_timeout", "--backend", "--grace-period",
+    "--log-dir", "--log_dir", "--redirects", "-r", "--error-file", "--log-level"};
 
 int parseInt(const std::string& flag, const std::string& text, int min, int max) {
   int value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max) {
-    throw UsageError(flag + "=" + text + ": expected an integer in [" + std::to_string(min) +
-                     ", " + std::to_string(max) + "]");
+    throw LaunchError(flag + "=" + text + ": expected an integer in [" + std::to_string(min) +
+                      ", " + std::to_string(max) + "]");
   }
   return value;
 }
 
-// `auto`: one process per visible GPU (CUDA_VISIBLE_DEVICES, else /dev/nvidiaN), else 1.
-int visibleGpuCount() {
-  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) {
-    std::string list(visible);
-    if (list.empty()) return 0;
-    return static_cast<int>(std::count(list.begin(), list.end(), ',')) + 1;
+// torchrun's --nnodes takes N or MIN:MAX; a fixed count only.
+int parseNnodes(const std::string& text) {
+  const auto colon = text.find(':');
+  if (colon == std::string::npos) return parseInt("--nnodes", text, 1, 65536);
+  const int min = parseInt("--nnodes", text.substr(0, colon), 1, 65536);
+  const int max = parseInt("--nnodes", text.substr(colon + 1), 1, 65536);
+  if (min != max) {
+    throw LaunchError("--nnodes=" + text + ": elastic ranges are not supported; give a fixed "
+                      "node count N (or N:N)");
   }
-  int count = 0;
-  for (int i = 0; i < 64; ++i) {
-    if (std::filesystem::exists("/dev/nvidia" + std::to_string(i))) ++count;
-  }
-  return count;
+  return min;
 }
 
 int freeLoopbackPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -72,7 +73,13 @@ int freeLoopbackPort() {
   return ntohs(addr.sin_port);
 }
 
-ddp::launcher::WorkerSpec parseArgs(int argc, char** argv) {
+struct Command {
+  ddp::launcher::WorkerGroupSpec spec;
+  std::string errorFile;
+  bool dryRun = false;
+};
+
+Command parseCommand(int argc, char** argv) {
   std::vector<std::string> own{argv[0]};
   std::vector<std::string> program;
   for (int i = 1; i < argc; ++i) {
@@ -89,22 +96,44 @@ ddp::launcher::WorkerSpec parseArgs(int argc, char** argv) {
     if (kValueOptions.count(arg) && i + 1 < argc) own.push_back(argv[++i]);
   }
 
-  cxxopts::Options cli("ddprun", "Starts PROGRAM as the data-parallel workers of this node.\n"
-                                 "  ddprun [options] [--] PROGRAM [ARGS...]");
+  cxxopts::Options cli("ddprun",
+                       "Starts PROGRAM as the data-parallel workers of this node, watches them, "
+                       "and restarts the group on failure.\n"
+                       "  ddprun [options] [--] PROGRAM [ARGS...]\n"
+                       "Unset options come from the environment (PET_*, RANK/WORLD_SIZE/"
+                       "MASTER_*, OMPI_*/PMI_*): see the README.");
   // clang-format off
   cli.add_options()
-    ("nproc-per-node,nproc_per_node", "workers on this node: a number, or auto (one per "
-     "visible GPU, else 1)", cxxopts::value<std::string>()->default_value("1"))
-    ("nnodes", "number of nodes", cxxopts::value<std::string>()->default_value("1"))
-    ("node-rank,node_rank", "rank of this node in [0, nnodes)",
+    ("nproc-per-node,nproc_per_node", "workers on this node: N, auto (one per visible GPU, "
+     "else 1), gpu or cpu  [env PET_NPROC_PER_NODE; default 1]", cxxopts::value<std::string>())
+    ("nnodes", "number of nodes, N or N:N  [env PET_NNODES, WORLD_SIZE, OMPI_COMM_WORLD_SIZE; "
+     "default 1]", cxxopts::value<std::string>())
+    ("node-rank,node_rank", "rank of this node in [0, nnodes)  [env PET_NODE_RANK, RANK, "
+     "OMPI_COMM_WORLD_RANK; default 0]", cxxopts::value<std::string>())
+    ("master-addr,master_addr", "host of the node with rank 0  [env MASTER_ADDR, "
+     "PET_MASTER_ADDR; default 127.0.0.1]", cxxopts::value<std::string>())
+    ("master-port,master_port", "port of rank 0's TCPStore  [env MASTER_PORT, "
+     "PET_MASTER_PORT; default 29500]", cxxopts::value<std::string>())
+    ("standalone", "one node on loopback with a free port  [env PET_STANDALONE]")
+    ("max-restarts,max_restarts", "restarts of the worker group after a failure  "
+     "[env PET_MAX_RESTARTS; default 0]", cxxopts::value<std::string>())
+    ("rdzv-timeout,rdzv_timeout", "seconds the workers wait for the master (sets "
+     "DDPRUN_RDZV_TIMEOUT; 0: the workers' default, 300)",
      cxxopts::value<std::string>()->default_value("0"))
-    ("master-addr,master_addr", "address of the node that hosts rank 0",
-     cxxopts::value<std::string>()->default_value("127.0.0.1"))
-    ("master-port,master_port", "port of rank 0's TCPStore",
-     cxxopts::value<std::string>()->default_value("29500"))
-    ("standalone", "single node on loopback with a free port")
-    ("grace-period", "seconds between SIGTERM and SIGKILL at teardown",
-     cxxopts::value<std::string>()->default_value("10"))
+    ("backend", "gloo, nccl or auto (sets DDPRUN_BACKEND for the workers; empty: theirs)",
+     cxxopts::value<std::string>()->default_value(""))
+    ("grace-period", "seconds between SIGTERM and SIGKILL at teardown; keep it below the "
+     "pod's terminationGracePeriodSeconds", cxxopts::value<std::string>()->default_value("30"))
+    ("log-dir,log_dir", "also write each worker's output to "
+     "DIR/attempt_<restart>/rank_<rank>/{stdout,stderr}.log", cxxopts::value<std::string>())
+    ("r,redirects", "streams that go to the log files only, not the console: 0 none, "
+     "1 stdout, 2 stderr, 3 both (needs --log-dir)",
+     cxxopts::value<std::string>()->default_value("0"))
+    ("error-file", "write the failure report as JSON here (e.g. /dev/termination-log)  "
+     "[env DDPRUN_ERROR_FILE; default <log-dir>/error.json with --log-dir]",
+     cxxopts::value<std::string>())
+    ("dry-run", "print the resolved plan and every worker's environment as JSON; start "
+     "nothing")
     ("log-level", "debug, info, warn, error", cxxopts::value<std::string>()->default_value("info"))
     ("version", "print the version and exit")
     ("h,help", "print this help");
@@ -115,7 +144,7 @@ ddp::launcher::WorkerSpec parseArgs(int argc, char** argv) {
   try {
     r = cli.parse(static_cast<int>(ownArgv.size()), ownArgv.data());
   } catch (const cxxopts::exceptions::exception& e) {
-    throw UsageError(std::string(e.what()) + ". Run 'ddprun --help' for the options.");
+    throw LaunchError(std::string(e.what()) + ". Run 'ddprun --help' for the options.");
   }
   if (r.count("help")) {
     std::cout << cli.help() << std::endl;
@@ -128,55 +157,107 @@ ddp::launcher::WorkerSpec parseArgs(int argc, char** argv) {
   }
   ddp::log::setup("launcher", ddp::log::parseLevel(r["log-level"].as<std::string>()));
 
-  ddp::launcher::WorkerSpec spec;
-  const auto nproc = r["nproc-per-node"].as<std::string>();
-  spec.nprocPerNode = nproc == "auto" ? std::max(1, visibleGpuCount())
-                                      : parseInt("--nproc-per-node", nproc, 1, 1024);
-  spec.nnodes = parseInt("--nnodes", r["nnodes"].as<std::string>(), 1, 65536);
-  spec.nodeRank = parseInt("--node-rank", r["node-rank"].as<std::string>(), 0, 65535);
-  if (spec.nodeRank >= spec.nnodes) {
-    throw UsageError("--node-rank=" + std::to_string(spec.nodeRank) + " must be < --nnodes=" +
-                     std::to_string(spec.nnodes));
+  ddp::launcher::LaunchFlags flags;
+  if (r.count("nproc-per-node")) flags.nprocPerNode = r["nproc-per-node"].as<std::string>();
+  if (r.count("nnodes")) flags.nnodes = parseNnodes(r["nnodes"].as<std::string>());
+  if (r.count("node-rank")) {
+    flags.nodeRank = parseInt("--node-rank", r["node-rank"].as<std::string>(), 0, 65535);
   }
-  spec.masterAddr = r["master-addr"].as<std::string>();
-  spec.masterPort = parseInt("--master-port", r["master-port"].as<std::string>(), 1, 65535);
-  spec.gracePeriod =
-      std::chrono::seconds(parseInt("--grace-period", r["grace-period"].as<std::string>(), 0,
-                                    3600));
-  if (r.count("standalone")) {
-    if (spec.nnodes != 1) throw UsageError("--standalone means one node; drop --nnodes");
-    spec.masterAddr = "127.0.0.1";
-    spec.masterPort = freeLoopbackPort();
+  if (r.count("master-addr")) flags.masterAddr = r["master-addr"].as<std::string>();
+  if (r.count("master-port")) {
+    flags.masterPort = parseInt("--master-port", r["master-port"].as<std::string>(), 1, 65535);
   }
+  if (r.count("max-restarts")) {
+    flags.maxRestarts = parseInt("--max-restarts", r["max-restarts"].as<std::string>(), 0, 1000);
+  }
+  flags.standalone = r.count("standalone") > 0;
+
+  const auto environment = ddp::env::currentEnvironment();
+  Command command;
+  auto& spec = command.spec;
+  spec.plan = ddp::launcher::resolveLaunchPlan(flags, environment,
+                                               ddp::launcher::detectDevices(environment));
+  if (spec.plan.standalone && spec.plan.masterPort == 0) spec.plan.masterPort = freeLoopbackPort();
+  spec.env.rendezvousTimeoutSeconds =
+      parseInt("--rdzv-timeout", r["rdzv-timeout"].as<std::string>(), 0, 86400);
+  spec.env.backend = r["backend"].as<std::string>();
+  if (!spec.env.backend.empty() && spec.env.backend != "gloo" && spec.env.backend != "nccl" &&
+      spec.env.backend != "auto") {
+    throw LaunchError("--backend=" + spec.env.backend + ": expected gloo, nccl or auto");
+  }
+  spec.gracePeriod = std::chrono::seconds(
+      parseInt("--grace-period", r["grace-period"].as<std::string>(), 0, 3600));
+  if (r.count("log-dir")) spec.output.logDir = r["log-dir"].as<std::string>();
+  const int redirects = parseInt("--redirects", r["redirects"].as<std::string>(), 0, 3);
+  if (redirects != 0 && spec.output.logDir.empty()) {
+    throw LaunchError("--redirects=" + std::to_string(redirects) +
+                      " sends output to the log files only, but there is no --log-dir");
+  }
+  spec.output.redirectStdout = (redirects & 1) != 0;
+  spec.output.redirectStderr = (redirects & 2) != 0;
+  if (r.count("error-file")) {
+    command.errorFile = r["error-file"].as<std::string>();
+  } else if (const char* fromEnv = std::getenv("DDPRUN_ERROR_FILE"); fromEnv && *fromEnv) {
+    command.errorFile = fromEnv;
+  } else if (!spec.output.logDir.empty()) {
+    command.errorFile = spec.output.logDir + "/error.json";
+  }
+  command.dryRun = r.count("dry-run") > 0;
+
   if (program.empty()) {
-    throw UsageError("no PROGRAM given: ddprun [options] [--] PROGRAM [ARGS...]");
+    throw LaunchError("no PROGRAM given: ddprun [options] [--] PROGRAM [ARGS...]");
   }
   spec.argv = program;
   if (!std::getenv("OMP_NUM_THREADS")) {
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    spec.ompNumThreads = std::max(1, cores / spec.nprocPerNode);
-    ddp::log::info("launcher", "OMP_NUM_THREADS is unset; giving each of the {} workers {} "
-                   "(cores={} / workers)", spec.nprocPerNode, spec.ompNumThreads, cores);
+    const int cores = ddp::launcher::detectDevices(environment).cpus;
+    spec.env.ompNumThreads = std::max(1, cores / spec.plan.nprocPerNode);
+    if (!command.dryRun) {
+      ddp::log::info("launcher", "OMP_NUM_THREADS is unset; giving each of the {} workers {} "
+                     "(cores={} / workers)", spec.plan.nprocPerNode, spec.env.ompNumThreads,
+                     cores);
+    }
   }
-  return spec;
+  return command;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  ddp::launcher::WorkerSpec spec;
+  Command command;
   try {
-    spec = parseArgs(argc, argv);
-  } catch (const UsageError& e) {
-    std::cerr << "ddprun: " << e.what() << std::endl;
-    return ddp::kExitUsage;
+    command = parseCommand(argc, argv);
   } catch (const std::exception& e) {
+    // LaunchError, env::EnvError, a bad --log-level: all permanent usage errors.
     std::cerr << "ddprun: " << e.what() << std::endl;
     return ddp::kExitUsage;
   }
-  ddp::log::info("launcher", "nproc_per_node={} nnodes={} node_rank={} master={}:{} program={}",
-                 spec.nprocPerNode, spec.nnodes, spec.nodeRank, spec.masterAddr,
-                 spec.masterPort, spec.argv.front());
-  const auto result = ddp::launcher::runWorkerGroup(spec);
+  auto& spec = command.spec;
+  if (command.dryRun) {
+    std::cout << ddp::launcher::describePlanJson(spec.plan, spec.argv, spec.env) << std::endl;
+    return ddp::kExitOk;
+  }
+  const auto& plan = spec.plan;
+  ddp::log::info("launcher", "source={} nnodes={} node_rank={} nproc_per_node={} world_size={} "
+                 "master={}:{} max_restarts={} program={}", plan.source, plan.nnodes,
+                 plan.nodeRank, plan.nprocPerNode, plan.worldSize(), plan.masterAddr,
+                 plan.masterPort, plan.maxRestarts, spec.argv.front());
+  ddp::launcher::RunResult result;
+  try {
+    ddp::launcher::SignalChannel signals;
+    result = ddp::launcher::runWithRestarts(plan.maxRestarts, [&](int restartCount) {
+      return ddp::launcher::runAttempt(spec, restartCount, signals);
+    });
+  } catch (const std::exception& e) {
+    std::cerr << "ddprun: " << e.what() << std::endl;
+    return ddp::kExitTransient;
+  }
+  if (result.failure) {
+    std::cerr << ddp::launcher::failureReportText(*result.failure, result.exitCode);
+    if (!command.errorFile.empty()) {
+      const auto json = ddp::launcher::failureReportJson(*result.failure, plan, result.exitCode);
+      const auto error = ddp::launcher::writeErrorFile(command.errorFile, json);
+      if (!error.empty()) std::cerr << "ddprun: " << error << std::endl;
+    }
+  }
   return result.exitCode;
 }

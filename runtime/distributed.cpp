@@ -63,7 +63,11 @@ Distributed init(const InitOptions& options) {
   Distributed d;
   d.env = env::resolveClusterEnv(environment);
   log::setup(std::to_string(d.env.rank), log::levelFromEnv(log::Level::kInfo));
-  d.backend = resolveBackend(options.backend);
+  // "auto" defers to the launcher's --backend (DDPRUN_BACKEND) before choosing by device.
+  const auto launcherBackend = env::lookup(environment, "DDPRUN_BACKEND");
+  d.backend = resolveBackend(options.backend == "auto" && launcherBackend && !launcherBackend->empty()
+                                 ? *launcherBackend
+                                 : options.backend);
   const auto rendezvousTimeout =
       options.rendezvousTimeout
           .value_or(secondsFromEnv(environment, "DDPRUN_RDZV_TIMEOUT")

@@ -35,7 +35,8 @@ class Store;
 namespace ddp {
 
 struct InitOptions {
-  // "gloo", "nccl" or "auto". Overridden by nothing: flags pass it here.
+  // "gloo", "nccl" or "auto". "auto" takes DDPRUN_BACKEND (ddprun --backend) when set,
+  // else nccl when CUDA is available, else gloo.
   std::string backend = "auto";
   // How long non-zero ranks wait for the master. Unset: DDPRUN_RDZV_TIMEOUT (seconds),
   // else rendezvous::kDefaultRendezvousTimeout.

@@ -1,0 +1,284 @@
+#include "launcher/worker_group.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "runtime/exit_codes.h"
+#include "runtime/log/logging.h"
+
+namespace ddp::launcher {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+const char* signalName(int signal) {
+  switch (signal) {
+    case SIGTERM: return "SIGTERM";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+    case SIGKILL: return "SIGKILL";
+    default: return "signal";
+  }
+}
+
+// One attempt's state: the workers, their pipes, and the teardown once it has begun.
+class Attempt {
+ public:
+  Attempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals)
+      : spec_(spec), restartCount_(restartCount), signals_(signals),
+        router_(spec.output, restartCount) {}
+
+  AttemptResult run() {
+    startAll();
+    while (!finished()) {
+      pollOnce();
+      if (tearingDown_ && Clock::now() >= killDeadline_ && !killed_) killRemaining();
+    }
+    for (auto& w : workers_) signalProcessGroup(w.pid, SIGKILL);  // leftovers of a worker
+    return result_;
+  }
+
+ private:
+  void startAll() {
+    auto envOptions = spec_.env;
+    envOptions.restartCount = restartCount_;
+    for (int local = 0; local < spec_.plan.nprocPerNode; ++local) {
+      Worker w;
+      w.localRank = local;
+      w.globalRank = spec_.plan.globalRank(local);
+      auto started = startProcess(spec_.argv, workerEnvironment(spec_.plan, local, envOptions));
+      w.pid = started.pid;
+      w.stdoutFd = started.stdoutFd;
+      w.stderrFd = started.stderrFd;
+      log::info("launcher", "started rank={} local_rank={} pid={} restart_count={}",
+                w.globalRank, local, w.pid, restartCount_);
+      workers_.push_back(w);
+    }
+  }
+
+  bool anyRunning() const {
+    return std::any_of(workers_.begin(), workers_.end(),
+                       [](const Worker& w) { return w.state == WorkerState::kRunning; });
+  }
+
+  bool anyPipeOpen() const {
+    return std::any_of(workers_.begin(), workers_.end(),
+                       [](const Worker& w) { return w.stdoutFd >= 0 || w.stderrFd >= 0; });
+  }
+
+  // Every worker reaped and its output drained. A pipe still held open by something the
+  // worker left behind is closed once its process group has been killed (run()).
+  bool finished() {
+    if (anyRunning()) return false;
+    if (!anyPipeOpen()) return true;
+    if (!drainDeadline_) {
+      drainDeadline_ = Clock::now() + std::chrono::seconds(2);
+      for (auto& w : workers_) signalProcessGroup(w.pid, SIGKILL);
+    }
+    if (Clock::now() < *drainDeadline_) return false;
+    for (auto& w : workers_) {
+      closePipe(w, Stream::kStdout);
+      closePipe(w, Stream::kStderr);
+    }
+    return true;
+  }
+
+  void closePipe(Worker& w, Stream stream) {
+    int& fd = stream == Stream::kStdout ? w.stdoutFd : w.stderrFd;
+    if (fd < 0) return;
+    router_.finish(w.globalRank, stream);
+    close(fd);
+    fd = -1;
+  }
+
+  void pollOnce() {
+    std::vector<pollfd> fds{{signals_.fd(), POLLIN, 0}};
+    std::vector<std::pair<Worker*, Stream>> owners{{nullptr, Stream::kStdout}};
+    for (auto& w : workers_) {
+      if (w.stdoutFd >= 0) {
+        fds.push_back({w.stdoutFd, POLLIN, 0});
+        owners.emplace_back(&w, Stream::kStdout);
+      }
+      if (w.stderrFd >= 0) {
+        fds.push_back({w.stderrFd, POLLIN, 0});
+        owners.emplace_back(&w, Stream::kStderr);
+      }
+    }
+    int timeoutMs = -1;
+    auto until = [&](Clock::time_point t) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t - Clock::now());
+      const int left = static_cast<int>(std::max<long long>(0, ms.count()) + 1);
+      timeoutMs = timeoutMs < 0 ? left : std::min(timeoutMs, left);
+    };
+    if (tearingDown_ && !killed_) until(killDeadline_);
+    if (drainDeadline_) until(*drainDeadline_);
+    const int ready = poll(fds.data(), fds.size(), timeoutMs);
+    if (ready < 0) {
+      if (errno == EINTR) return;
+      throw std::system_error(errno, std::generic_category(), "poll");
+    }
+    // Output first, so that a worker's last lines precede the report of its exit.
+    for (std::size_t i = 1; i < fds.size(); ++i) {
+      if (fds[i].revents) readPipe(*owners[i].first, owners[i].second);
+    }
+    if (fds[0].revents) {
+      for (int signal : signals_.drain()) {
+        if (signal == SIGCHLD) {
+          onExits();
+        } else {
+          onLauncherSignal(signal);
+        }
+      }
+    }
+  }
+
+  void readPipe(Worker& w, Stream stream) {
+    int fd = stream == Stream::kStdout ? w.stdoutFd : w.stderrFd;
+    char buffer[65536];
+    while (true) {
+      const ssize_t n = read(fd, buffer, sizeof(buffer));
+      if (n > 0) {
+        router_.feed(w.globalRank, stream, std::string_view(buffer, static_cast<size_t>(n)));
+        continue;
+      }
+      if (n < 0 && (errno == EINTR)) continue;
+      if (n < 0 && errno == EAGAIN) return;
+      closePipe(w, stream);  // EOF or an error: the stream is over
+      return;
+    }
+  }
+
+  void onExits() {
+    for (const auto& status : reapExited()) {
+      auto it = std::find_if(workers_.begin(), workers_.end(),
+                             [&](const Worker& w) { return w.pid == status.pid; });
+      if (it == workers_.end() || it->state != WorkerState::kRunning) continue;
+      Worker& w = *it;
+      w.status = status;
+      // Drain what it wrote before it exited, so the report has its last lines.
+      if (w.stdoutFd >= 0) readPipe(w, Stream::kStdout);
+      if (w.stderrFd >= 0) readPipe(w, Stream::kStderr);
+      if (tearingDown_) {
+        w.state = status.succeeded() ? WorkerState::kSucceeded : WorkerState::kStopped;
+        log::info("launcher", "rank={} pid={} stopped: {}", w.globalRank, w.pid,
+                  status.describe());
+        continue;
+      }
+      if (status.succeeded()) {
+        w.state = WorkerState::kSucceeded;
+        log::info("launcher", "rank={} pid={} exited code=0", w.globalRank, w.pid);
+        continue;
+      }
+      w.state = WorkerState::kFailed;
+      log::error("launcher", "rank={} pid={} failed: {}; tearing down the group", w.globalRank,
+                 w.pid, status.describe());
+      WorkerFailure failure;
+      failure.globalRank = w.globalRank;
+      failure.localRank = w.localRank;
+      failure.pid = w.pid;
+      failure.status = status;
+      failure.restartCount = restartCount_;
+      failure.lastLines = router_.lastLines(w.globalRank);
+      failure.time = std::chrono::system_clock::now();
+      result_.outcome = AttemptOutcome::kWorkerFailed;
+      result_.failure = std::move(failure);
+      beginTeardown(SIGTERM);
+    }
+  }
+
+  void onLauncherSignal(int signal) {
+    if (result_.outcome == AttemptOutcome::kInterrupted) {
+      // A second Ctrl-C: do not wait out the grace period.
+      log::warn("launcher", "received {} again; killing the workers now", signalName(signal));
+      killRemaining();
+      return;
+    }
+    log::warn("launcher", "received {}; forwarding it to the workers (grace period {} ms)",
+              signalName(signal), spec_.gracePeriod.count());
+    result_.outcome = AttemptOutcome::kInterrupted;
+    result_.signal = signal;
+    if (tearingDown_) return;  // already stopping after a failure: keep that deadline
+    beginTeardown(signal);
+  }
+
+  void beginTeardown(int signal) {
+    tearingDown_ = true;
+    killDeadline_ = Clock::now() + spec_.gracePeriod;
+    for (auto& w : workers_) {
+      if (w.state == WorkerState::kRunning) signalProcessGroup(w.pid, signal);
+    }
+  }
+
+  void killRemaining() {
+    killed_ = true;
+    for (auto& w : workers_) {
+      if (w.state != WorkerState::kRunning) continue;
+      log::warn("launcher", "rank={} pid={} still running after the {} ms grace period: "
+                "SIGKILL", w.globalRank, w.pid, spec_.gracePeriod.count());
+      signalProcessGroup(w.pid, SIGKILL);
+    }
+  }
+
+  const WorkerGroupSpec& spec_;
+  int restartCount_;
+  SignalChannel& signals_;
+  OutputRouter router_;
+  std::vector<Worker> workers_;
+  AttemptResult result_;
+  bool tearingDown_ = false;
+  bool killed_ = false;
+  Clock::time_point killDeadline_;
+  std::optional<Clock::time_point> drainDeadline_;
+};
+
+}  // namespace
+
+bool isRetryable(const ExitStatus& status) {
+  return status.signal != 0 || status.exitCode != kExitUsage;
+}
+
+AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals) {
+  return Attempt(spec, restartCount, signals).run();
+}
+
+RunResult runWithRestarts(int maxRestarts, const AttemptRunner& runAttemptFn) {
+  RunResult run;
+  for (int restartCount = 0;; ++restartCount) {
+    run.restarts = restartCount;
+    const AttemptResult attempt = runAttemptFn(restartCount);
+    if (attempt.outcome == AttemptOutcome::kSucceeded) {
+      run.exitCode = kExitOk;
+      run.failure.reset();  // an earlier attempt's failure was recovered from
+      return run;
+    }
+    if (attempt.outcome == AttemptOutcome::kInterrupted) {
+      run.signal = attempt.signal;
+      run.failure = attempt.failure;
+      run.exitCode = 128 + attempt.signal;
+      return run;
+    }
+    run.failure = attempt.failure;
+    const ExitStatus& status = attempt.failure->status;
+    run.exitCode = status.shellCode();
+    if (!isRetryable(status)) {
+      log::error("launcher", "rank={} exited {} (a usage, config or data error): not "
+                 "restarting, a restart cannot fix it", attempt.failure->globalRank,
+                 status.exitCode);
+      return run;
+    }
+    if (restartCount >= maxRestarts) {
+      log::error("launcher", "no restarts left ({} of --max-restarts={} used); giving up",
+                 restartCount, maxRestarts);
+      return run;
+    }
+    log::warn("launcher", "restarting the worker group: restart {} of {}", restartCount + 1,
+              maxRestarts);
+  }
+}
+
+}  // namespace ddp::launcher

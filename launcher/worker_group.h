@@ -1,0 +1,91 @@
+// The launcher's data and policy: the workers of this node, one attempt of running them,
+// and the restart budget across attempts. (Mechanism: worker_process.h.)
+//
+// Note [Worker states]
+// ~~~~~~~~~~~~~~~~~~~~
+//   kRunning ──exit 0──────────────────────────────> kSucceeded
+//      │ ──exit != 0 or a signal, first of the group─> kFailed   (tears the group down)
+//      └──exit after the launcher's SIGTERM/SIGKILL──> kStopped
+// An attempt ends when every worker has left kRunning and its output is drained:
+//   all kSucceeded                         -> AttemptOutcome::kSucceeded
+//   one kFailed (the first exit noticed)   -> kWorkerFailed: SIGTERM to every other worker's
+//                                             process group, SIGKILL after the grace period
+//   SIGTERM/SIGINT/SIGHUP to the launcher  -> kInterrupted: the same signal to every
+//                                             worker, SIGKILL after the grace period
+// Policy (runWithRestarts): a failed attempt is retried with the restart count + 1 while
+// restarts remain, unless the worker exited kExitUsage (2), a permanent error that a restart
+// cannot fix. Workers resume from their newest checkpoint (ddptrain's --resume auto).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "launcher/launch_plan.h"
+#include "launcher/output_router.h"
+#include "launcher/worker_process.h"
+
+namespace ddp::launcher {
+
+enum class WorkerState { kRunning, kSucceeded, kFailed, kStopped };
+
+struct Worker {
+  int localRank = 0;
+  int globalRank = 0;
+  pid_t pid = -1;
+  WorkerState state = WorkerState::kRunning;
+  ExitStatus status;
+  int stdoutFd = -1;
+  int stderrFd = -1;
+};
+
+struct WorkerGroupSpec {
+  LaunchPlan plan;
+  std::vector<std::string> argv;
+  WorkerEnvOptions env;  // restartCount is set per attempt
+  std::chrono::milliseconds gracePeriod{30000};
+  OutputOptions output;
+};
+
+// The first worker that failed in an attempt.
+struct WorkerFailure {
+  int globalRank = 0;
+  int localRank = 0;
+  pid_t pid = -1;
+  ExitStatus status;
+  int restartCount = 0;
+  std::vector<std::string> lastLines;
+  std::chrono::system_clock::time_point time;
+};
+
+enum class AttemptOutcome { kSucceeded, kWorkerFailed, kInterrupted };
+
+struct AttemptResult {
+  AttemptOutcome outcome = AttemptOutcome::kSucceeded;
+  std::optional<WorkerFailure> failure;  // kWorkerFailed
+  int signal = 0;                        // kInterrupted: what the launcher received
+};
+
+struct RunResult {
+  int exitCode = 0;
+  int restarts = 0;                      // attempts - 1
+  std::optional<WorkerFailure> failure;  // the first failure of the last failed attempt
+  int signal = 0;
+};
+
+// Runs the workers once (see Note [Worker states]). `signals` must exist before any worker
+// starts, so that no exit or signal is missed.
+AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals);
+
+// The restart policy over attempts; runAttempt in production, scripted outcomes in tests.
+using AttemptRunner = std::function<AttemptResult(int restartCount)>;
+RunResult runWithRestarts(int maxRestarts, const AttemptRunner& runAttemptFn);
+
+// Whether a failure may be retried: anything but the permanent kExitUsage.
+bool isRetryable(const ExitStatus& status);
+
+}  // namespace ddp::launcher

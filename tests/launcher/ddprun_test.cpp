@@ -1,0 +1,554 @@
+// ddprun as a user runs it: real worker processes (sh scripts and ddptrain), real signals,
+// the process table checked for orphans.
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/support/subprocess.h"
+
+namespace ddp::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using Args = std::vector<std::string>;
+using Env = std::map<std::string, std::string>;
+
+ProcessResult runDdprun(Args args, Env env = {}, std::chrono::milliseconds timeout = 60s) {
+  args.insert(args.begin(), DDPRUN_BINARY);
+  ChildProcess process(args, env);
+  return process.wait(timeout);
+}
+
+bool processAlive(pid_t pid) {
+  // A zombie is dead for our purposes: only its parent's wait() is missing.
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const auto close = line.rfind(')');
+  return close != std::string::npos && line.size() > close + 2 && line[close + 2] != 'Z';
+}
+
+// Every live process whose parent is `parent` (the process table, /proc/<pid>/stat).
+std::vector<pid_t> childrenOf(pid_t parent) {
+  std::vector<pid_t> children;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const auto name = entry.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(entry.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const auto close = line.rfind(')');
+    std::istringstream rest(line.substr(close + 2));
+    char state;
+    pid_t ppid;
+    rest >> state >> ppid;
+    if (ppid == parent && state != 'Z') children.push_back(std::stoi(name));
+  }
+  return children;
+}
+
+// The launcher's workers once `count` of them are up (5 s at most).
+std::vector<pid_t> waitForChildren(pid_t launcher, std::size_t count) {
+  std::vector<pid_t> children;
+  for (int i = 0; i < 200 && children.size() < count; ++i) {
+    std::this_thread::sleep_for(25ms);
+    children = childrenOf(launcher);
+  }
+  return children;
+}
+
+// The pids a worker script printed as "<tag>=<pid>".
+std::vector<pid_t> printedPids(const std::string& output, const std::string& tag) {
+  std::vector<pid_t> pids;
+  const std::regex pattern(tag + "=(\\d+)");
+  for (auto it = std::sregex_iterator(output.begin(), output.end(), pattern);
+       it != std::sregex_iterator(); ++it) {
+    pids.push_back(std::stoi((*it)[1]));
+  }
+  return pids;
+}
+
+std::string readFile(const fs::path& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int count(const std::string& text, const std::string& part) {
+  int n = 0;
+  for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+  return n;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    path_ = fs::temp_directory_path() /
+            ("ddprun_test_" + std::to_string(getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const fs::path& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+// --- spawn and environment ---------------------------------------------------------------
+
+class SpawnTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(SpawnTest, EachWorkerGetsTorchrunEnvironment) {
+  const int n = GetParam();
+  auto result = runDdprun({"--nproc-per-node", std::to_string(n), "--master-port", "29999",
+                           "--max-restarts", "3", "--", "/bin/sh", "-c",
+                           "echo \"rank=$RANK local=$LOCAL_RANK world=$WORLD_SIZE "
+                           "lws=$LOCAL_WORLD_SIZE group=$GROUP_RANK gws=$GROUP_WORLD_SIZE "
+                           "master=$MASTER_ADDR:$MASTER_PORT restarts=$TORCHELASTIC_RESTART_COUNT "
+                           "max=$TORCHELASTIC_MAX_RESTARTS\""});
+  SCOPED_TRACE(result.output);
+  ASSERT_EQ(result.exitCode, 0);
+  for (int rank = 0; rank < n; ++rank) {
+    const auto line = "[rank" + std::to_string(rank) + "]: rank=" + std::to_string(rank) +
+                      " local=" + std::to_string(rank) + " world=" + std::to_string(n) +
+                      " lws=" + std::to_string(n) +
+                      " group=0 gws=1 master=127.0.0.1:29999 restarts=0 max=3";
+    EXPECT_EQ(count(result.output, line), 1) << "missing or repeated: " << line;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Workers, SpawnTest, ::testing::Values(1, 2, 3, 4));
+
+TEST(LauncherTest, NodeRankOffsetsGlobalRanks) {
+  auto result = runDdprun({"--nproc-per-node", "2", "--nnodes", "3", "--node-rank", "2",
+                           "--master-addr", "127.0.0.1", "--", "/bin/sh", "-c",
+                           "echo \"rank=$RANK local=$LOCAL_RANK world=$WORLD_SIZE\""});
+  SCOPED_TRACE(result.output);
+  ASSERT_EQ(result.exitCode, 0);
+  EXPECT_NE(result.output.find("rank=4 local=0 world=6"), std::string::npos);
+  EXPECT_NE(result.output.find("rank=5 local=1 world=6"), std::string::npos);
+}
+
+TEST(LauncherTest, TakesTheNodeFromThePyTorchJobEnvironment) {
+  auto result = runDdprun({"/bin/sh", "-c", "echo \"rank=$RANK world=$WORLD_SIZE\""},
+                          {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "23456"},
+                           {"WORLD_SIZE", "4"}, {"RANK", "1"}, {"PET_NODE_RANK", "1"},
+                           {"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "2"}});
+  SCOPED_TRACE(result.output);
+  ASSERT_EQ(result.exitCode, 0);
+  EXPECT_NE(result.output.find("[rank2]: rank=2 world=4"), std::string::npos);
+  EXPECT_NE(result.output.find("[rank3]: rank=3 world=4"), std::string::npos);
+}
+
+TEST(LauncherTest, SetsOmpNumThreadsOnlyWhenUnset) {
+  auto withValue = runDdprun({"--nproc-per-node", "2", "--", "/bin/sh", "-c",
+                              "echo omp=$OMP_NUM_THREADS"},
+                             {{"OMP_NUM_THREADS", "7"}});
+  EXPECT_EQ(count(withValue.output, "omp=7"), 2) << withValue.output;
+  EXPECT_EQ(withValue.output.find("OMP_NUM_THREADS is unset"), std::string::npos);
+}
+
+// --- output --------------------------------------------------------------------------------
+
+TEST(OutputTest, LinesArePrefixedAndStdoutAndStderrKeptApart) {
+  TempDir dir;
+  ChildProcess shell({"/bin/sh", "-c",
+                      std::string("exec ") + DDPRUN_BINARY + " --nproc-per-node 2 -- /bin/sh -c "
+                      "'echo out-$RANK; echo err-$RANK >&2; printf tail-$RANK' >" + (dir / "out") +
+                      " 2>" + (dir / "err")},
+                     {});
+  ASSERT_EQ(shell.wait(30s).exitCode, 0);
+  const auto out = readFile(dir / "out"), err = readFile(dir / "err");
+  for (const std::string rank : {"0", "1"}) {
+    EXPECT_NE(out.find("[rank" + rank + "]: out-" + rank + "\n"), std::string::npos) << out;
+    EXPECT_NE(out.find("[rank" + rank + "]: tail-" + rank + "\n"), std::string::npos) << out;
+    EXPECT_NE(err.find("[rank" + rank + "]: err-" + rank + "\n"), std::string::npos) << err;
+  }
+  EXPECT_EQ(out.find("err-"), std::string::npos) << out;
+  EXPECT_EQ(err.find("out-"), std::string::npos) << err;
+}
+
+TEST(OutputTest, LinesOfConcurrentWorkersNeverInterleave) {
+  // Four workers each write 3000 lines of 200 characters as fast as they can.
+  auto result = runDdprun({"--nproc-per-node", "4", "--", "/bin/sh", "-c",
+                           "line=$(printf \"%0200d\" 0 | tr 0 $RANK); i=0; "
+                           "while [ $i -lt 3000 ]; do echo $line; i=$((i+1)); done"});
+  ASSERT_EQ(result.exitCode, 0);
+  const std::regex wholeLine(R"(\[rank([0-3])\]: ([0-3])\2{199})");
+  std::istringstream lines(result.output);
+  std::string line;
+  std::map<std::string, int> perRank;
+  while (std::getline(lines, line)) {
+    if (line.rfind("[rank", 0) != 0) continue;  // the launcher's own log lines
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(line, m, wholeLine)) << "torn line: " << line.substr(0, 80);
+    EXPECT_EQ(m[1], m[2]);
+    ++perRank[m[1]];
+  }
+  for (const std::string rank : {"0", "1", "2", "3"}) EXPECT_EQ(perRank[rank], 3000) << rank;
+}
+
+TEST(OutputTest, LogDirGetsPerRankFilesAndRedirectsKeepThemOffTheConsole) {
+  TempDir dir;
+  auto result = runDdprun({"--nproc-per-node", "2", "--log-dir", dir / "logs", "--redirects", "1",
+                           "--", "/bin/sh", "-c", "echo quiet-$RANK; echo loud-$RANK >&2"});
+  ASSERT_EQ(result.exitCode, 0) << result.output;
+  EXPECT_EQ(result.output.find("quiet-"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("[rank1]: loud-1"), std::string::npos) << result.output;
+  EXPECT_EQ(readFile(dir / "logs/attempt_0/rank_1/stdout.log"), "quiet-1\n");
+  EXPECT_EQ(readFile(dir / "logs/attempt_0/rank_0/stderr.log"), "loud-0\n");
+}
+
+// --- failures, teardown, restarts ----------------------------------------------------------
+
+TEST(FailureTest, FirstFailureTearsDownTheOthersAndIsReported) {
+  TempDir dir;
+  const auto start = std::chrono::steady_clock::now();
+  // Rank 1 fails with 3; the others would sleep for a minute, and leave a child of their own.
+  auto result = runDdprun({"--nproc-per-node", "3", "--grace-period", "5", "--error-file",
+                           dir / "error.json", "--", "/bin/sh", "-c",
+                           "if [ \"$RANK\" = 1 ]; then echo about to fail; sleep 1; "
+                           "echo cannot go on >&2; exit 3; fi; "
+                           "sleep 60 & echo grandchild-pid=$!; echo worker-pid=$$; wait"});
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 3);
+  EXPECT_LT(elapsed, 10s);
+  EXPECT_NE(result.output.find("rank=1 pid="), std::string::npos);
+  EXPECT_NE(result.output.find("failed: exit code 3; tearing down the group"), std::string::npos);
+  EXPECT_NE(result.output.find("ddprun: rank 1 (local rank 1, pid"), std::string::npos);
+  EXPECT_NE(result.output.find("    [stderr] cannot go on"), std::string::npos);
+  auto pids = printedPids(result.output, "worker-pid");
+  const auto grandchildren = printedPids(result.output, "grandchild-pid");
+  EXPECT_EQ(pids.size(), 2u);
+  EXPECT_EQ(grandchildren.size(), 2u);
+  pids.insert(pids.end(), grandchildren.begin(), grandchildren.end());
+  for (pid_t pid : pids) EXPECT_FALSE(processAlive(pid)) << "orphan pid " << pid;
+
+  const auto report = nlohmann::json::parse(readFile(dir / "error.json"));
+  EXPECT_EQ(report["rank"], 1);
+  EXPECT_EQ(report["localRank"], 1);
+  EXPECT_EQ(report["exitCode"], 3);
+  EXPECT_TRUE(report["signal"].is_null());
+  EXPECT_EQ(report["launcherExitCode"], 3);
+  EXPECT_EQ(report["lastLines"],
+            nlohmann::json::array({"about to fail", "[stderr] cannot go on"}));
+}
+
+TEST(FailureTest, WorkerKilledBySignalGives128PlusSignal) {
+  TempDir dir;
+  auto result = runDdprun({"--nproc-per-node", "2", "--log-dir", dir / "logs", "--", "/bin/sh",
+                           "-c", "if [ \"$RANK\" = 0 ]; then kill -9 $$; fi; exec sleep 60"});
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 128 + 9);
+  EXPECT_NE(result.output.find("failed: signal 9 (Killed)"), std::string::npos);
+  const auto report = nlohmann::json::parse(readFile(dir / "logs/error.json"));  // the default
+  EXPECT_EQ(report["signal"], 9);
+  EXPECT_TRUE(report["exitCode"].is_null());
+}
+
+TEST(FailureTest, GroupRestartsAfterAWorkerIsKilledAndCompletes) {
+  const auto start = std::chrono::steady_clock::now();
+  // Attempt 0: rank 1 is SIGKILLed mid-run while the others work; attempt 1 succeeds.
+  auto result = runDdprun({"--nproc-per-node", "3", "--max-restarts", "2", "--grace-period",
+                           "10", "--", "/bin/sh", "-c",
+                           "echo attempt=$TORCHELASTIC_RESTART_COUNT; "
+                           "if [ \"$TORCHELASTIC_RESTART_COUNT\" = 0 ]; then "
+                           "  if [ \"$RANK\" = 1 ]; then sleep 0.5; kill -9 $$; fi; "
+                           "  trap 'echo rank $RANK stopped; exit 143' TERM; "
+                           "  while true; do sleep 0.05; done; fi; echo done-$RANK"});
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 0);
+  EXPECT_LT(elapsed, 8s);  // torn down at SIGTERM, not after the 10 s grace period
+  EXPECT_NE(result.output.find("restarting the worker group: restart 1 of 2"), std::string::npos);
+  EXPECT_EQ(count(result.output, "]: attempt=0\n"), 3);
+  EXPECT_EQ(count(result.output, "]: attempt=1\n"), 3);
+  EXPECT_EQ(count(result.output, "[rank0]: rank 0 stopped\n"), 1);
+  EXPECT_EQ(count(result.output, "[rank2]: rank 2 stopped\n"), 1);
+  for (const std::string rank : {"0", "1", "2"}) {
+    EXPECT_NE(result.output.find("done-" + rank), std::string::npos);
+  }
+  EXPECT_EQ(result.output.find("failed first"), std::string::npos);  // no report on success
+}
+
+TEST(FailureTest, ExhaustedRestartsExitWithTheFailureAndItsReport) {
+  TempDir dir;
+  auto result = runDdprun({"--nproc-per-node", "2", "--max-restarts", "2", "--error-file",
+                           dir / "error.json", "--", "/bin/sh", "-c",
+                           "if [ \"$RANK\" = 0 ]; then echo giving up; exit 5; fi; exec sleep 60"});
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 5);
+  EXPECT_EQ(count(result.output, "started rank=0"), 3);
+  EXPECT_NE(result.output.find("no restarts left (2 of --max-restarts=2 used)"), std::string::npos);
+  const auto report = nlohmann::json::parse(readFile(dir / "error.json"));
+  EXPECT_EQ(report["rank"], 0);
+  EXPECT_EQ(report["exitCode"], 5);
+  EXPECT_EQ(report["restartCount"], 2);
+  EXPECT_EQ(report["maxRestarts"], 2);
+  EXPECT_EQ(report["lastLines"], nlohmann::json::array({"giving up"}));
+}
+
+TEST(FailureTest, UsageErrorOfAWorkerIsNotRestarted) {
+  auto result = runDdprun({"--nproc-per-node", "2", "--max-restarts", "3", "--", "/bin/sh", "-c",
+                           "if [ \"$RANK\" = 1 ]; then exit 2; fi; exec sleep 60"});
+  EXPECT_EQ(result.exitCode, 2) << result.output;
+  EXPECT_EQ(count(result.output, "started rank=1"), 1) << result.output;
+  EXPECT_NE(result.output.find("not restarting"), std::string::npos) << result.output;
+}
+
+TEST(FailureTest, MissingProgramIsReported) {
+  auto result = runDdprun({"--nproc-per-node", "1", "--", "/nonexistent/program"});
+  EXPECT_EQ(result.exitCode, 127);
+  EXPECT_NE(result.output.find("cannot execute '/nonexistent/program'"), std::string::npos)
+      << result.output;
+}
+
+// --- signals to ddprun ---------------------------------------------------------------------
+
+TEST(SignalTest, SigtermIsForwardedAndEverythingExits143WithNoOrphan) {
+  ChildProcess launcher({DDPRUN_BINARY, "--nproc-per-node", "2", "--", "/bin/sh", "-c",
+                         "trap 'echo rank=$RANK got TERM; exit 0' TERM; "
+                         "while true; do sleep 0.05; done"},
+                        {});
+  const auto workers = waitForChildren(launcher.pid(), 2);
+  ASSERT_EQ(workers.size(), 2u);
+  std::this_thread::sleep_for(300ms);  // the traps are installed
+  kill(launcher.pid(), SIGTERM);
+  auto result = launcher.wait(20s);
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 143);
+  EXPECT_NE(result.output.find("rank=0 got TERM"), std::string::npos);
+  EXPECT_NE(result.output.find("rank=1 got TERM"), std::string::npos);
+  for (pid_t pid : workers) EXPECT_FALSE(processAlive(pid)) << "orphan pid " << pid;
+}
+
+TEST(SignalTest, WorkerIgnoringSigtermIsKilledAfterGracePeriod) {
+  const auto start = std::chrono::steady_clock::now();
+  ChildProcess launcher({DDPRUN_BINARY, "--nproc-per-node", "2", "--grace-period", "1", "--",
+                         "/bin/sh", "-c", "trap '' TERM; echo pid=$$; while true; do sleep 0.05; done"},
+                        {});
+  std::this_thread::sleep_for(1000ms);
+  kill(launcher.pid(), SIGTERM);
+  auto result = launcher.wait(20s);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 143);
+  EXPECT_EQ(count(result.output, "after the 1000 ms grace period: SIGKILL"), 2);
+  EXPECT_LT(elapsed, 5s);
+  for (pid_t pid : printedPids(result.output, "pid")) EXPECT_FALSE(processAlive(pid));
+}
+
+TEST(SignalTest, KilledLauncherTakesItsWorkersWithIt) {
+  ChildProcess launcher({DDPRUN_BINARY, "--nproc-per-node", "3", "--", "/bin/sh", "-c",
+                         "trap '' TERM; while true; do sleep 0.05; done"},
+                        {});
+  const auto workers = waitForChildren(launcher.pid(), 3);
+  ASSERT_EQ(workers.size(), 3u);
+  kill(launcher.pid(), SIGKILL);
+  launcher.wait(10s);
+  std::this_thread::sleep_for(300ms);
+  for (pid_t pid : workers) EXPECT_FALSE(processAlive(pid)) << "orphan pid " << pid;
+}
+
+// --- dry run, per environment source -------------------------------------------------------
+
+struct DryRunCase {
+  std::string name;
+  Env env;
+  Args flags;
+  std::string source;
+  int nnodes, nodeRank, nproc;
+  std::string master;
+};
+
+void PrintTo(const DryRunCase& c, std::ostream* os) { *os << c.name; }
+
+class DryRunTest : public ::testing::TestWithParam<DryRunCase> {};
+
+TEST_P(DryRunTest, PrintsThePlanAndStartsNothing) {
+  const auto& c = GetParam();
+  TempDir dir;
+  Args args = c.flags;
+  args.insert(args.begin(), "--dry-run");
+  // Would leave a file behind if it ran.
+  for (const char* a : {"--", "/bin/sh", "-c"}) args.push_back(a);
+  args.push_back("touch " + (dir / "ran"));
+  auto result = runDdprun(args, c.env);
+  ASSERT_EQ(result.exitCode, 0) << result.output;
+  const auto plan = nlohmann::json::parse(result.output);
+  EXPECT_EQ(plan["source"], c.source);
+  EXPECT_EQ(plan["nnodes"], c.nnodes);
+  EXPECT_EQ(plan["nodeRank"], c.nodeRank);
+  EXPECT_EQ(plan["nprocPerNode"], c.nproc);
+  EXPECT_EQ(plan["worldSize"], c.nnodes * c.nproc);
+  EXPECT_EQ(plan["masterAddr"].get<std::string>() + ":" +
+                std::to_string(plan["masterPort"].get<int>()),
+            c.master);
+  ASSERT_EQ(plan["workers"].size(), static_cast<size_t>(c.nproc));
+  for (int local = 0; local < c.nproc; ++local) {
+    const auto& w = plan["workers"][local];
+    EXPECT_EQ(w["rank"], c.nodeRank * c.nproc + local);
+    EXPECT_EQ(w["env"]["RANK"], std::to_string(c.nodeRank * c.nproc + local));
+    EXPECT_EQ(w["env"]["LOCAL_RANK"], std::to_string(local));
+    EXPECT_EQ(w["env"]["WORLD_SIZE"], std::to_string(c.nnodes * c.nproc));
+  }
+  EXPECT_EQ(plan["program"].back(), "touch " + (dir / "ran"));
+  EXPECT_FALSE(fs::exists(dir / "ran"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sources, DryRunTest,
+    ::testing::Values(
+        DryRunCase{"Default", {}, {}, "default", 1, 0, 1, "127.0.0.1:29500"},
+        DryRunCase{"Flags", {}, {"--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "3",
+                                  "--master-addr", "10.0.0.1", "--master-port", "1234"},
+                   "flags", 2, 1, 3, "10.0.0.1:1234"},
+        DryRunCase{"PyTorchJob",
+                   {{"MASTER_ADDR", "job-master-0"}, {"MASTER_PORT", "23456"}, {"WORLD_SIZE", "6"},
+                    {"RANK", "1"}, {"PET_NODE_RANK", "1"}, {"PET_NNODES", "3"},
+                    {"PET_NPROC_PER_NODE", "2"}, {"PET_MASTER_ADDR", "job-master-0"},
+                    {"PET_MASTER_PORT", "23456"}},
+                   {}, "pytorchjob", 3, 1, 2, "job-master-0:23456"},
+        DryRunCase{"PyTorchJobBeforeV17",
+                   {{"MASTER_ADDR", "job-master-0"}, {"MASTER_PORT", "23456"}, {"WORLD_SIZE", "3"},
+                    {"RANK", "2"}},
+                   {}, "pytorchjob", 3, 2, 1, "job-master-0:23456"},
+        DryRunCase{"TrainerV2",
+                   {{"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "2"}, {"PET_NODE_RANK", "1"},
+                    {"PET_MASTER_ADDR", "tj-node-0-0.tj"}, {"PET_MASTER_PORT", "29500"}},
+                   {}, "trainer-v2", 2, 1, 2, "tj-node-0-0.tj:29500"},
+        DryRunCase{"OpenMpi",
+                   {{"OMPI_COMM_WORLD_RANK", "2"}, {"OMPI_COMM_WORLD_SIZE", "4"},
+                    {"OMPI_COMM_WORLD_LOCAL_RANK", "0"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "1"},
+                    {"MASTER_ADDR", "job-worker-0.job"}},
+                   {}, "openmpi", 4, 2, 1, "job-worker-0.job:29500"},
+        DryRunCase{"Pmi",
+                   {{"PMI_RANK", "1"}, {"PMI_SIZE", "2"}, {"MASTER_ADDR", "h0"},
+                    {"MASTER_PORT", "5000"}},
+                   {"--nproc-per-node", "2"}, "pmi", 2, 1, 2, "h0:5000"}));
+
+// --- usage errors --------------------------------------------------------------------------
+
+struct UsageCase {
+  Args args;
+  Env env;
+  std::string message;
+  friend void PrintTo(const UsageCase& c, std::ostream* os) { *os << c.message; }
+};
+
+class UsageErrorTest : public ::testing::TestWithParam<UsageCase> {};
+
+TEST_P(UsageErrorTest, ExitsWith2AndSaysWhy) {
+  auto result = runDdprun(GetParam().args, GetParam().env);
+  EXPECT_EQ(result.exitCode, 2) << result.output;
+  EXPECT_NE(result.output.find(GetParam().message), std::string::npos) << result.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    BadInput, UsageErrorTest,
+    ::testing::Values(
+        UsageCase{{"--nproc-per-node", "abc", "true"}, {}, "--nproc-per-node=abc: expected a number"},
+        UsageCase{{"--nproc-per-node", "0", "true"}, {}, "--nproc-per-node=0: expected a number"},
+        UsageCase{{"--nnodes", "2", "--node-rank", "2", "--master-addr", "h", "true"}, {},
+                  "node rank 2 (from --node-rank) must be below the node count 2"},
+        UsageCase{{"--nnodes", "1:4", "true"}, {}, "elastic ranges are not supported"},
+        UsageCase{{"--nnodes", "2", "true"}, {}, "MASTER_ADDR (unset)"},
+        UsageCase{{"--master-port", "70000", "true"}, {},
+                  "--master-port=70000: expected an integer in [1, 65535]"},
+        UsageCase{{"--max-restarts", "-1", "true"}, {}, "--max-restarts=-1"},
+        UsageCase{{"--backend", "mpi", "true"}, {}, "--backend=mpi: expected gloo, nccl or auto"},
+        UsageCase{{"--redirects", "3", "true"}, {}, "there is no --log-dir"},
+        UsageCase{{"--bogus", "true"}, {}, "bogus"},
+        UsageCase{{"--nproc-per-node", "2"}, {}, "no PROGRAM given"},
+        UsageCase{{"true"}, {{"RANK", "3"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m"}},
+                  "node rank 3 (from RANK) must be below the node count 2"},
+        UsageCase{{"true"}, {{"RANK", "zero"}, {"WORLD_SIZE", "2"}}, "RANK=zero"},
+        UsageCase{{"true"}, {{"LOCAL_RANK", "0"}}, "inside another launcher's worker"}));
+
+// --- with the real trainer ------------------------------------------------------------------
+
+const std::string kFashion = "/usr/share/datasets/fashion-mnist";
+
+Args ddptrainArgs(const fs::path& checkpoints) {
+  return {DDPTRAIN_BINARY, "--model", "cnn", "--data", "idx", "--data-dir", kFashion,
+          "--max-steps", "150", "--batch-size", "32", "--checkpoint-dir", checkpoints.string(),
+          "--checkpoint-every", "10", "--log-every", "1000", "--seed", "3"};
+}
+
+bool waitFor(const std::function<bool()>& condition, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+TEST(DdptrainUnderDdprunTest, KilledWorkerIsRestartedAndTheRunResumesAndCompletes) {
+  if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  TempDir dir;
+  Args args{DDPRUN_BINARY, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
+            "--grace-period", "20", "--"};
+  for (auto& a : ddptrainArgs(dir.path())) args.push_back(a);
+  ChildProcess launcher(args, {{"GLOO_SOCKET_IFNAME", "lo"}});
+  ASSERT_TRUE(waitFor([&] { return fs::exists(dir / "checkpoint-00000020.pt.json"); }, 120s));
+  const auto workers = childrenOf(launcher.pid());
+  ASSERT_EQ(workers.size(), 2u);
+  const auto killedAt = std::chrono::steady_clock::now();
+  kill(workers[1], SIGKILL);
+  // The survivor is torn down (or fails on the lost peer) well within the grace period.
+  ASSERT_TRUE(waitFor([&] { return !processAlive(workers[0]); }, 20s));
+  EXPECT_LT(std::chrono::steady_clock::now() - killedAt, 20s);
+  auto result = launcher.wait(240s);
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 0);
+  EXPECT_NE(result.output.find("restarting the worker group: restart 1 of 1"), std::string::npos);
+  EXPECT_NE(result.output.find("event=resumed step="), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir / "checkpoint-00000150.pt"));
+}
+
+TEST(DdptrainUnderDdprunTest, SigtermMakesTheWorkersCheckpointAndExit143WithNoOrphan) {
+  if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  TempDir dir;
+  Args args{DDPRUN_BINARY, "--standalone", "--nproc-per-node", "2", "--grace-period", "30", "--"};
+  for (auto& a : ddptrainArgs(dir.path())) args.push_back(a);
+  ChildProcess launcher(args, {{"GLOO_SOCKET_IFNAME", "lo"}});
+  ASSERT_TRUE(waitFor([&] { return fs::exists(dir / "checkpoint-00000010.pt.json"); }, 120s));
+  const auto workers = childrenOf(launcher.pid());
+  ASSERT_EQ(workers.size(), 2u);
+  kill(launcher.pid(), SIGTERM);
+  auto result = launcher.wait(60s);
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 143);
+  EXPECT_NE(result.output.find("event=stopping signal=Terminated"), std::string::npos);
+  EXPECT_EQ(result.output.find("grace period: SIGKILL"), std::string::npos);
+  for (pid_t pid : workers) EXPECT_FALSE(processAlive(pid)) << "orphan pid " << pid;
+  // The checkpoint written on SIGTERM is the newest, past step 10.
+  int newest = 0;
+  for (const auto& entry : fs::directory_iterator(dir.path())) {
+    std::smatch m;
+    const auto name = entry.path().filename().string();
+    if (std::regex_match(name, m, std::regex(R"(checkpoint-(\d+)\.pt)"))) {
+      newest = std::max(newest, std::stoi(m[1]));
+    }
+  }
+  EXPECT_GT(newest, 10);
+  EXPECT_LT(newest, 150);
+}
+
+}  // namespace
+}  // namespace ddp::testing

@@ -1,0 +1,212 @@
+// resolveLaunchPlan: every environment source and flag, and every way they can be wrong.
+#include "launcher/launch_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+namespace ddp::launcher {
+namespace {
+
+using env::EnvMap;
+
+struct PlanCase {
+  std::string name;
+  EnvMap env;
+  LaunchFlags flags;
+  // Expected plan.
+  std::string source;
+  int nnodes, nodeRank, nproc;
+  std::string masterAddr;
+  int masterPort;
+  int maxRestarts = 0;
+};
+
+void PrintTo(const PlanCase& c, std::ostream* os) { *os << c.name; }
+
+class PlanTest : public ::testing::TestWithParam<PlanCase> {};
+
+TEST_P(PlanTest, Resolves) {
+  const auto& c = GetParam();
+  const auto plan = resolveLaunchPlan(c.flags, c.env, DeviceCounts{.gpus = 0, .cpus = 8});
+  EXPECT_EQ(plan.source, c.source);
+  EXPECT_EQ(plan.nnodes, c.nnodes);
+  EXPECT_EQ(plan.nodeRank, c.nodeRank);
+  EXPECT_EQ(plan.nprocPerNode, c.nproc);
+  EXPECT_EQ(plan.masterAddr, c.masterAddr);
+  EXPECT_EQ(plan.masterPort, c.masterPort);
+  EXPECT_EQ(plan.maxRestarts, c.maxRestarts);
+  EXPECT_EQ(plan.worldSize(), c.nnodes * c.nproc);
+}
+
+LaunchFlags nproc(const std::string& n) {
+  LaunchFlags f;
+  f.nprocPerNode = n;
+  return f;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sources, PlanTest,
+    ::testing::Values(
+        PlanCase{"NothingSet", {}, {}, "default", 1, 0, 1, "127.0.0.1", 29500},
+        PlanCase{"FlagsOnly",
+                 {},
+                 LaunchFlags{.nprocPerNode = "2", .nnodes = 3, .nodeRank = 1,
+                             .masterAddr = "node0", .masterPort = 1234, .maxRestarts = 4},
+                 "flags", 3, 1, 2, "node0", 1234, 4},
+        // PyTorchJob >= v1.7, nprocPerNode: 2, worker-1 of master + 2 workers (3 pods).
+        PlanCase{"PyTorchJobWithPet",
+                 {{"MASTER_ADDR", "job-master-0"}, {"MASTER_PORT", "23456"},
+                  {"WORLD_SIZE", "6"}, {"RANK", "2"}, {"PET_NODE_RANK", "2"},
+                  {"PET_NNODES", "3"}, {"PET_NPROC_PER_NODE", "2"},
+                  {"PET_MASTER_ADDR", "job-master-0"}, {"PET_MASTER_PORT", "23456"},
+                  {"PYTHONUNBUFFERED", "1"}},
+                 {}, "pytorchjob", 3, 2, 2, "job-master-0", 23456},
+        // The operator counts nprocPerNode "auto" as 1 in WORLD_SIZE; no GPU here -> 1.
+        PlanCase{"PyTorchJobAutoNproc",
+                 {{"MASTER_ADDR", "job-master-0"}, {"MASTER_PORT", "23456"},
+                  {"WORLD_SIZE", "2"}, {"RANK", "0"}, {"PET_NODE_RANK", "0"},
+                  {"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "auto"}},
+                 {}, "pytorchjob", 2, 0, 1, "job-master-0", 23456},
+        // Operators before v1.7: RANK/WORLD_SIZE count pods; nproc from the flag.
+        PlanCase{"PyTorchJobBeforeV17",
+                 {{"MASTER_ADDR", "job-master-0"}, {"MASTER_PORT", "23456"},
+                  {"WORLD_SIZE", "4"}, {"RANK", "3"}},
+                 nproc("2"), "pytorchjob", 4, 3, 2, "job-master-0", 23456},
+        PlanCase{"TrainerV2",
+                 {{"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "3"}, {"PET_NODE_RANK", "1"},
+                  {"PET_MASTER_ADDR", "tj-node-0-0.tj"}, {"PET_MASTER_PORT", "29500"}},
+                 {}, "trainer-v2", 2, 1, 3, "tj-node-0-0.tj", 29500},
+        PlanCase{"TrainerV2CpuCount",
+                 {{"PET_NNODES", "1"}, {"PET_NPROC_PER_NODE", "cpu"}, {"PET_NODE_RANK", "0"},
+                  {"PET_MASTER_ADDR", "tj-node-0-0.tj"}, {"PET_MASTER_PORT", "29500"}},
+                 {}, "trainer-v2", 1, 0, 8, "tj-node-0-0.tj", 29500},
+        PlanCase{"ElasticFixedRangeAndRestarts",
+                 {{"PET_NNODES", "2:2"}, {"PET_NODE_RANK", "0"}, {"PET_MAX_RESTARTS", "3"},
+                  {"PET_MASTER_ADDR", "m"}, {"PET_MASTER_PORT", "29400"}},
+                 {}, "trainer-v2", 2, 0, 1, "m", 29400, 3},
+        PlanCase{"OpenMpiOneLauncherPerNode",
+                 {{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"},
+                  {"OMPI_COMM_WORLD_LOCAL_RANK", "0"}, {"MASTER_ADDR", "w0.job"}},
+                 nproc("4"), "openmpi", 2, 1, 4, "w0.job", 29500},
+        PlanCase{"PmiSingleNodeNeedsNoMaster",
+                 {{"PMI_RANK", "0"}, {"PMI_SIZE", "1"}},
+                 {}, "pmi", 1, 0, 1, "127.0.0.1", 29500},
+        PlanCase{"FlagsWinOverEnv",
+                 {{"PET_NNODES", "2"}, {"PET_NODE_RANK", "1"}, {"PET_NPROC_PER_NODE", "4"},
+                  {"PET_MASTER_ADDR", "m"}, {"PET_MASTER_PORT", "29500"}},
+                 LaunchFlags{.nprocPerNode = "1", .masterPort = 40000, .maxRestarts = 1},
+                 "trainer-v2", 2, 1, 1, "m", 40000, 1},
+        // The operator's empty PET_STANDALONE means true.
+        PlanCase{"PetStandaloneEmptyIsTrue",
+                 {{"PET_STANDALONE", ""}, {"PET_NPROC_PER_NODE", "2"}},
+                 {}, "trainer-v2", 1, 0, 2, "127.0.0.1", 0}));
+
+TEST(PlanTest, AutoIsOneWorkerPerVisibleGpu) {
+  const auto plan = resolveLaunchPlan(nproc("auto"), {}, DeviceCounts{.gpus = 4, .cpus = 2});
+  EXPECT_EQ(plan.nprocPerNode, 4);
+  EXPECT_EQ(resolveLaunchPlan(nproc("gpu"), {}, DeviceCounts{.gpus = 2}).nprocPerNode, 2);
+}
+
+TEST(PlanTest, DetectsGpusFromCudaVisibleDevices) {
+  EXPECT_EQ(detectDevices({{"CUDA_VISIBLE_DEVICES", "0,1,3"}}).gpus, 3);
+  EXPECT_EQ(detectDevices({{"CUDA_VISIBLE_DEVICES", ""}}).gpus, 0);
+  EXPECT_GE(detectDevices({}).cpus, 1);
+}
+
+struct BadCase {
+  std::string name;
+  EnvMap env;
+  LaunchFlags flags;
+  std::string message;  // a part of what the error says
+};
+
+void PrintTo(const BadCase& c, std::ostream* os) { *os << c.name; }
+
+class BadPlanTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(BadPlanTest, IsRefusedWithACause) {
+  const auto& c = GetParam();
+  try {
+    resolveLaunchPlan(c.flags, c.env, DeviceCounts{.gpus = 0, .cpus = 2});
+    FAIL() << "expected an error containing: " << c.message;
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << e.what();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Errors, BadPlanTest,
+    ::testing::Values(
+        BadCase{"InsideAWorker", {{"LOCAL_RANK", "0"}}, {}, "inside another launcher's worker"},
+        BadCase{"RankWithoutWorldSize", {{"RANK", "0"}}, {}, "WORLD_SIZE (unset)"},
+        BadCase{"NonNumericRank", {{"RANK", "x"}, {"WORLD_SIZE", "2"}}, {}, "RANK=x"},
+        BadCase{"RankAtLeastNodes",
+                {{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m"}}, {},
+                "node rank 2 (from RANK) must be below the node count 2 (from WORLD_SIZE)"},
+        BadCase{"PetNodeRankDisagrees",
+                {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"PET_NODE_RANK", "0"},
+                 {"MASTER_ADDR", "m"}}, {}, "PET_NODE_RANK=0"},
+        BadCase{"WorldSizeNotNnodesTimesNproc",
+                {{"RANK", "0"}, {"WORLD_SIZE", "4"}, {"PET_NNODES", "2"},
+                 {"PET_NPROC_PER_NODE", "3"}, {"MASTER_ADDR", "m"}}, {},
+                "PET_NNODES x nprocPerNode = 2 x 3"},
+        BadCase{"ElasticRange", {{"PET_NNODES", "1:4"}}, {}, "elastic range 1:4"},
+        BadCase{"ManyNodesNoMaster", {{"PET_NNODES", "2"}, {"PET_NODE_RANK", "0"}}, {},
+                "MASTER_ADDR (unset)"},
+        BadCase{"MpiManyNodesNoMaster",
+                {{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}}, {},
+                "mpirun -x MASTER_ADDR"},
+        BadCase{"MpiHalf", {{"OMPI_COMM_WORLD_RANK", "0"}}, {}, "OMPI_COMM_WORLD_SIZE"},
+        BadCase{"MasterAddrsDisagree",
+                {{"MASTER_ADDR", "a"}, {"PET_MASTER_ADDR", "b"}}, {}, "PET_MASTER_ADDR=b"},
+        BadCase{"MasterPortsDisagree",
+                {{"MASTER_PORT", "1"}, {"PET_MASTER_PORT", "2"}}, {}, "PET_MASTER_PORT=2"},
+        BadCase{"PortOutOfRange", {{"MASTER_PORT", "70000"}}, {}, "MASTER_PORT=70000"},
+        BadCase{"BadPetNproc", {{"PET_NPROC_PER_NODE", "many"}}, {}, "PET_NPROC_PER_NODE=many"},
+        BadCase{"BadNprocFlag", {}, nproc("0"), "--nproc-per-node=0"},
+        BadCase{"GpuWithoutGpus", {}, nproc("gpu"), "no visible GPU"},
+        BadCase{"BadPetStandalone", {{"PET_STANDALONE", "yes"}}, {}, "PET_STANDALONE=yes"},
+        BadCase{"StandaloneWithNodes", {}, LaunchFlags{.nnodes = 2, .standalone = true},
+                "--standalone runs one node"},
+        BadCase{"NodeRankFlagTooHigh", {}, LaunchFlags{.nnodes = 2, .nodeRank = 2,
+                                                        .masterAddr = "m"},
+                "node rank 2 (from --node-rank) must be below the node count 2 (from --nnodes)"}));
+
+TEST(WorkerEnvironmentTest, HasTorchrunVariablesAndOptions) {
+  LaunchPlan plan;
+  plan.nnodes = 2;
+  plan.nodeRank = 1;
+  plan.nprocPerNode = 3;
+  plan.masterAddr = "m";
+  plan.masterPort = 4000;
+  plan.maxRestarts = 5;
+  const auto env = workerEnvironment(
+      plan, 2, WorkerEnvOptions{.restartCount = 1, .ompNumThreads = 4, .backend = "gloo",
+                                .rendezvousTimeoutSeconds = 60});
+  const std::map<std::string, std::string> expected{
+      {"RANK", "5"}, {"LOCAL_RANK", "2"}, {"WORLD_SIZE", "6"}, {"LOCAL_WORLD_SIZE", "3"},
+      {"GROUP_RANK", "1"}, {"GROUP_WORLD_SIZE", "2"}, {"ROLE_NAME", "default"},
+      {"ROLE_RANK", "5"}, {"ROLE_WORLD_SIZE", "6"}, {"MASTER_ADDR", "m"},
+      {"MASTER_PORT", "4000"}, {"TORCHELASTIC_RESTART_COUNT", "1"},
+      {"TORCHELASTIC_MAX_RESTARTS", "5"}, {"DDPRUN_RESTART_COUNT", "1"},
+      {"OMP_NUM_THREADS", "4"}, {"DDPRUN_BACKEND", "gloo"}, {"DDPRUN_RDZV_TIMEOUT", "60"}};
+  EXPECT_EQ(env, expected);
+}
+
+TEST(DescribePlanJsonTest, ListsEveryWorkerOnce) {
+  LaunchPlan plan;
+  plan.nnodes = 2;
+  plan.nodeRank = 1;
+  plan.nprocPerNode = 2;
+  const auto json = nlohmann::json::parse(describePlanJson(plan, {"prog", "--x"}, {}));
+  EXPECT_EQ(json["worldSize"], 4);
+  EXPECT_EQ(json["program"], nlohmann::json::array({"prog", "--x"}));
+  ASSERT_EQ(json["workers"].size(), 2u);
+  EXPECT_EQ(json["workers"][0]["rank"], 2);
+  EXPECT_EQ(json["workers"][1]["env"]["RANK"], "3");
+  EXPECT_EQ(json["workers"][1]["env"]["LOCAL_RANK"], "1");
+}
+
+}  // namespace
+}  // namespace ddp::launcher
