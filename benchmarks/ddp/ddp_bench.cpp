@@ -56,8 +56,23 @@ int main(int argc, char** argv) {
       "steps", "timed steps", cxxopts::value<int>()->default_value("100"))(
       "warmup", "untimed steps first", cxxopts::value<int>()->default_value("10"))(
       "grad-view", "ddp: gradients as views into the buckets (no copy back)",
-      cxxopts::value<bool>()->default_value("false"));
-  auto args = cli.parse(argc, argv);
+      cxxopts::value<bool>()->default_value("false"))("h,help", "print this help");
+  cxxopts::ParseResult args;
+  try {
+    args = cli.parse(argc, argv);
+    if (args.count("help")) {
+      std::cout << cli.help() << std::endl;
+      return 0;
+    }
+    for (const char* required : {"model", "mode"}) {
+      if (!args.count(required)) {
+        throw std::invalid_argument(std::string("--") + required + " is required");
+      }
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "ddp_bench: " << e.what() << ". Run 'ddp_bench --help'." << std::endl;
+    return 2;
+  }
   const auto modelName = args["model"].as<std::string>();
   const auto mode = args["mode"].as<std::string>();
   const int steps = args["steps"].as<int>(), warmup = args["warmup"].as<int>();
