@@ -64,6 +64,7 @@ StartedProcess startProcess(const std::vector<std::string>& argv,
     dup2(out[1], STDOUT_FILENO);  // dup2 clears O_CLOEXEC on the copies
     dup2(err[1], STDERR_FILENO);
     for (int s : kHandledSignals) signal(s, SIG_DFL);
+    signal(SIGPIPE, SIG_DFL);  // ignored in the launcher, and SIG_IGN survives exec
     sigset_t all = handledSignals();
     sigprocmask(SIG_UNBLOCK, &all, nullptr);
     execvpe(childArgv[0], childArgv.data(), childEnvp.data());
@@ -80,12 +81,15 @@ StartedProcess startProcess(const std::vector<std::string>& argv,
 }
 
 bool signalProcessGroup(pid_t pid, int signal) {
-  if (kill(-pid, signal) == 0) return true;
-  // The group may already be gone while its leader is a zombie not yet reaped.
-  return kill(pid, signal) == 0;
+  // Never kill(pid) alone: once reaped, the pid may belong to an unrelated process. The
+  // group id stays reserved while any member, a zombie leader included, is left.
+  return kill(-pid, signal) == 0;
 }
 
 SignalChannel::SignalChannel() {
+  // A console that went away (ddprun ... | head) must not kill the launcher and, through
+  // PR_SET_PDEATHSIG, the training: writes then fail with EPIPE and only the files get lines.
+  signal(SIGPIPE, SIG_IGN);
   sigset_t set = handledSignals();
   if (sigprocmask(SIG_BLOCK, &set, nullptr) != 0) throwErrno("sigprocmask");
   fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);

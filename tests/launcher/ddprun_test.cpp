@@ -212,6 +212,21 @@ TEST(OutputTest, LogDirGetsPerRankFilesAndRedirectsKeepThemOffTheConsole) {
   EXPECT_EQ(readFile(dir / "logs/attempt_0/rank_0/stderr.log"), "loud-0\n");
 }
 
+TEST(OutputTest, AClosedConsoleDoesNotStopTheTraining) {
+  TempDir dir;
+  // `ddprun ... | head -n 1`: the console pipe closes after the first line.
+  ChildProcess shell({"/bin/sh", "-c",
+                      "(" + std::string(DDPRUN_BINARY) + " --nproc-per-node 2 -- /bin/sh -c "
+                      "'i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done; "
+                      "touch " + (dir / "done-") + "$RANK'; echo $? >" + (dir / "rc") +
+                      ") | head -n 1"},
+                     {});
+  ASSERT_EQ(shell.wait(30s).exitCode, 0);
+  EXPECT_EQ(readFile(dir / "rc"), "0\n");
+  EXPECT_TRUE(fs::exists(dir / "done-0"));
+  EXPECT_TRUE(fs::exists(dir / "done-1"));
+}
+
 // --- failures, teardown, restarts ----------------------------------------------------------
 
 TEST(FailureTest, FirstFailureTearsDownTheOthersAndIsReported) {
