@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
   for (auto& p : params) numParams += p.numel();
 
   std::unique_ptr<ddp::DistributedDataParallel<nn::Sequential>> ddpModel;
+  const bool gradView = mode == "ddp" && args["grad-view"].as<bool>();
   if (mode == "ddp") {
     ddp::DdpOptions options;
     options.gradientAsBucketView = args["grad-view"].as<bool>();
@@ -104,10 +105,10 @@ int main(int argc, char** argv) {
     }
     auto output = ddpModel ? ddpModel->forward(work.input) : work.model->forward(work.input);
     auto loss = torch::nn::functional::cross_entropy(output, work.labels);
-    if (ddpModel) {
-      ddpModel->zeroGrad();  // keeps bucket views when --grad-view
+    if (gradView) {
+      ddpModel->zeroGrad();  // in place: keeps the grads' bucket views
     } else {
-      optimizer.zero_grad();
+      optimizer.zero_grad();  // set_to_none, as Python's opt.zero_grad() in the twin script
     }
     loss.backward();
     if (mode == "naive") {
