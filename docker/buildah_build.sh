@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Builds the CPU image (docker/Dockerfile.cpu) for real, without a Docker engine and
+# without a registry, then trains with 2 ranks inside it:
+#   1. buildah and debootstrap from Debian (installed when missing);
+#   2. the base image: no registry image can be pulled here, so a debootstrapped Debian
+#      bookworm is imported under the names the Dockerfile uses (debian:bookworm and
+#      debian:bookworm-slim), once; the root file system is cached as a tarball;
+#   3. `buildah bud --isolation chroot` with vfs storage (no overlay, no daemon, works in
+#      a container), the build context and .dockerignore of docker/build.sh;
+#   4. `buildah run` in the result: the install layout the manifests use exists, the
+#      binaries run as the image's user, and `ddprun --standalone --nproc-per-node 2`
+#      trains ddptrain on the image's sample data and writes its checkpoint.
+# Prints the time of each step. Storage lives in $DDPRUN_BUILDAH_ROOT (default
+# /var/lib/ddprun-buildah); remove it to start from nothing.
+#
+# Usage: docker/buildah_build.sh [IMAGE [TAG]]    (default localhost/ddprun-cpu:buildah)
+# Needs root (debootstrap, chroot isolation).
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+image=${1:-localhost/ddprun-cpu}
+tag=${2:-buildah}
+root=${DDPRUN_BUILDAH_ROOT:-/var/lib/ddprun-buildah}
+cache=${DDPRUN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ddprun}/buildah
+suite=bookworm
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+steps=${DDPRUN_BUILDAH_STEPS:-4}   # run up to this step (1-4)
+
+log() { printf '[buildah_build] %s\n' "$*" >&2; }
+fail() { log "FAIL: $*"; exit 1; }
+now() { date +%s; }
+[[ $(id -u) -eq 0 ]] || fail "needs root (debootstrap and buildah --isolation chroot)"
+t_start=$(now)
+
+# --- 1. tools -------------------------------------------------------------------------------
+missing=()
+for p in buildah debootstrap; do command -v "$p" >/dev/null || missing+=("$p"); done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+bah() { buildah --root "$root/storage" --runroot "$root/run" --storage-driver vfs "$@"; }
+log "$(buildah --version)"
+
+# --- 2. the base image -------------------------------------------------------------------------
+t0=$(now)
+base=docker.io/library/debian:$suite
+if ! bah inspect --type image "$base" >/dev/null 2>&1; then
+  tarball=$cache/debian-$suite-minbase.tar
+  if [[ ! -s $tarball ]]; then
+    log "debootstrap $suite from $mirror"
+    rootfs=$(mktemp -d "$root.rootfs.XXXXXX")
+    mkdir -p "$cache"
+    debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >"$cache/debootstrap.log" 2>&1 \
+      || { tail -20 "$cache/debootstrap.log"; fail "debootstrap failed"; }
+    # The security and updates suites, as the official image has them.
+    printf 'deb %s %s main\ndeb %s %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\n' \
+      "$mirror" "$suite" "$mirror" "$suite" "$suite" >"$rootfs/etc/apt/sources.list"
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" --numeric-owner -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$rootfs"
+  fi
+  log "importing $tarball as $base and $base-slim"
+  ctr=$(bah from scratch)
+  bah add "$ctr" "$tarball" / >/dev/null
+  bah config --cmd /bin/bash --env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$ctr"
+  bah commit --quiet --rm "$ctr" "$base" >/dev/null
+  bah tag "$base" "$base-slim"
+fi
+t_base=$(($(now) - t0))
+log "base image ready in ${t_base} s"
+((steps >= 3)) || exit 0
+
+# --- 3. the image ----------------------------------------------------------------------------------
+t0=$(now)
+log "building $image:$tag from docker/Dockerfile.cpu (log: $root/build.log)"
+mkdir -p "$root"
+if ! bah bud --isolation chroot --pull=never --layers=false \
+      --ignorefile "$repo/docker/.dockerignore" -f "$repo/docker/Dockerfile.cpu" \
+      -t "$image:$tag" "$repo" >"$root/build.log" 2>&1; then
+  tail -40 "$root/build.log"
+  fail "buildah bud failed"
+fi
+t_build=$(($(now) - t0))
+log "image built in ${t_build} s"
+bah images "$image:$tag"
+((steps >= 4)) || exit 0
+
+# --- 4. run inside the image -----------------------------------------------------------------------
+t0=$(now)
+ctr=$(bah from --pull=never "$image:$tag")
+trap 'bah rm "$ctr" >/dev/null 2>&1 || true' EXIT
+run() { bah run --isolation chroot "$ctr" -- "$@"; }
+# The layout the manifests use (tests/k8s/image_layout_test.py checks the same paths
+# statically), owned and runnable by the image's user.
+run sh -c 'id -u; test -x /opt/ddprun/bin/ddprun && test -x /opt/ddprun/bin/ddptrain \
+  && test -f /etc/ddprun/ddptrain.yaml && test -d /data/fashion-mnist && test -w /checkpoints \
+  && test -f /home/ddprun/.sshd_config && command -v mpirun && command -v /usr/sbin/sshd' \
+  || fail "the image's layout is incomplete"
+[[ $(run id -u) == 1000 ]] || fail "the image does not run as uid 1000"
+run /opt/ddprun/bin/ddptrain --version
+run /opt/ddprun/bin/ddprun --version
+log "training: ddprun --standalone --nproc-per-node 2 -- ddptrain (30 steps)"
+run /opt/ddprun/bin/ddprun --standalone --nproc-per-node 2 -- \
+  /opt/ddprun/bin/ddptrain --config /etc/ddprun/ddptrain.yaml --max-steps 30 --log-every 10 \
+  --eval-batch-size 2000 --checkpoint-dir /checkpoints/buildah-test --threads 1
+listing=$(run ls /checkpoints/buildah-test)
+echo "$listing"
+grep -qx 'checkpoint-00000030.pt' <<<"$listing" || fail "no checkpoint of step 30 in /checkpoints/buildah-test"
+grep -qx 'checkpoint-00000030.pt.json' <<<"$listing" || fail "the checkpoint has no manifest"
+t_run=$(($(now) - t0))
+log "ran in ${t_run} s"
+log "PASS: base ${t_base} s, build ${t_build} s, run ${t_run} s, total $(($(now) - t_start)) s"
