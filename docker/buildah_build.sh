@@ -75,7 +75,17 @@ log "base image ready in ${t_base} s"
 t0=$(now)
 log "building $image:$tag from docker/Dockerfile.cpu (log: $root/build.log)"
 mkdir -p "$root"
-if ! bah bud --isolation chroot --pull=never --layers=false \
+# The build stage downloads the torch wheel over HTTPS. Where the network passes through a
+# TLS-intercepting proxy, the host's CA bundle knows its CA and a Debian base does not:
+# the host's bundle is mounted read-only for the RUN steps only (with a pip.conf that
+# points pip at it); nothing of it ends up in the image.
+mounts=()
+host_ca=${DDPRUN_HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+if [[ -s $host_ca ]]; then
+  printf '[global]\ncert = /run/ddprun-host-ca.crt\n' >"$root/pip.conf"
+  mounts=(--volume "$host_ca:/run/ddprun-host-ca.crt:ro" --volume "$root/pip.conf:/etc/pip.conf:ro")
+fi
+if ! bah bud --isolation chroot --pull=never --layers=false "${mounts[@]}" \
       --ignorefile "$repo/docker/.dockerignore" -f "$repo/docker/Dockerfile.cpu" \
       -t "$image:$tag" "$repo" >"$root/build.log" 2>&1; then
   tail -40 "$root/build.log"
