@@ -85,11 +85,23 @@ if [[ -s $host_ca ]]; then
   printf '[global]\ncert = /run/ddprun-host-ca.crt\n' >"$root/pip.conf"
   mounts=(--volume "$host_ca:/run/ddprun-host-ca.crt:ro" --volume "$root/pip.conf:/etc/pip.conf:ro")
 fi
-if ! bah bud --isolation chroot --pull=never --layers=false "${mounts[@]}" \
-      --ignorefile "$repo/docker/.dockerignore" -f "$repo/docker/Dockerfile.cpu" \
-      -t "$image:$tag" "$repo" >"$root/build.log" 2>&1; then
-  tail -40 "$root/build.log"
-  fail "buildah bud failed"
+build() {
+  bah bud --isolation chroot --pull=never --layers=false "${mounts[@]}" \
+    --ignorefile "$repo/docker/.dockerignore" -f "$repo/docker/Dockerfile.cpu" \
+    -t "$image:$tag" "$repo" >"$root/build.log" 2>&1
+}
+# buildah 1.28 re-executes itself from a sealed memfd copy for each RUN; sealing can fail
+# with EBUSY at random ("Close_Fd sealing memfd copy: Device or resource busy"), which
+# says nothing about the Dockerfile. That failure alone is retried, once.
+if ! build; then
+  if grep -q 'sealing memfd copy' "$root/build.log"; then
+    log "buildah's transient memfd sealing failure; building again"
+    cp "$root/build.log" "$root/build.1.log"
+    build || { tail -40 "$root/build.log"; fail "buildah bud failed"; }
+  else
+    tail -40 "$root/build.log"
+    fail "buildah bud failed"
+  fi
 fi
 t_build=$(($(now) - t0))
 log "image built in ${t_build} s"
