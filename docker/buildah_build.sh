@@ -132,4 +132,6 @@ grep -qx 'checkpoint-00000030.pt' <<<"$listing" || fail "no checkpoint of step 3
 grep -qx 'checkpoint-00000030.pt.json' <<<"$listing" || fail "the checkpoint has no manifest"
 t_run=$(($(now) - t0))
 log "ran in ${t_run} s"
+bah rm "$ctr" >/dev/null 2>&1 || true
+bah rmi --prune >/dev/null 2>&1 || true   # the image this tag named before, now dangling
 log "PASS: base ${t_base} s, build ${t_build} s, run ${t_run} s, total $(($(now) - t_start)) s"

@@ -39,6 +39,7 @@ apt_packages=(
   golang-github-andybalholm-brotli-dev  # data/ tests: a Gutenberg text (Newton's Opticks, 567 KB)
   iproute2 procps
   python3-venv
+  buildah debootstrap                   # tests/k8s: the CPU image built for real (docker/buildah_build.sh)
 )
 missing=()
 for p in "${apt_packages[@]}"; do
