@@ -21,7 +21,6 @@ Usage: manifest_schema_test.py REPO_DIR   (the shared/ folder is REPO_DIR/../sha
 from __future__ import annotations
 
 import copy
-import json
 import os
 import pathlib
 import re
