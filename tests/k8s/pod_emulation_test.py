@@ -16,9 +16,11 @@ Each pod (ddprun-cpu-master-0, ddprun-cpu-worker-0, ...) gets:
 - the manifest's own command and args, with the image's paths mapped to this machine:
   ddprun and ddptrain of the build tree, a shared checkpoint directory standing for the
   PersistentVolumeClaim, and the image's config file with a short schedule (40 steps).
-The workers are started before the master, as pods may be. The master pod is evicted
-(SIGTERM) midway; every pod must exit with a code restartPolicy ExitCode retries, and the
-recreated pods must resume from the master's checkpoint and finish.
+The workers are started before the master, as pods may be.
+- Eviction: the master pod gets SIGTERM midway; every pod must exit with a code
+  restartPolicy ExitCode retries (>= 128), and the recreated pods must resume from the
+  master's checkpoint, finish, and leave the final checkpoint on the volume.
+- Lost peer: a worker pod is killed (SIGKILL); the other pods must exit >= 128 (200).
 
 Needs root (ip netns, unshare); CI runs as root. Without it the test fails and says why.
 
@@ -217,6 +219,39 @@ class PodEmulationTest(unittest.TestCase):
         manifest = json.loads((ckpt_dir / f"checkpoint-{STEPS:08d}.pt.json").read_text())
         self.assertEqual(manifest["step"], STEPS, manifest)
         self.assertEqual(manifest["bytes"], (ckpt_dir / f"checkpoint-{STEPS:08d}.pt").stat().st_size)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_lost_worker_makes_every_pod_exit_retryable(self):
+        """A worker pod dies at once (SIGKILL: OOM kill, node loss) after step 10. The
+        master and the other workers must notice the lost peer and exit with a code
+        restartPolicy ExitCode retries (>= 128; ddprun's 200), not hang and not exit
+        with a permanent code."""
+        job = k8s_jobs.load_job(REPO, "pytorchjob-cpu.yaml")
+        name = job["metadata"]["name"]
+        pods = k8s_jobs.pytorchjob_pods(job)
+        master, victim = f"{name}-master-0", pods[-1].name
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddprun-pods-"))
+        volume = tmp / "checkpoints"
+        volume.mkdir()
+        short_config(tmp / "ddptrain.yaml", "/usr/share/datasets/fashion-mnist")
+        with Cluster(pods) as cluster:
+            procs = self.start_pods(cluster, pods, tmp, volume, 0)
+            killed = []
+
+            def kill_a_worker_after_step_10():
+                if not killed and "step=10/" in (tmp / f"{master}.0.log").read_text():
+                    os.killpg(procs[victim][0].pid, signal.SIGKILL)
+                    killed.append(time.monotonic())
+                    print(f"SIGKILL to {victim} after step 10", flush=True)
+
+            codes, logs, report = self.wait_pods(procs, tmp, 0, kill_a_worker_after_step_10)
+        self.assertTrue(killed, report)
+        self.assertEqual(len(codes), len(pods), f"a pod hung after losing its peer\n{report}")
+        self.assertEqual(codes[victim], -signal.SIGKILL, report)  # the kubelet reports 137
+        for pod in pods:
+            if pod.name != victim:
+                self.assertGreaterEqual(codes[pod.name], 128, f"{pod.name} must exit retryable\n{report}")
+        print({n: c for n, c in codes.items() if n != victim})
         shutil.rmtree(tmp, ignore_errors=True)
 
 
