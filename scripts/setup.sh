@@ -41,6 +41,9 @@ apt_packages=(
   python3-venv
   buildah debootstrap                   # tests/k8s: the CPU image built for real (docker/buildah_build.sh)
 )
+# tests/k8s renders the kustomization with `kubectl kustomize`: any kubectl will do (this
+# machine image has one); Debian's kubernetes-client is the fallback.
+command -v kubectl >/dev/null || apt_packages+=(kubernetes-client)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
