@@ -58,6 +58,41 @@ comm::Backend resolveBackend(const std::string& name) {
   throw ConfigError(fmt::format("unknown backend '{}': expected gloo, nccl or auto", name));
 }
 
+namespace {
+
+// The MPI bootstrap (Note at the top of runtime/rendezvous/mpi_bootstrap.h): rank 0 hosts the
+// store on a free port and broadcasts host:port; the others connect to it.
+void mpiRendezvous(Distributed& d, rendezvous::TcpStoreOptions& storeOptions, bool portFromEnv) {
+  if (d.mpi->rank() != d.env.rank || d.mpi->size() != d.env.worldSize) {
+    throw ConfigError(fmt::format(
+        "MPI says rank {} of {}, the environment says rank {} of {} (source {}). ---> HINT: "
+        "this ddprun's MPI library must be the one mpirun belongs to.",
+        d.mpi->rank(), d.mpi->size(), d.env.rank, d.env.worldSize,
+        env::sourceName(d.env.source)));
+  }
+  storeOptions.masterPort = portFromEnv ? d.env.masterPort : 0;
+  std::string endpoint;
+  if (d.env.rank == 0) {
+    d.store = rendezvous::connectTcpStore(storeOptions);
+    endpoint = fmt::format("{}:{}", rendezvous::thisHostAddress(),
+                           c10::static_intrusive_pointer_cast<c10d::TCPStore>(d.store)->getPort());
+  }
+  endpoint = d.mpi->broadcastEndpoint(endpoint);
+  const auto colon = endpoint.rfind(':');
+  d.env.masterAddr = endpoint.substr(0, colon);
+  d.env.masterPort = static_cast<std::uint16_t>(std::stoi(endpoint.substr(colon + 1)));
+  d.env.origins["masterAddr"] = "mpi-bootstrap";
+  d.env.origins["masterPort"] = "mpi-bootstrap";
+  log::info("init", "event=mpi_bootstrap master={}", endpoint);
+  if (d.env.rank != 0) {
+    storeOptions.masterAddr = d.env.masterAddr;
+    storeOptions.masterPort = d.env.masterPort;
+    d.store = rendezvous::connectTcpStore(storeOptions);
+  }
+}
+
+}  // namespace
+
 Distributed init(const InitOptions& options) {
   const env::EnvMap environment = options.environment.value_or(env::currentEnvironment());
   Distributed d;
@@ -95,31 +130,13 @@ Distributed init(const InitOptions& options) {
   if (d.env.masterAddr.empty()) {
     // Under mpirun without MASTER_ADDR: rank 0 hosts first, then tells the others.
     d.mpi = std::make_shared<rendezvous::MpiSession>();
-    if (d.mpi->rank() != d.env.rank || d.mpi->size() != d.env.worldSize) {
-      throw ConfigError(fmt::format(
-          "MPI says rank {} of {}, the environment says rank {} of {} (source {}). ---> HINT: "
-          "this ddprun's MPI library must be the one mpirun belongs to.",
-          d.mpi->rank(), d.mpi->size(), d.env.rank, d.env.worldSize,
-          env::sourceName(d.env.source)));
-    }
-    storeOptions.masterPort = portFromEnv ? d.env.masterPort : 0;
-    std::string endpoint;
-    if (d.env.rank == 0) {
-      d.store = rendezvous::connectTcpStore(storeOptions);
-      endpoint = fmt::format("{}:{}", rendezvous::thisHostAddress(),
-                             c10::static_intrusive_pointer_cast<c10d::TCPStore>(d.store)->getPort());
-    }
-    endpoint = d.mpi->broadcastEndpoint(endpoint);
-    const auto colon = endpoint.rfind(':');
-    d.env.masterAddr = endpoint.substr(0, colon);
-    d.env.masterPort = static_cast<std::uint16_t>(std::stoi(endpoint.substr(colon + 1)));
-    d.env.origins["masterAddr"] = "mpi-bootstrap";
-    d.env.origins["masterPort"] = "mpi-bootstrap";
-    log::info("init", "event=mpi_bootstrap master={}", endpoint);
-    if (d.env.rank != 0) {
-      storeOptions.masterAddr = d.env.masterAddr;
-      storeOptions.masterPort = d.env.masterPort;
-      d.store = rendezvous::connectTcpStore(storeOptions);
+    try {
+      mpiRendezvous(d, storeOptions, portFromEnv);
+    } catch (const std::exception& e) {
+      // Ends every rank: a rank leaving through MPI_Finalize would wait for the others,
+      // which may be waiting for it (rank 0's store), and mpirun would hang.
+      log::error("init", "{} ---> aborting the MPI job (exit {})", e.what(), exitCodeFor(e));
+      d.mpi->abort(exitCodeFor(e));
     }
   } else {
     storeOptions.masterAddr = d.env.masterAddr;

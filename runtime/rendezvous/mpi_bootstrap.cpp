@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -60,6 +61,11 @@ std::string MpiSession::broadcastEndpoint(const std::string& endpointOnRoot) {
   }
   return std::string(buffer.data());
 }
+
+void MpiSession::abort(int exitCode) {
+  MPI_Abort(MPI_COMM_WORLD, exitCode);
+  std::_Exit(exitCode);  // MPI_Abort does not return; this keeps [[noreturn]] true if it did
+}
 #else
 MpiSession::MpiSession() {
   throw RendezvousError("this ddprun was built without MPI (DDPRUN_WITH_MPI=OFF), so under "
@@ -68,6 +74,7 @@ MpiSession::MpiSession() {
 }
 MpiSession::~MpiSession() = default;
 std::string MpiSession::broadcastEndpoint(const std::string&) { return {}; }
+void MpiSession::abort(int exitCode) { std::_Exit(exitCode); }
 #endif
 
 std::string thisHostAddress() {

@@ -30,6 +30,11 @@ class MpiSession {
   // returns it.
   std::string broadcastEndpoint(const std::string& endpointOnRoot);
 
+  // MPI_Abort(MPI_COMM_WORLD, exitCode): ends every rank, and mpirun exits with exitCode.
+  // For an error after MPI started: MPI_Finalize would wait for ranks that are themselves
+  // waiting for this one (e.g. rank 0's store waiting for a rank that cannot reach it).
+  [[noreturn]] void abort(int exitCode);
+
  private:
   bool initializedHere_ = false;
   int rank_ = 0;

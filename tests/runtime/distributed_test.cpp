@@ -163,6 +163,27 @@ TEST_P(MpirunTest, MasterFoundThroughMpi) {
   EXPECT_NE(result.output.find("event=mpi_bootstrap master="), std::string::npos);
 }
 
+// Rank 0's host name does not resolve (a UTS namespace renames the host): rank 1 gives up at
+// the rendezvous timeout, and the whole MPI job ends with 200 instead of hanging in
+// MPI_Finalize while rank 0's store waits for rank 1.
+TEST(MpirunFailureTest, UnreachableMasterAbortsTheJobWithTheTransientCode) {
+  const auto start = std::chrono::steady_clock::now();
+  ChildProcess mpirun({"/usr/bin/unshare", "--uts", "/bin/sh", "-c",
+                       "hostname ddprun-no-such-host.invalid && exec \"$0\" \"$@\"",
+                       MPIEXEC_EXECUTABLE, "--allow-run-as-root", "--oversubscribe", "-np", "2",
+                       "--mca", "btl", "self,tcp", "-x", "GLOO_SOCKET_IFNAME=lo", "-x",
+                       "DDPRUN_RDZV_TIMEOUT=3", worker(), "gloo"},
+                      {});
+  auto result = mpirun.wait(60s);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  SCOPED_TRACE(result.output);
+  EXPECT_FALSE(result.timedOut);
+  EXPECT_EQ(result.exitCode, 200);
+  EXPECT_LT(elapsed, 20s);
+  EXPECT_NE(result.output.find("ddprun-no-such-host.invalid"), std::string::npos);
+  EXPECT_NE(result.output.find("aborting the MPI job (exit 200)"), std::string::npos);
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, MpirunTest, ::testing::Values(2, 3),
                          [](const auto& info) { return "np" + std::to_string(info.param); });
 
