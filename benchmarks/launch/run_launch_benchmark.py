@@ -30,6 +30,7 @@ import time
 
 PHASES = ("start", "torch", "init", "ddp", "first_step")
 IMPLS = ("ddprun", "torchrun")
+WORKER_IMPL = {"ddprun": "ddprun", "torchrun": "torch"}  # the impl= a launcher's workers print
 # Any prefix before the marker (e.g. "[rank 1]: " from a launcher) is allowed.
 LINE = re.compile(r"LAUNCH_BENCH\s+(.*)$")
 FIELD = re.compile(r"(\w+)=(\S+)")
@@ -63,7 +64,7 @@ def run_once(impl, workers, args, env):
             continue
         fields = dict(FIELD.findall(match.group(1)))
         rank = int(fields["rank"])
-        if rank in ranks or int(fields["world_size"]) != workers or fields["impl"] != impl.replace("run", ""):
+        if rank in ranks or int(fields["world_size"]) != workers or fields["impl"] != WORKER_IMPL[impl]:
             sys.exit(f"launch benchmark: unexpected line {line!r} (expected one per rank, "
                      f"world_size={workers}) from: {detail}")
         ranks[rank] = {p: int(fields[f"{p}_ns"]) for p in PHASES + ("end",)}
