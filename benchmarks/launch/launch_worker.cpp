@@ -18,6 +18,7 @@
 #include <time.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <iostream>
 
@@ -76,12 +77,13 @@ int main(int argc, char** argv) {
     // Rank 0 hosts the store: nobody leaves before everybody is done with it.
     dist.group->barrier()->wait();
     const auto endNs = wallClockNs();
-    std::cout << fmt::format(
-                     "LAUNCH_BENCH impl=ddprun rank={} world_size={} start_ns={} torch_ns={} "
-                     "init_ns={} ddp_ns={} first_step_ns={} end_ns={}",
-                     dist.rank(), dist.worldSize(), startNs, startNs, initNs, ddpNs, firstStepNs,
-                     endNs)
-              << std::endl;
+    // One write(2) per line, so the ranks' lines stay whole on the launcher's shared pipe.
+    const auto line = fmt::format(
+        "LAUNCH_BENCH impl=ddprun rank={} world_size={} start_ns={} torch_ns={} init_ns={} "
+        "ddp_ns={} first_step_ns={} end_ns={}\n",
+        dist.rank(), dist.worldSize(), startNs, startNs, initNs, ddpNs, firstStepNs, endNs);
+    std::fwrite(line.data(), 1, line.size(), stdout);
+    std::fflush(stdout);
   } catch (const std::exception& error) {
     std::cerr << "launch_worker: " << error.what() << std::endl;
     return ddp::exitCodeFor(error);

@@ -12,6 +12,7 @@ import time
 START_NS = time.time_ns()
 
 import argparse  # noqa: E402  (after the start stamp on purpose)
+import os  # noqa: E402
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -50,9 +51,11 @@ def main():
     # Rank 0 hosts the store: nobody leaves before everybody is done with it.
     dist.barrier()
     end_ns = time.time_ns()
-    print(f"LAUNCH_BENCH impl=torch rank={dist.get_rank()} world_size={dist.get_world_size()} "
-          f"start_ns={START_NS} torch_ns={TORCH_NS} init_ns={init_ns} ddp_ns={ddp_ns} "
-          f"first_step_ns={first_step_ns} end_ns={end_ns}", flush=True)
+    # One write(2) per line (print() may split it), so the ranks' lines stay whole on the
+    # launcher's shared pipe.
+    os.write(1, (f"LAUNCH_BENCH impl=torch rank={dist.get_rank()} world_size={dist.get_world_size()} "
+                 f"start_ns={START_NS} torch_ns={TORCH_NS} init_ns={init_ns} ddp_ns={ddp_ns} "
+                 f"first_step_ns={first_step_ns} end_ns={end_ns}\n").encode())
     dist.destroy_process_group()
 
 

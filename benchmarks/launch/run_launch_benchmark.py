@@ -31,9 +31,11 @@ import time
 PHASES = ("start", "torch", "init", "ddp", "first_step")
 IMPLS = ("ddprun", "torchrun")
 WORKER_IMPL = {"ddprun": "ddprun", "torchrun": "torch"}  # the impl= a launcher's workers print
-# Any prefix before the marker (e.g. "[rank 1]: " from a launcher) is allowed.
-LINE = re.compile(r"LAUNCH_BENCH\s+(.*)$")
-FIELD = re.compile(r"(\w+)=(\S+)")
+# Any prefix before the marker (e.g. "[rank 1]: " from a launcher) is allowed, and so are
+# two workers' lines run together on one line of a shared pipe: a record ends at the end
+# of the line or at the next marker.
+RECORD = re.compile(r"LAUNCH_BENCH\s+(.*?)(?=LAUNCH_BENCH|$)", re.MULTILINE)
+FIELD = re.compile(r"(\w+)=(\w+)")
 # Variables of an outer launch that would make a worker resolve a different world.
 OUTER_ENV_PREFIXES = ("PET_", "OMPI_", "PMI_", "PMIX_", "TORCHELASTIC_")
 OUTER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
@@ -58,16 +60,19 @@ def run_once(impl, workers, args, env):
     if out.returncode != 0:
         sys.exit(f"launch benchmark: exit code {out.returncode} from: {detail}")
     ranks = {}
-    for line in out.stdout.splitlines():
-        match = LINE.search(line)
-        if not match:
-            continue
+    for match in RECORD.finditer(out.stdout):
         fields = dict(FIELD.findall(match.group(1)))
-        rank = int(fields["rank"])
-        if rank in ranks or int(fields["world_size"]) != workers or fields["impl"] != WORKER_IMPL[impl]:
-            sys.exit(f"launch benchmark: unexpected line {line!r} (expected one per rank, "
-                     f"world_size={workers}) from: {detail}")
-        ranks[rank] = {p: int(fields[f"{p}_ns"]) for p in PHASES + ("end",)}
+        try:
+            rank = int(fields["rank"])
+            valid = rank not in ranks and int(fields["world_size"]) == workers and \
+                fields["impl"] == WORKER_IMPL[impl]
+            stamps = {p: int(fields[f"{p}_ns"]) for p in PHASES + ("end",)}
+        except (KeyError, ValueError):
+            valid = False
+        if not valid:
+            sys.exit(f"launch benchmark: unexpected record {match.group(0)!r} (expected one per "
+                     f"rank, impl={WORKER_IMPL[impl]}, world_size={workers}) from: {detail}")
+        ranks[rank] = stamps
     if sorted(ranks) != list(range(workers)):
         sys.exit(f"launch benchmark: expected LAUNCH_BENCH lines from ranks 0..{workers - 1}, "
                  f"got ranks {sorted(ranks)} from: {detail}")
