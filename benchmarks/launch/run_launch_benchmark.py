@@ -15,7 +15,9 @@ Every run is timed from the driver's clock just before the command starts
 One untimed warm-up run of each launcher and worker count comes first (warm disk cache),
 then `--repeats` rounds, each over all worker counts with the two launchers back to back
 (alternating which goes first); the median counts. ratio = ddprun's / torchrun's time;
-the target is ratio <= 0.5.
+the target is ratio <= 0.5. A launch that fails (non-zero exit, or a rank without its line)
+is reported, listed in the results and retried up to --attempts times; its time is not
+in the medians.
 
 Writes <out>/launch.json (every run and the summary) and <out>/launch.md (the table).
 """
@@ -50,15 +52,22 @@ def command(impl, workers, args):
             args.python_worker, "--steps", str(args.steps)]
 
 
+class LaunchFailed(Exception):
+    """A launch exited non-zero or not every rank printed its line."""
+
+    def __init__(self, record, detail):
+        super().__init__(detail)
+        self.record = record
+
+
 def run_once(impl, workers, args, env):
-    """One launch; returns {phase: seconds after the command started} or exits loudly."""
+    """One launch; returns {phase: seconds after the command started}. Raises LaunchFailed
+    for a failed launch; exits loudly for a malformed line (a bug here)."""
     cmd = command(impl, workers, args)
     start_ns = time.time_ns()
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     end_ns = time.time_ns()
     detail = f"{' '.join(cmd)}\n--- stdout\n{out.stdout[-3000:]}\n--- stderr\n{out.stderr[-3000:]}"
-    if out.returncode != 0:
-        sys.exit(f"launch benchmark: exit code {out.returncode} from: {detail}")
     ranks = {}
     for match in RECORD.finditer(out.stdout):
         fields = dict(FIELD.findall(match.group(1)))
@@ -73,15 +82,30 @@ def run_once(impl, workers, args, env):
             sys.exit(f"launch benchmark: unexpected record {match.group(0)!r} (expected one per "
                      f"rank, impl={WORKER_IMPL[impl]}, world_size={workers}) from: {detail}")
         ranks[rank] = stamps
-    if sorted(ranks) != list(range(workers)):
-        sys.exit(f"launch benchmark: expected LAUNCH_BENCH lines from ranks 0..{workers - 1}, "
-                 f"got ranks {sorted(ranks)} from: {detail}")
+    if out.returncode != 0 or sorted(ranks) != list(range(workers)):
+        raise LaunchFailed({"impl": impl, "workers": workers, "exit_code": out.returncode,
+                            "ranks_reported": sorted(ranks), "stderr_tail": out.stderr[-1500:]},
+                           f"launch benchmark: exit code {out.returncode}, LAUNCH_BENCH lines from "
+                           f"ranks {sorted(ranks)} (expected 0..{workers - 1}) from: {detail}")
     # "Every worker has reached phase p" = the last worker's time for p.
     result = {p: (max(r[p] for r in ranks.values()) - start_ns) / 1e9 for p in PHASES}
     result["exit"] = (end_ns - start_ns) / 1e9
     result["per_rank"] = {str(k): {p: (v[p] - start_ns) / 1e9 for p in PHASES + ("end",)}
                           for k, v in sorted(ranks.items())}
     return result
+
+
+def launch(impl, workers, args, env, failures):
+    """run_once, retried up to --attempts times. Every failure is recorded in `failures` (and
+    reported); the last one ends the benchmark loudly."""
+    for attempt in range(1, args.attempts + 1):
+        try:
+            return run_once(impl, workers, args, env)
+        except LaunchFailed as failure:
+            failures.append(failure.record)
+            print(f"FAILED attempt {attempt}/{args.attempts}: {failure}", file=sys.stderr, flush=True)
+            if attempt == args.attempts:
+                sys.exit(f"launch benchmark: {impl} with {workers} workers failed {attempt} times")
 
 
 def version(cmd):
@@ -103,22 +127,25 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--timeout", type=float, default=300, help="seconds per launch")
+    p.add_argument("--attempts", type=int, default=3,
+                   help="tries per launch; failures are counted and reported, not hidden")
     args = p.parse_args()
     worker_counts = [int(n) for n in args.workers.split(",")]
     env = {k: v for k, v in os.environ.items()
            if k not in OUTER_ENV and not k.startswith(OUTER_ENV_PREFIXES)}
     env.update(OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
 
+    failures = []
     load_before = os.getloadavg()
     for workers in worker_counts:  # warm-up: disk cache, page cache of libtorch and torch's .py
         for impl in IMPLS:
-            run_once(impl, workers, args, env)
+            launch(impl, workers, args, env, failures)
     runs = []
     times = {(n, impl): [] for n in worker_counts for impl in IMPLS}
     for repeat in range(args.repeats):
         for workers in worker_counts:
             for impl in IMPLS if repeat % 2 == 0 else reversed(IMPLS):
-                result = run_once(impl, workers, args, env)
+                result = launch(impl, workers, args, env, failures)
                 runs.append({"impl": impl, "workers": workers, "repeat": repeat, **result})
                 times[(workers, impl)].append(result)
                 print(f"repeat {repeat} workers {workers} {impl:8s} first_step {result['first_step']:7.3f} s"
@@ -147,7 +174,7 @@ def main():
                                       "import torch; print(torch.__version__)"])}
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "launch.json"), "w") as f:
-        json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=2)
+        json.dump({"meta": meta, "summary": summary, "runs": runs, "failures": failures}, f, indent=2)
 
     lines = ["# Launch time: seconds from the command's start until the LAST worker reached each point,",
              f"# median of {args.repeats} runs after one warm-up each; {os.cpu_count()} cores, OMP_NUM_THREADS=1, Gloo.",
@@ -166,6 +193,10 @@ def main():
     for workers in worker_counts:
         s = summary[str(workers)]
         lines.append(f"  {workers:7d}  {s['ratio_first_step']:10.2f} {s['ratio_exit']:5.2f}  {'yes' if s['target_met'] else 'no'}")
+    lines += ["#", f"# failed launches (retried; not in the medians): {len(failures)}"]
+    for f in failures:
+        lines.append(f"#   {f['impl']} workers={f['workers']} exit_code={f['exit_code']} "
+                     f"ranks_reported={f['ranks_reported']}")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "launch.md"), "w") as f:
         f.write(table)
