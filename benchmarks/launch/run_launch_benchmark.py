@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,18 @@ def launch(impl, workers, args, env, failures):
                 sys.exit(f"launch benchmark: {impl} with {workers} workers failed {attempt} times")
 
 
+def busy_cpu_seconds():
+    """CPU time this machine spent outside idle and iowait since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def version(cmd):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout.strip()
@@ -137,6 +150,7 @@ def main():
 
     failures = []
     load_before = os.getloadavg()
+    busy_before, children_before, wall_before = busy_cpu_seconds(), children_cpu_seconds(), time.time()
     for workers in worker_counts:  # warm-up: disk cache, page cache of libtorch and torch's .py
         for impl in IMPLS:
             launch(impl, workers, args, env, failures)
@@ -151,6 +165,10 @@ def main():
                 print(f"repeat {repeat} workers {workers} {impl:8s} first_step {result['first_step']:7.3f} s"
                       f"  exit {result['exit']:7.3f} s", flush=True)
     load_after = os.getloadavg()
+    # The machine's CPU time not spent by this benchmark's processes: other users' load,
+    # which stretches the launches (the benchmark wants it near 0).
+    other_cpu_s = (busy_cpu_seconds() - busy_before) - (children_cpu_seconds() - children_before)
+    wall_s = time.time() - wall_before
 
     summary = {}
     for workers in worker_counts:
@@ -169,6 +187,7 @@ def main():
             "backend": "gloo", "OMP_NUM_THREADS": 1, "statistic": "median over repeats",
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu_count": os.cpu_count(),
             "loadavg_before": load_before, "loadavg_after": load_after,
+            "run_wall_s": wall_s, "other_processes_cpu_s": other_cpu_s,
             "ddprun_version": version([args.ddprun, "--version"]),
             "torch_version": version([os.path.join(os.path.dirname(args.torchrun), "python"), "-c",
                                       "import torch; print(torch.__version__)"])}
@@ -193,7 +212,9 @@ def main():
     for workers in worker_counts:
         s = summary[str(workers)]
         lines.append(f"  {workers:7d}  {s['ratio_first_step']:10.2f} {s['ratio_exit']:5.2f}  {'yes' if s['target_met'] else 'no'}")
-    lines += ["#", f"# failed launches (retried; not in the medians): {len(failures)}"]
+    lines += ["#", f"# whole run (warm-up included): {wall_s:.0f} s wall; CPU used by other processes meanwhile: {other_cpu_s:.1f} s"
+                   f" ({100 * other_cpu_s / (wall_s * os.cpu_count()):.1f}% of the machine)",
+              f"# failed launches (retried; not in the medians): {len(failures)}"]
     for f in failures:
         lines.append(f"#   {f['impl']} workers={f['workers']} exit_code={f['exit_code']} "
                      f"ranks_reported={f['ranks_reported']}")
