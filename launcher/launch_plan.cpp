@@ -30,25 +30,6 @@ std::optional<Found> readInt(const EnvMap& env, const std::string& name, int min
   return Found{*value, name};
 }
 
-// PET_NNODES: "N" or "MIN:MAX" with MIN == MAX (an elastic range cannot be launched here).
-std::optional<Found> readPetNnodes(const EnvMap& env) {
-  const std::string name = "PET_NNODES";
-  auto raw = lookup(env, name);
-  if (!raw) return std::nullopt;
-  const auto colon = raw->find(':');
-  if (colon == std::string::npos) return Found{env::parseInt(name, *raw, 1, kIntMax), name};
-  const std::string minText = raw->substr(0, colon), maxText = raw->substr(colon + 1);
-  const int min = env::parseInt(name, minText, 1, kIntMax);
-  const int max = env::parseInt(name, maxText, 1, kIntMax);
-  if (min != max) {
-    throw EnvError(name, *raw, "a fixed node count (N, or MIN:MAX with MIN == MAX)",
-                   "the elastic range " + *raw,
-                   "Elastic membership is not supported: set elasticPolicy.minReplicas == "
-                   "maxReplicas, or pass --nnodes N.");
-  }
-  return Found{min, name};
-}
-
 bool isSymbolicNproc(const std::string& text) {
   return text == "auto" || text == "cpu" || text == "gpu" || text == "xpu";
 }
@@ -82,7 +63,8 @@ int resolveNproc(const std::string& text, const std::string& origin, const Devic
 
 // Sets nnodes and nodeRank from the first environment source present; returns its name.
 std::string resolveNodes(const EnvMap& env, LaunchPlan& plan) {
-  const auto petNnodes = readPetNnodes(env);
+  std::optional<Found> petNnodes;
+  if (auto nodes = env::parsePetNnodes(env)) petNnodes = Found{*nodes, "PET_NNODES"};
   const auto petNodeRank = readInt(env, "PET_NODE_RANK", 0, kIntMax);
   const bool hasPet = petNnodes || petNodeRank || lookup(env, "PET_NPROC_PER_NODE") ||
                       lookup(env, "PET_MASTER_ADDR");
@@ -167,7 +149,8 @@ std::string resolveNodes(const EnvMap& env, LaunchPlan& plan) {
   return "default";
 }
 
-// MASTER_ADDR wins over PET_MASTER_ADDR; both set and different is a contradiction.
+// MASTER_ADDR/MASTER_PORT win over PET_MASTER_ADDR/PET_MASTER_PORT; both set and different
+// is a contradiction.
 std::optional<Found> readMasterPort(const EnvMap& env) {
   auto port = readInt(env, "MASTER_PORT", 1, kPortMax);
   auto petPort = readInt(env, "PET_MASTER_PORT", 1, kPortMax);
@@ -180,22 +163,22 @@ std::optional<Found> readMasterPort(const EnvMap& env) {
 }
 
 std::optional<std::pair<std::string, std::string>> readMasterAddr(const EnvMap& env) {
-  auto addr = lookup(env, "MASTER_ADDR");
-  auto petAddr = lookup(env, "PET_MASTER_ADDR");
-  for (const auto* name : {"MASTER_ADDR", "PET_MASTER_ADDR"}) {
+  std::optional<std::pair<std::string, std::string>> chosen;
+  for (const char* name : {"MASTER_ADDR", "PET_MASTER_ADDR"}) {
     auto value = lookup(env, name);
-    if (value && value->empty()) {
+    if (!value) continue;
+    if (value->empty()) {
       throw EnvError(name, *value, "a host name or IP address", "an empty value",
                      "Unset it or give the master's address.");
     }
+    if (!chosen) {
+      chosen.emplace(*value, name);
+    } else if (chosen->first != *value) {
+      throw EnvError(name, *value, "the same host as MASTER_ADDR=" + chosen->first, *value,
+                     "Unset one of them or make them equal.");
+    }
   }
-  if (addr && petAddr && *addr != *petAddr) {
-    throw EnvError("PET_MASTER_ADDR", *petAddr, "the same host as MASTER_ADDR=" + *addr,
-                   *petAddr, "Unset one of them or make them equal.");
-  }
-  if (addr) return std::make_pair(*addr, std::string("MASTER_ADDR"));
-  if (petAddr) return std::make_pair(*petAddr, std::string("PET_MASTER_ADDR"));
-  return std::nullopt;
+  return chosen;
 }
 
 }  // namespace

@@ -175,8 +175,8 @@ Command parseCommand(int argc, char** argv) {
   const auto environment = ddp::env::currentEnvironment();
   Command command;
   auto& spec = command.spec;
-  spec.plan = ddp::launcher::resolveLaunchPlan(flags, environment,
-                                               ddp::launcher::detectDevices(environment));
+  const auto devices = ddp::launcher::detectDevices(environment);
+  spec.plan = ddp::launcher::resolveLaunchPlan(flags, environment, devices);
   if (spec.plan.standalone && spec.plan.masterPort == 0) spec.plan.masterPort = freeLoopbackPort();
   spec.env.rendezvousTimeoutSeconds =
       parseInt("--rdzv-timeout", r["rdzv-timeout"].as<std::string>(), 0, 86400);
@@ -209,7 +209,7 @@ Command parseCommand(int argc, char** argv) {
   }
   spec.argv = program;
   if (!std::getenv("OMP_NUM_THREADS")) {
-    const int cores = ddp::launcher::detectDevices(environment).cpus;
+    const int cores = devices.cpus;
     spec.env.ompNumThreads = std::max(1, cores / spec.plan.nprocPerNode);
     if (!command.dryRun) {
       ddp::log::info("launcher", "OMP_NUM_THREADS is unset; giving each of the {} workers {} "

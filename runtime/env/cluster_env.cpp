@@ -146,26 +146,10 @@ std::optional<RankLayout> readMpi(const EnvMap& env) {
   return openMpi;
 }
 
-// PET_NNODES: "N", or "MIN:MAX" from an elastic PyTorchJob, accepted only when MIN == MAX.
 std::optional<IntVar> readNnodes(const EnvMap& env) {
-  const std::string name = "PET_NNODES";
-  auto raw = lookup(env, name);
-  if (!raw) return std::nullopt;
-  const auto colon = raw->find(':');
-  if (colon == std::string::npos) return IntVar{name, *raw, parseInt(name, *raw, 1, kIntMax)};
-  const auto min = toInt(std::string_view(*raw).substr(0, colon), 1, kIntMax);
-  const auto max = toInt(std::string_view(*raw).substr(colon + 1), 1, kIntMax);
-  if (!min || !max) {
-    throw EnvError(name, *raw, "a node count N or MIN:MAX with decimal integers >= 1",
-                   "'" + *raw + "'", "Fix " + name + " where it is set (pod spec or shell).");
-  }
-  if (*min != *max) {
-    throw EnvError(name, *raw, "a fixed node count (N, or MIN:MAX with MIN == MAX)",
-                   "the elastic range " + *raw,
-                   "Elastic ranges are not supported: give the job equal min and max replicas "
-                   "(elasticPolicy.minReplicas == maxReplicas).");
-  }
-  return IntVar{name, *raw, *min};
+  auto nodes = parsePetNnodes(env);
+  if (!nodes) return std::nullopt;
+  return IntVar{"PET_NNODES", *lookup(env, "PET_NNODES"), *nodes};
 }
 
 struct NprocPerNode {
@@ -490,6 +474,28 @@ std::optional<int> parseIntVar(const EnvMap& env, const std::string& name, int m
   const auto raw = lookup(env, name);
   if (!raw) return std::nullopt;
   return parseInt(name, *raw, min, max);
+}
+
+// PET_NNODES: "N", or "MIN:MAX" from an elastic PyTorchJob, accepted only when MIN == MAX.
+std::optional<int> parsePetNnodes(const EnvMap& env) {
+  const std::string name = "PET_NNODES";
+  auto raw = lookup(env, name);
+  if (!raw) return std::nullopt;
+  const auto colon = raw->find(':');
+  if (colon == std::string::npos) return parseInt(name, *raw, 1, kIntMax);
+  const auto min = toInt(std::string_view(*raw).substr(0, colon), 1, kIntMax);
+  const auto max = toInt(std::string_view(*raw).substr(colon + 1), 1, kIntMax);
+  if (!min || !max) {
+    throw EnvError(name, *raw, "a node count N or MIN:MAX with decimal integers >= 1",
+                   "'" + *raw + "'", "Fix " + name + " where it is set (pod spec or shell).");
+  }
+  if (*min != *max) {
+    throw EnvError(name, *raw, "a fixed node count (N, or MIN:MAX with MIN == MAX)",
+                   "the elastic range " + *raw,
+                   "Elastic ranges are not supported: give the job equal min and max replicas "
+                   "(elasticPolicy.minReplicas == maxReplicas).");
+  }
+  return *min;
 }
 
 ClusterEnv resolveClusterEnv(const EnvMap& env) {

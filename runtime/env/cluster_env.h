@@ -119,6 +119,10 @@ int parseInt(const std::string& variable, const std::string& value, int min, int
 // nullopt when `name` is unset; parseInt otherwise.
 std::optional<int> parseIntVar(const EnvMap& env, const std::string& name, int min, int max);
 
+// PET_NNODES: "N", or "MIN:MAX" from an elastic PyTorchJob, accepted only when MIN == MAX;
+// nullopt when unset. Throws EnvError. (The launcher reads the node count with it too.)
+std::optional<int> parsePetNnodes(const EnvMap& env);
+
 // See Note [Environment precedence]. Throws EnvError.
 ClusterEnv resolveClusterEnv(const EnvMap& env);
 
