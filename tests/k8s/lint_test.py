@@ -38,6 +38,21 @@ def run(argv, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True, **kw)
 
 
+def check_broken_copy(source: str, name: str, breaks, check) -> subprocess.CompletedProcess:
+    """Writes `source` (a repo path) with `breaks` applied as tmp/`name`, runs `check` on it."""
+    text = (REPO / source).read_text()
+    broken = text
+    for old, new in breaks:
+        broken = broken.replace(old, new, 1)
+    assert broken != text, f"the breaks did not apply to {source}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / name
+        path.write_text(broken)
+        out = check(str(path))
+    print(out.stdout, end="")
+    return out
+
+
 def offline(argv: list[str]) -> list[str]:
     """argv in a new network namespace (only loopback) when unshare allows it."""
     if os.geteuid() == 0 and shutil.which("unshare"):
@@ -80,16 +95,12 @@ class YamllintTest(unittest.TestCase):
         self.assertEqual(out.stdout, "")
 
     def test_broken_manifest_fails(self):
-        text = (REPO / "k8s/pytorchjob-cpu.yaml").read_text()
         # A duplicated key (the second silently wins in most parsers) and a tab.
-        broken = text.replace("  nprocPerNode: \"1\"\n", "  nprocPerNode: \"1\"\n  nprocPerNode: \"2\"\n", 1)
-        broken = broken.replace("    cleanPodPolicy: None", "    cleanPodPolicy:\tNone", 1)
-        self.assertNotEqual(broken, text)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = pathlib.Path(tmp) / "pytorchjob-cpu.yaml"
-            path.write_text(broken)
-            out = self.yamllint(str(path))
-        print(out.stdout, end="")
+        out = check_broken_copy(
+            "k8s/pytorchjob-cpu.yaml", "pytorchjob-cpu.yaml",
+            [("  nprocPerNode: \"1\"\n", "  nprocPerNode: \"1\"\n  nprocPerNode: \"2\"\n"),
+             ("    cleanPodPolicy: None", "    cleanPodPolicy:\tNone")],
+            self.yamllint)
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("key-duplicates", out.stdout)
 
@@ -106,14 +117,9 @@ class KubernetesValidateTest(unittest.TestCase):
         self.assertNotIn("ERROR", out.stdout)
 
     def test_broken_core_kind_fails(self):
-        text = (REPO / "k8s/checkpoints-pvc.yaml").read_text()
-        broken = text.replace("      storage: 50Gi", "      storage: 50Gi\n    sizeLimit: 1Gi", 1)
-        self.assertNotEqual(broken, text)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = pathlib.Path(tmp) / "pvc.yaml"
-            path.write_text(broken)
-            out = self.validate(str(path))
-        print(out.stdout, end="")
+        out = check_broken_copy(
+            "k8s/checkpoints-pvc.yaml", "pvc.yaml",
+            [("      storage: 50Gi", "      storage: 50Gi\n    sizeLimit: 1Gi")], self.validate)
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("sizeLimit", out.stdout)
 
