@@ -9,6 +9,7 @@
 
 #include "runtime/config.h"
 #include "runtime/log/logging.h"
+#include "runtime/memory/host_allocator.h"
 #if HAVE_CUDA
 #include <c10/cuda/CUDAFunctions.h>
 #endif
@@ -98,6 +99,11 @@ Distributed init(const InitOptions& options) {
   Distributed d;
   d.env = env::resolveClusterEnv(environment);
   log::setup(std::to_string(d.env.rank), log::levelFromEnv(log::Level::kInfo));
+  // Before the first step allocates: see Note [Keep freed tensor memory].
+  const auto allocatorPlan = memory::planHostAllocator(environment);
+  const bool keepsFreedBlocks = memory::applyHostAllocator(allocatorPlan);
+  log::debug("init", "event=host_allocator keep_freed_blocks={} reason=\"{}\"",
+             keepsFreedBlocks, allocatorPlan.reason);
   // "auto" defers to the launcher's --backend (DDPRUN_BACKEND) before choosing by device.
   const auto launcherBackend = env::lookup(environment, "DDPRUN_BACKEND");
   d.backend = resolveBackend(options.backend == "auto" && launcherBackend && !launcherBackend->empty()

@@ -1,6 +1,7 @@
 // ddp::init(): from whatever the cluster injected to a working process group.
 //
 //   environment --resolveClusterEnv--> ClusterEnv (rank, world size, master, source)
+//   host allocator: keep freed tensor memory (memory/host_allocator.h)
 //   backend "auto" -> nccl when CUDA is available, else gloo
 //   rendezvous: rank 0 hosts c10d's TCPStore; under mpirun without MASTER_ADDR the
 //               endpoint travels by MPI_Bcast (rendezvous/mpi_bootstrap.h)

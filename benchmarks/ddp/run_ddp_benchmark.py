@@ -7,6 +7,8 @@ implementations; the median step time counts.
 Writes <out>/ddp.json (every run and the summary) and <out>/ddp.md (the table).
 hidden = (compute + allreduce - step) / allreduce: the share of the gradient
 communication that overlaps backward (1 = all hidden, 0 = none, < 0 = overhead on top).
+Two more rows separate the allocator from DDP itself: ddprun with glibc's own malloc
+thresholds (ddp_system), and PyTorch DDP given ddprun's thresholds (torch ddp_keep).
 """
 import argparse
 import json
@@ -19,8 +21,13 @@ import time
 MODELS = {  # name: (timed steps, warm-up steps)
     "mlp_small": (400, 40),
     "lenet": (120, 12),
-    "big": (20, 4),
+    "big": (20, 10),
 }
+
+
+# What ddprun's runtime sets with mallopt (runtime/memory/host_allocator.h), as the
+# environment variables glibc reads at start-up: PyTorch given the same allocator.
+KEEP_FREED_BLOCKS_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
 def result_line(stdout):
@@ -64,19 +71,26 @@ def main():
     for model in args.models.split(","):
         steps, warmup = MODELS[model]
         common = ["--model", model, "--steps", str(steps), "--warmup", str(warmup)]
-        configs = [("ddprun", mode) for mode in ("ddp", "ddp_view", "naive", "compute", "allreduce")] + \
-                  [("torch", mode) for mode in ("ddp", "compute", "allreduce")]
+        configs = [("ddprun", mode) for mode in ("ddp", "ddp_view", "ddp_system", "naive", "compute",
+                                                 "allreduce")] + \
+                  [("torch", mode) for mode in ("ddp", "ddp_keep", "compute", "allreduce")]
         times = {c: [] for c in configs}
         for _ in range(args.repeats):
             for impl, mode in configs:
+                run_env = env
                 if impl == "ddprun":
-                    extra = ["--mode", "ddp", "--grad-view=true"] if mode == "ddp_view" else ["--mode", mode]
+                    extra = {"ddp_view": ["--mode", "ddp", "--grad-view=true"],
+                             "ddp_system": ["--mode", "ddp"]}.get(mode, ["--mode", mode])
+                    if mode == "ddp_system":
+                        run_env = dict(env, DDPRUN_HOST_ALLOCATOR="system")
                     cmd = [args.ddprun, "--standalone", "--nproc-per-node", "2", "--",
                            args.ddp_bench] + extra + common
                 else:
+                    if mode == "ddp_keep":
+                        run_env = dict(env, **KEEP_FREED_BLOCKS_ENV)
                     cmd = [args.torchrun, "--standalone", "--nproc-per-node", "2",
-                           args.python_bench, "--mode", mode] + common
-                result = run(cmd, env)
+                           args.python_bench, "--mode", "ddp" if mode == "ddp_keep" else mode] + common
+                result = run(cmd, run_env)
                 result["mode"] = mode
                 runs.append(result)
                 times[(impl, mode)].append(result["step_ms"])
@@ -92,6 +106,8 @@ def main():
             "params": runs[-1]["params"], "batch_per_rank": batch, "step_ms": med,
             "samples_per_s": {k: 2 * batch * 1000 / v for k, v in med.items() if not k.endswith("allreduce")},
             "speedup_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp"],
+            "speedup_vs_torch_ddp_keep": med["torch/ddp_keep"] / med["ddprun/ddp"],
+            "speedup_system_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp_system"],
             "speedup_vs_naive": med["ddprun/naive"] / med["ddprun/ddp"],
             "speedup_view_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp_view"],
             "speedup_view_vs_naive": med["ddprun/naive"] / med["ddprun/ddp_view"],
@@ -116,12 +132,16 @@ def main():
             sps = s["samples_per_s"].get(key)
             lines.append(f"  {model:9s} {s['params']:9d} {s['batch_per_rank']:7d}     {impl:7s} {mode:10s}"
                          f" {ms:9.3f} {('%10.0f' % sps) if sps else '         -'}")
-    lines += ["#", "# speedup = other's step time / ddprun's. ddp = defaults (as PyTorch's); ddp_view = gradientAsBucketView",
-              "# model      vs torch DDP  vs naive  view vs torch  view vs naive  hidden ddp  hidden view  hidden torch"]
+    lines += ["#", "# speedup = other's step time / ddprun's. ddp = defaults (as PyTorch's); ddp_view = gradientAsBucketView;",
+              "# ddp_system = ddprun with glibc's own malloc thresholds (DDPRUN_HOST_ALLOCATOR=system);",
+              "# torch ddp_keep = PyTorch DDP given ddprun's malloc thresholds through MALLOC_*_ variables",
+              "# model      vs torch DDP  vs naive  view vs torch  view vs naive  system vs torch  vs torch keep"
+              "  hidden ddp  hidden view  hidden torch"]
     for model, s in summary.items():
         h = s["hidden_fraction"]
         lines.append(f"  {model:9s} {s['speedup_vs_torch_ddp']:11.2f}x {s['speedup_vs_naive']:8.2f}x"
                      f" {s['speedup_view_vs_torch_ddp']:13.2f}x {s['speedup_view_vs_naive']:13.2f}x"
+                     f" {s['speedup_system_vs_torch_ddp']:15.2f}x {s['speedup_vs_torch_ddp_keep']:13.2f}x"
                      f" {h['ddprun']:11.2f} {h['ddprun_view']:12.2f} {h['torch']:13.2f}")
     table = "\n".join(lines) + "\n"
     with open(os.path.join(args.out, "ddp.md"), "w") as f:

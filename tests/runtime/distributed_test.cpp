@@ -143,7 +143,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfigCase{"NcclWithoutCuda", {}, "nccl", "no CUDA device is visible"},
         BadConfigCase{"UnknownBackend", {}, "mpi-ish", "unknown backend 'mpi-ish'"},
         BadConfigCase{"BadTimeout", {{"DDPRUN_RDZV_TIMEOUT", "soon"}}, "gloo",
-                      "DDPRUN_RDZV_TIMEOUT=soon: expected a positive number of seconds"}),
+                      "DDPRUN_RDZV_TIMEOUT=soon: expected a positive number of seconds"},
+        BadConfigCase{"UnknownHostAllocator", {{"DDPRUN_HOST_ALLOCATOR", "jemalloc"}}, "gloo",
+                      "DDPRUN_HOST_ALLOCATOR=jemalloc: expected 'keep'"}),
     [](const auto& info) { return info.param.name; });
 
 class MpirunTest : public ::testing::TestWithParam<int> {};
