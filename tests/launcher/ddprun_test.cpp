@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -93,9 +94,11 @@ int count(const std::string& text, const std::string& part) {
 class TempDir {
  public:
   TempDir() {
-    path_ = fs::temp_directory_path() /
-            ("ddprun_test_" + std::to_string(getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    // A parameterized test's name has a '/' ("Test/Param"): flattened, so that the
+    // destructor removes the whole directory, not only its last component.
+    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(name.begin(), name.end(), '/', '_');
+    path_ = fs::temp_directory_path() / ("ddprun_test_" + std::to_string(getpid()) + "_" + name);
     fs::remove_all(path_);
     fs::create_directories(path_);
   }
@@ -423,6 +426,8 @@ TEST_P(DryRunTest, PrintsThePlanAndStartsNothing) {
   }
   EXPECT_EQ(plan["program"].back(), "touch " + (dir / "ran"));
   EXPECT_FALSE(fs::exists(dir / "ran"));
+  // Nothing left in the temp directory once `dir` is gone.
+  EXPECT_EQ(dir.path().parent_path(), fs::temp_directory_path());
 }
 
 INSTANTIATE_TEST_SUITE_P(
