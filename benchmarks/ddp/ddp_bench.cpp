@@ -56,7 +56,11 @@ int main(int argc, char** argv) {
       "steps", "timed steps", cxxopts::value<int>()->default_value("100"))(
       "warmup", "untimed steps first", cxxopts::value<int>()->default_value("10"))(
       "grad-view", "ddp: gradients as views into the buckets (no copy back)",
-      cxxopts::value<bool>()->default_value("false"))("h,help", "print this help");
+      cxxopts::value<bool>()->default_value("false"))(
+      "allgather-buckets-up-to-bytes",
+      "ddp: DdpOptions::allgatherBucketsUpToBytes (0: every bucket by ring allreduce)",
+      cxxopts::value<std::int64_t>()->default_value(
+          std::to_string(ddp::kDefaultAllgatherBucketsUpToBytes)))("h,help", "print this help");
   cxxopts::ParseResult args;
   try {
     args = cli.parse(argc, argv);
@@ -91,6 +95,7 @@ int main(int argc, char** argv) {
   if (mode == "ddp") {
     ddp::DdpOptions options;
     options.gradientAsBucketView = args["grad-view"].as<bool>();
+    options.allgatherBucketsUpToBytes = args["allgather-buckets-up-to-bytes"].as<std::int64_t>();
     ddpModel = std::make_unique<ddp::DistributedDataParallel<nn::Sequential>>(work.model,
                                                                              dist.group, options);
   }

@@ -7,8 +7,9 @@ implementations; the median step time counts.
 Writes <out>/ddp.json (every run and the summary) and <out>/ddp.md (the table).
 hidden = (compute + allreduce - step) / allreduce: the share of the gradient
 communication that overlaps backward (1 = all hidden, 0 = none, < 0 = overhead on top).
-Two more rows separate the allocator from DDP itself: ddprun with glibc's own malloc
-thresholds (ddp_system), and PyTorch DDP given ddprun's thresholds (torch ddp_keep).
+More rows separate ddprun's own choices from DDP itself: every bucket by ring allreduce
+(ddp_ring), ddprun with glibc's own malloc thresholds (ddp_system), and PyTorch DDP given
+ddprun's thresholds (torch ddp_keep).
 """
 import argparse
 import json
@@ -71,8 +72,8 @@ def main():
     for model in args.models.split(","):
         steps, warmup = MODELS[model]
         common = ["--model", model, "--steps", str(steps), "--warmup", str(warmup)]
-        configs = [("ddprun", mode) for mode in ("ddp", "ddp_view", "ddp_system", "naive", "compute",
-                                                 "allreduce")] + \
+        configs = [("ddprun", mode) for mode in ("ddp", "ddp_view", "ddp_ring", "ddp_system", "naive",
+                                                 "compute", "allreduce")] + \
                   [("torch", mode) for mode in ("ddp", "ddp_keep", "compute", "allreduce")]
         times = {c: [] for c in configs}
         for _ in range(args.repeats):
@@ -80,6 +81,7 @@ def main():
                 run_env = env
                 if impl == "ddprun":
                     extra = {"ddp_view": ["--mode", "ddp", "--grad-view=true"],
+                             "ddp_ring": ["--mode", "ddp", "--allgather-buckets-up-to-bytes", "0"],
                              "ddp_system": ["--mode", "ddp"]}.get(mode, ["--mode", mode])
                     if mode == "ddp_system":
                         run_env = dict(env, DDPRUN_HOST_ALLOCATOR="system")
@@ -108,6 +110,7 @@ def main():
             "speedup_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp"],
             "speedup_vs_torch_ddp_keep": med["torch/ddp_keep"] / med["ddprun/ddp"],
             "speedup_system_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp_system"],
+            "speedup_ring_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp_ring"],
             "speedup_vs_naive": med["ddprun/naive"] / med["ddprun/ddp"],
             "speedup_view_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp_view"],
             "speedup_view_vs_naive": med["ddprun/naive"] / med["ddprun/ddp_view"],
@@ -133,14 +136,17 @@ def main():
             lines.append(f"  {model:9s} {s['params']:9d} {s['batch_per_rank']:7d}     {impl:7s} {mode:10s}"
                          f" {ms:9.3f} {('%10.0f' % sps) if sps else '         -'}")
     lines += ["#", "# speedup = other's step time / ddprun's. ddp = defaults (as PyTorch's); ddp_view = gradientAsBucketView;",
+              "# ddp_ring = every bucket by ring allreduce (allgatherBucketsUpToBytes 0, as PyTorch);",
               "# ddp_system = ddprun with glibc's own malloc thresholds (DDPRUN_HOST_ALLOCATOR=system);",
               "# torch ddp_keep = PyTorch DDP given ddprun's malloc thresholds through MALLOC_*_ variables",
-              "# model      vs torch DDP  vs naive  view vs torch  view vs naive  system vs torch  vs torch keep"
+              "# model      vs torch DDP  vs naive  view vs torch  view vs naive  ring vs torch  system vs torch"
+              "  vs torch keep"
               "  hidden ddp  hidden view  hidden torch"]
     for model, s in summary.items():
         h = s["hidden_fraction"]
         lines.append(f"  {model:9s} {s['speedup_vs_torch_ddp']:11.2f}x {s['speedup_vs_naive']:8.2f}x"
                      f" {s['speedup_view_vs_torch_ddp']:13.2f}x {s['speedup_view_vs_naive']:13.2f}x"
+                     f" {s['speedup_ring_vs_torch_ddp']:13.2f}x"
                      f" {s['speedup_system_vs_torch_ddp']:15.2f}x {s['speedup_vs_torch_ddp_keep']:13.2f}x"
                      f" {h['ddprun']:11.2f} {h['ddprun_view']:12.2f} {h['torch']:13.2f}")
     table = "\n".join(lines) + "\n"

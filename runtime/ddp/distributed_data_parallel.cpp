@@ -44,6 +44,61 @@ class CompressCommHook
   at::ScalarType wireType_;
 };
 
+// The default averaging when no other hook is registered: see Note [Small buckets travel
+// as one allgather].
+class AverageCommHook
+    : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>> {
+ public:
+  AverageCommHook(c10::intrusive_ptr<c10d::ProcessGroup> group, std::int64_t maxGatheredBytes)
+      : CppCommHookInterface(std::move(group)), maxGatheredBytes_(maxGatheredBytes) {}
+
+  c10::intrusive_ptr<c10::ivalue::Future> runHook(c10d::GradBucket& bucket) override {
+    at::Tensor buffer = bucket.getBufferRef();
+    const int n = state_->getSize();
+    // As the Reducer scales a gradient on its way into the bucket without a hook.
+    buffer.mul_(1.0 / n);
+    const auto gatheredBytes = static_cast<std::int64_t>(buffer.numel()) *
+                               static_cast<std::int64_t>(buffer.element_size()) * n;
+    if (gatheredBytes > maxGatheredBytes_) {
+      std::vector<at::Tensor> tensors{buffer};
+      return state_->allreduce(tensors)->getFuture();
+    }
+    at::Tensor gathered = at::empty({n, buffer.numel()}, buffer.options());
+    at::Tensor gatheredFlat = gathered.view({-1});
+    auto future = state_->all_gather_single(gatheredFlat, buffer)->getFuture();
+    return future->then(
+        [buffer, gathered, n](c10::ivalue::Future&) {
+          buffer.copy_(gathered[0]);
+          for (int rank = 1; rank < n; ++rank) buffer.add_(gathered[rank]);
+          return c10::IValue(std::vector<at::Tensor>{buffer});
+        },
+        c10::getTypePtr<std::vector<at::Tensor>>());
+  }
+
+ private:
+  std::int64_t maxGatheredBytes_;
+};
+
+// Whether the buckets the Reducer will rebuild (the observed gradient order is about the
+// reverse of registration) include one small enough for the allgather. Without one, the
+// hook would only cost its extra pass (Note [Small buckets travel as one allgather]).
+bool expectSmallBucket(const std::vector<at::Tensor>& params, const DdpOptions& options,
+                       int worldSize) {
+  std::vector<int64_t> backwardOrder(params.size());
+  for (size_t i = 0; i < params.size(); ++i) backwardOrder[i] = params.size() - 1 - i;
+  auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
+      params,
+      {static_cast<size_t>(options.bucketCapFirstBytes),
+       static_cast<size_t>(options.bucketCapBytes)},
+      {}, backwardOrder);
+  for (const auto& bucket : buckets) {
+    std::int64_t bytes = 0;
+    for (auto index : bucket) bytes += params[index].numel() * params[index].element_size();
+    if (bytes * worldSize <= options.allgatherBucketsUpToBytes) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 DdpEngine::DdpEngine(torch::nn::Module& module, c10::intrusive_ptr<c10d::ProcessGroup> group,
@@ -52,6 +107,9 @@ DdpEngine::DdpEngine(torch::nn::Module& module, c10::intrusive_ptr<c10d::Process
   TORCH_CHECK(options.bucketCapBytes > 0 && options.bucketCapFirstBytes > 0,
               "bucket caps must be positive, got bucketCapBytes=", options.bucketCapBytes,
               " bucketCapFirstBytes=", options.bucketCapFirstBytes);
+  TORCH_CHECK(options.allgatherBucketsUpToBytes >= 0,
+              "allgatherBucketsUpToBytes must be >= 0 (0 turns the allgather off), got ",
+              options.allgatherBucketsUpToBytes);
   std::vector<at::Tensor> params;
   std::unordered_map<size_t, std::string> names;
   for (const auto& item : module_.named_parameters(/*recurse=*/true)) {
@@ -96,6 +154,8 @@ DdpEngine::DdpEngine(torch::nn::Module& module, c10::intrusive_ptr<c10d::Process
   }
   auto [bucketIndices, perBucketLimits] =
       c10d::compute_bucket_assignment_by_size(params, limits, {});
+  expectSmallBucket_ = options.allgatherBucketsUpToBytes > 0 && params.front().device().is_cpu() &&
+                       expectSmallBucket(params, options, group_->getSize());
   // Reverse: gradients arrive roughly in reverse registration order.
   std::reverse(bucketIndices.begin(), bucketIndices.end());
   reducer_ = std::make_shared<c10d::Reducer>(
@@ -115,9 +175,10 @@ DdpEngine::DdpEngine(torch::nn::Module& module, c10::intrusive_ptr<c10d::Process
         group_, options.compression == GradCompression::kFp16 ? at::kHalf : at::kBFloat16));
   }
   log::info("ddp", "event=ddp_ready params={} buffers={} bucket_cap_bytes={} "
-            "bucket_cap_first_bytes={} find_unused_parameters={} compression={}",
+            "bucket_cap_first_bytes={} allgather_buckets_up_to_bytes={} "
+            "find_unused_parameters={} compression={}",
             params.size(), buffers_.size(), options.bucketCapBytes, options.bucketCapFirstBytes,
-            options.findUnusedParameters,
+            options.allgatherBucketsUpToBytes, options.findUnusedParameters,
             options.compression == GradCompression::kNone   ? "none"
             : options.compression == GradCompression::kFp16 ? "fp16"
                                                              : "bf16");
@@ -136,6 +197,7 @@ void DdpEngine::zeroGrad() {
 
 void DdpEngine::registerCommHook(std::unique_ptr<c10d::CommHookInterface> hook) {
   reducer_->register_comm_hook(std::move(hook));
+  commHookRegistered_ = true;
 }
 
 template <typename Call>
@@ -159,6 +221,14 @@ void DdpEngine::guardUnused(Call&& call) {
 
 void DdpEngine::beforeForward() {
   const bool training = torch::GradMode::is_enabled();
+  // Last chance before the first backward, after the user had theirs.
+  if (training && !commHookRegistered_ && expectSmallBucket_) {
+    registerCommHook(
+        std::make_unique<AverageCommHook>(group_, options_.allgatherBucketsUpToBytes));
+    allgatherHookInstalled_ = true;
+    log::debug("ddp", "event=allgather_small_buckets up_to_bytes={}",
+               options_.allgatherBucketsUpToBytes);
+  }
   if (training && syncEnabled_) guardUnused([&] { reducer_->prepare_for_forward(); });
   // Before the forward's activations take memory: rebuilding may allocate new buckets
   // before freeing the old ones (PyTorch does the same). A collective on all ranks; it

@@ -19,6 +19,20 @@
 //   only accumulates locally; the next synced backward averages the sum.
 // Buckets hold at most bucketCapBytes (25 MiB), the first at most bucketCapFirstBytes
 // (1 MiB), exactly as in PyTorch.
+//
+// Note [Small buckets travel as one allgather]
+// Gloo's ring allreduce cuts a tensor into two segments per rank and passes them in
+// 2(n-1) rounds of messages; each message is a hand-off between threads on both sides,
+// and for a small bucket those hand-offs are the whole cost (mlp_small's 104 KB bucket:
+// 1.45 ms as an allreduce, 0.80 ms as an allgather, benchmarks/ddp). So a CPU bucket
+// whose copies from all ranks fit in allgatherBucketsUpToBytes is scaled by 1/n as PyTorch
+// scales it, gathered from every rank in n-1 rounds, and summed locally in rank order: each
+// rank adds the same numbers in the same order, so all hold bitwise the same average (and,
+// for n = 2, bitwise PyTorch's). The allgather moves n/2 times the bytes of the ring, hence
+// the cap. Larger buckets take the ring allreduce, as in PyTorch, but without PyTorch's
+// fusing of the scaling into the copy into the bucket: one more pass over them (about
+// 4 ms per 100 MB here). So the hook is installed only when the buckets expected after
+// the rebuild include a small one (expectSmallBucket in the .cpp).
 #pragma once
 
 #include <atomic>
@@ -46,6 +60,8 @@ namespace ddp {
 // c10d's defaults (kDefaultBucketBytesCap, kDefaultFirstBucketBytes), i.e. PyTorch's.
 constexpr std::int64_t kDefaultBucketCapBytes = 25 * 1024 * 1024;
 constexpr std::int64_t kDefaultBucketCapFirstBytes = 1024 * 1024;
+// See Note [Small buckets travel as one allgather].
+constexpr std::int64_t kDefaultAllgatherBucketsUpToBytes = 2 * 1024 * 1024;
 
 enum class GradCompression { kNone, kFp16, kBf16 };
 
@@ -62,6 +78,10 @@ struct DdpOptions {
   bool gradientAsBucketView = false;
   // Average gradients in fp16/bf16 (half the bytes on the wire), then cast back.
   GradCompression compression = GradCompression::kNone;
+  // CPU buckets whose copies from all ranks (n x bucket bytes) fit in this are averaged by
+  // one allgather and a local sum; 0: always the ring allreduce, as PyTorch. See Note
+  // [Small buckets travel as one allgather].
+  std::int64_t allgatherBucketsUpToBytes = kDefaultAllgatherBucketsUpToBytes;
 };
 
 // The non-template part: owns the Reducer; DistributedDataParallel<M> forwards to it.
@@ -76,7 +96,7 @@ class DdpEngine {
   void beforeForward();
   void afterForward(const std::vector<at::Tensor>& outputs);
   // Replaces the built-in averaging (e.g. to observe or compress buckets). Must be
-  // called before the first backward.
+  // called before the first forward.
   void registerCommHook(std::unique_ptr<c10d::CommHookInterface> hook);
 
   // Zeroes every parameter's .grad in place. With gradientAsBucketView the grads are
@@ -84,6 +104,9 @@ class DdpEngine {
   // zero_grad(), which detach_()es them (a view refuses, with an error).
   void zeroGrad();
 
+  // Whether small buckets are averaged by allgather (Note [Small buckets travel as one
+  // allgather]); decided at the first training forward.
+  bool averagesSmallBucketsByAllgather() const { return allgatherHookInstalled_; }
   bool syncEnabled() const { return syncEnabled_; }
   void setSyncEnabled(bool enabled) { syncEnabled_ = enabled; }
   const c10::intrusive_ptr<c10d::ProcessGroup>& group() const { return group_; }
@@ -104,6 +127,13 @@ class DdpEngine {
   std::shared_ptr<c10d::Reducer> reducer_;
   std::shared_ptr<c10d::Logger> logger_;
   bool syncEnabled_ = true;
+  // A comm hook is in place (the compression hook or one the user registered); else the
+  // first training forward installs the averaging hook of Note [Small buckets travel as
+  // one allgather].
+  bool commHookRegistered_ = false;
+  // Some bucket is expected to fit allgatherBucketsUpToBytes (CPU parameters only).
+  bool expectSmallBucket_ = false;
+  bool allgatherHookInstalled_ = false;
 
   // Runs a Reducer call; the Reducer's "did not finish reduction" error is re-thrown
   // naming the parameters that got no gradient.

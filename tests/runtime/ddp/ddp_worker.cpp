@@ -103,6 +103,7 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
   if (mode == "bf16") options.compression = ddp::GradCompression::kBf16;
   if (mode == "find_unused") options.findUnusedParameters = true;
   if (mode == "grad_view") options.gradientAsBucketView = true;
+  if (mode == "ring") options.allgatherBucketsUpToBytes = 0;
   if (mode == "overlap") {
     options.bucketCapBytes = 64 * 1024;  // several buckets for a small model
     options.bucketCapFirstBytes = 16 * 1024;
@@ -176,8 +177,11 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
   const bool compressed = mode == "fp16" || mode == "bf16";
   const double atol = compressed ? (mode == "fp16" ? 2e-3 : 2e-2) : 1e-6;
   const bool ok = allClose(*model, *reference, compressed ? 0 : 1e-5, atol);
-  std::cout << fmt::format("rank {}/{} mode={} steps={} max_abs_diff={:.3e} {}", rank, n, mode,
-                           kSteps, diff, ok ? "within tolerance" : "OUT OF TOLERANCE")
+  std::cout << fmt::format("rank {}/{} mode={} steps={} allgather_small_buckets={} "
+                           "max_abs_diff={:.3e} {}",
+                           rank, n, mode, kSteps,
+                           ddpModel.engine().averagesSmallBucketsByAllgather() ? "yes" : "no",
+                           diff, ok ? "within tolerance" : "OUT OF TOLERANCE")
             << std::endl;
   if (mode == "overlap") {
     // The last step's events (its buckets were rebuilt after the first step).
