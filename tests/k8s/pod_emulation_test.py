@@ -123,6 +123,16 @@ class PodEmulationTest(unittest.TestCase):
         sh("ip", "netns", "del", f"ddpk8s-probe{os.getpid()}", check=False)
         self.assertEqual(probe.returncode, 0, f"cannot create a network namespace: {probe.stderr}")
 
+    def workspace(self) -> tuple[pathlib.Path, pathlib.Path]:
+        """A fresh directory with the short ddptrain config, and in it the checkpoint volume
+        (the PersistentVolumeClaim, shared by every pod). Removed after the test, pass or fail."""
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddprun-pods-"))
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        volume = tmp / "checkpoints"
+        volume.mkdir()
+        short_config(tmp / "ddptrain.yaml", "/usr/share/datasets/fashion-mnist")
+        return tmp, volume
+
     def start_pods(self, cluster: Cluster, pods, tmp: pathlib.Path, volume: pathlib.Path, attempt: int) -> dict:
         """Starts every pod's container command (workers first), as the operator does."""
         procs = {}
@@ -178,11 +188,8 @@ class PodEmulationTest(unittest.TestCase):
         master = f"{name}-master-0"
         self.assertGreaterEqual(len(pods), 3, "the manifest's job has a master and >= 2 workers")
         self.assertTrue(all(s["restartPolicy"] == "ExitCode" for s in job["spec"]["pytorchReplicaSpecs"].values()))
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddprun-pods-"))
-        volume = tmp / "checkpoints"  # the PersistentVolumeClaim, shared by every pod
-        volume.mkdir()
+        tmp, volume = self.workspace()
         ckpt_dir = volume / name
-        short_config(tmp / "ddptrain.yaml", "/usr/share/datasets/fashion-mnist")
         with Cluster(pods) as cluster:
             procs = self.start_pods(cluster, pods, tmp, volume, 0)
             evicted = []
@@ -219,7 +226,6 @@ class PodEmulationTest(unittest.TestCase):
         manifest = json.loads((ckpt_dir / f"checkpoint-{STEPS:08d}.pt.json").read_text())
         self.assertEqual(manifest["step"], STEPS, manifest)
         self.assertEqual(manifest["bytes"], (ckpt_dir / f"checkpoint-{STEPS:08d}.pt").stat().st_size)
-        shutil.rmtree(tmp, ignore_errors=True)
 
     def test_lost_worker_makes_every_pod_exit_retryable(self):
         """A worker pod dies at once (SIGKILL: OOM kill, node loss) after step 10. The
@@ -230,10 +236,7 @@ class PodEmulationTest(unittest.TestCase):
         name = job["metadata"]["name"]
         pods = k8s_jobs.pytorchjob_pods(job)
         master, victim = f"{name}-master-0", pods[-1].name
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddprun-pods-"))
-        volume = tmp / "checkpoints"
-        volume.mkdir()
-        short_config(tmp / "ddptrain.yaml", "/usr/share/datasets/fashion-mnist")
+        tmp, volume = self.workspace()
         with Cluster(pods) as cluster:
             procs = self.start_pods(cluster, pods, tmp, volume, 0)
             killed = []
@@ -252,7 +255,6 @@ class PodEmulationTest(unittest.TestCase):
             if pod.name != victim:
                 self.assertGreaterEqual(codes[pod.name], 128, f"{pod.name} must exit retryable\n{report}")
         print({n: c for n, c in codes.items() if n != victim})
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
