@@ -1,36 +1,13 @@
 // What ddprun starts on this node, resolved from its flags and the node's environment.
 //
-// Note [Node-level resolution]
-// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-// runtime/env/cluster_env.h resolves one PROCESS; the launcher resolves one NODE: how many
-// nodes, which one this is, how many workers it starts, where rank 0's store lives. Every
-// field comes from the first of:
-//
-//   1. its flag (torchrun's names: --nnodes, --node-rank, --nproc-per-node, --master-addr,
-//      --master-port, --max-restarts, --standalone). Flags win, as in torchrun.
-//   2. the environment, by source (the facts: ../shared/k8s-env-contract.md):
-//      openmpi/pmi  OMPI_COMM_WORLD_RANK/SIZE or PMI_RANK/PMI_SIZE: mpirun started one
-//                   ddprun per node, so the MPI rank is the node rank and the MPI size the
-//                   node count. No master address: set MASTER_ADDR (mpirun -x), or run
-//                   the program itself under mpirun, which finds rank 0 through MPI.
-//      pytorchjob   RANK and WORLD_SIZE (with or without PET_*): RANK is the POD rank.
-//                   Node count = PET_NNODES, else WORLD_SIZE (operators before v1.7 set
-//                   WORLD_SIZE = pods). Node rank = PET_NODE_RANK, else RANK; they must
-//                   agree. With PET_NNODES, WORLD_SIZE must be PET_NNODES x nprocPerNode
-//                   when nprocPerNode is a number, PET_NNODES when it is auto/cpu/gpu
-//                   (the operator counts those as 1).
-//      trainer-v2   PET_* without RANK: PET_NNODES (default 1), PET_NODE_RANK (default 0).
-//      default      none of them: one node.
-//      Master: MASTER_ADDR/MASTER_PORT, else PET_MASTER_ADDR/PET_MASTER_PORT (equal when
-//      both are set), else 127.0.0.1:29500 on one node; more than one node without an
-//      address is an error. nprocPerNode: PET_NPROC_PER_NODE, else 1. maxRestarts:
-//      PET_MAX_RESTARTS, else 0. standalone: PET_STANDALONE, where the operator's empty
-//      value means true.
+// The node's place comes from env::resolveNodeEnv() (Note [Environment precedence], the
+// node column, in runtime/env/cluster_env.h); the flags (launch_flags.h) win over it, as in
+// torchrun. On top of that the launcher decides what only it can:
 //   nprocPerNode "auto" is one worker per visible GPU, else 1; "gpu" the GPU count (an
-//   error without GPUs); "cpu" the CPU count.
-//
-// A worker environment (LOCAL_RANK set) is refused: ddprun would overwrite the ranks of the
-// launcher that started it. Errors are env::EnvError (a variable) or LaunchError (a flag).
+//   error without GPUs); "cpu" the CPU count. Default 1.
+//   --standalone: one node on 127.0.0.1 with a free port.
+//   master: 127.0.0.1:29500 on one node; more than one node without an address is an error.
+// Errors are env::EnvError (a variable) or LaunchError (a flag); both are PermanentError.
 #pragma once
 
 #include <map>
@@ -40,16 +17,18 @@
 #include <vector>
 
 #include "runtime/env/cluster_env.h"
+#include "runtime/env/node_env.h"
 
 namespace ddp::launcher {
 
 // A flag that is malformed or contradicts another: exit kExitUsage.
-class LaunchError : public std::runtime_error {
+class LaunchError : public PermanentError {
  public:
-  using std::runtime_error::runtime_error;
+  using PermanentError::PermanentError;
 };
 
-// The command line; unset fields come from the environment.
+// The node's place as the command line gives it (launch_flags.h reads it); unset fields
+// come from the environment.
 struct LaunchFlags {
   std::optional<std::string> nprocPerNode;  // "N", auto, cpu, gpu
   std::optional<int> nnodes;
@@ -57,6 +36,7 @@ struct LaunchFlags {
   std::optional<std::string> masterAddr;
   std::optional<int> masterPort;
   std::optional<int> maxRestarts;
+  std::string maxRestartsOrigin = "--max-restarts";  // or PET_MAX_RESTARTS
   bool standalone = false;
 };
 
@@ -88,7 +68,11 @@ struct LaunchPlan {
   int globalRank(int localRank) const { return nodeRank * nprocPerNode + localRank; }
 };
 
-// See Note [Node-level resolution]. Throws env::EnvError or LaunchError.
+// The flags over the node's environment (see the top of this file). Throws env::EnvError
+// or LaunchError.
+LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::NodeEnv& node,
+                             const DeviceCounts& devices);
+// resolveLaunchPlan(flags, env::resolveNodeEnv(env), devices).
 LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::EnvMap& env,
                              const DeviceCounts& devices);
 

@@ -1,16 +1,17 @@
 // ddp::init(): from whatever the cluster injected to a working process group.
 //
-//   environment --resolveClusterEnv--> ClusterEnv (rank, world size, master, source)
+//   environment --env::resolveClusterEnv--> ClusterEnv (rank, world size, master, source)
 //   host allocator: keep freed tensor memory (memory/host_allocator.h)
-//   backend "auto" -> nccl when CUDA is available, else gloo
-//   rendezvous: rank 0 hosts c10d's TCPStore; under mpirun without MASTER_ADDR the
-//               endpoint travels by MPI_Bcast (rendezvous/mpi_bootstrap.h)
+//   backend "auto" -> the launcher's --backend, else nccl when CUDA is available, else gloo
+//   rendezvous::connect: rank 0 hosts c10d's TCPStore; under mpirun without MASTER_ADDR
+//               the endpoint travels by MPI_Bcast (rendezvous/rendezvous.h)
 //   process group on the store (comm/process_group.h)
 //
-// Errors, and the exit code each deserves (exitCodeFor):
-//   env::EnvError, ConfigError        -> kExitUsage (2), permanent
-//   rendezvous::RendezvousError,
-//   c10::DistError (collective timeout, lost peer) -> kExitTransient (200), retryable
+// Errors follow Note [Two error families] (runtime/error.h): env::EnvError and ConfigError
+// are permanent (exit 2); rendezvous::RendezvousError and c10::DistError (a collective
+// timed out, a peer was lost) are transient (exit 200). exitCodeFor() decides.
+//
+// Self-contained: this header is enough to call dist.group->allreduce(...).
 #pragma once
 
 #include <chrono>
@@ -21,17 +22,14 @@
 
 #include <c10/core/Device.h>
 #include <c10/util/intrusive_ptr.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "runtime/comm/process_group.h"
 #include "runtime/env/cluster_env.h"
+#include "runtime/error.h"
 #include "runtime/exit_codes.h"
-#include "runtime/rendezvous/mpi_bootstrap.h"
-#include "runtime/rendezvous/tcp_store.h"
-
-namespace c10d {
-class ProcessGroup;
-class Store;
-}  // namespace c10d
+#include "runtime/rendezvous/rendezvous.h"
 
 namespace ddp {
 
@@ -50,7 +48,8 @@ struct InitOptions {
 };
 
 struct Distributed {
-  env::ClusterEnv env;
+  env::ClusterEnv env;               // as the environment gave it, never changed
+  rendezvous::Endpoint master;       // where rank 0's store turned out to be
   comm::Backend backend = comm::Backend::kGloo;
   c10::Device device = c10::Device(c10::kCPU);  // where this rank's tensors live
   c10::intrusive_ptr<c10d::Store> store;
@@ -61,14 +60,15 @@ struct Distributed {
   int worldSize() const { return env.worldSize; }
 };
 
+// Logging: init() tags log lines with the rank but keeps the level the program set
+// (Note [Log level precedence] in runtime/log/logging.h).
 Distributed init(const InitOptions& options = {});
 
 // "gloo", "nccl", "auto" -> the backend to use here; ConfigError for anything else, or
 // for nccl where CUDA is unavailable or not built in.
 comm::Backend resolveBackend(const std::string& name);
 
-// The exit code for an error thrown by init() or a collective (see the table above);
-// kExitTransient for anything unrecognised.
-int exitCodeFor(const std::exception& error);
+// The message of an error for a person: c10 errors without their C++ backtrace.
+std::string errorMessage(const std::exception& error);
 
 }  // namespace ddp

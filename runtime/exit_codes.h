@@ -1,8 +1,7 @@
 // Exit codes of ddprun and ddptrain, chosen for the Kubeflow operators' ExitCode restart
 // policy: 1-127 are permanent (the job fails), 128-255 retryable (the pod is recreated).
+// Which error earns which: Note [Two error families] in runtime/error.h.
 #pragma once
-
-#include <stdexcept>
 
 namespace ddp {
 
@@ -14,12 +13,5 @@ constexpr int kExitTransient = 200;
 // After SIGTERM (pod eviction, preemption) / SIGINT, as a shell reports them.
 constexpr int kExitSigterm = 128 + 15;
 constexpr int kExitSigint = 128 + 2;
-
-// A configuration that cannot work here (unknown backend, NCCL without CUDA, a bad
-// timeout value): permanent, kExitUsage.
-class ConfigError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 }  // namespace ddp

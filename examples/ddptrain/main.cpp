@@ -101,26 +101,16 @@ int main(int argc, char** argv) {
     std::cout << configText;
     return ddp::kExitOk;
   }
-  ddp::log::setup("-", ddp::log::levelFromEnv(ddp::log::parseLevel(parsed.config.logLevel)));
   try {
-    return run(parsed.config, configText);
-  } catch (const ddp::data::DataError& e) {
-    std::cerr << "ddptrain: " << e.what() << std::endl;
-    return ddp::kExitUsage;
-  } catch (const std::invalid_argument& e) {  // a model spec that cannot be built
-    std::cerr << "ddptrain: " << e.what() << std::endl;
-    return ddp::kExitUsage;
-  } catch (const ddp::train::CheckpointError& e) {
-    // Another attempt (after the volume is fixed, or from an older checkpoint) may work.
-    std::cerr << "ddptrain: " << e.what() << std::endl;
-    return ddp::kExitTransient;
-  } catch (const c10::DistError& e) {
-    // Collective timeouts, lost peers: another attempt may succeed.
-    std::cerr << "ddptrain: " << e.what_without_backtrace() << std::endl;
-    return ddp::kExitTransient;
+    const auto& config = parsed.config;
+    // Note [Log level precedence]: the flag or the config file, else DDPRUN_LOG_LEVEL.
+    const bool levelGiven = config.sources.at("log-level") != "default";
+    ddp::log::setup("-", ddp::log::resolveLevel(levelGiven ? std::optional(config.logLevel)
+                                                           : std::nullopt));
+    return run(config, configText);
   } catch (const std::exception& e) {
-    // Environment, configuration and rendezvous errors from ddp::init() and the trainer.
-    std::cerr << "ddptrain: " << e.what() << std::endl;
+    // Note [Two error families]: the family decides permanent (2) or transient (200).
+    std::cerr << "ddptrain: " << ddp::errorMessage(e) << std::endl;
     return ddp::exitCodeFor(e);
   }
 }

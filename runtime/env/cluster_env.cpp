@@ -2,180 +2,21 @@
 
 #include <unistd.h>
 
-#include <algorithm>
-#include <charconv>
-#include <limits>
 #include <sstream>
 #include <utility>
+
+#include "runtime/env/env_readers.h"
+#include "runtime/env/value_parser.h"
+#include "runtime/env/variables.h"
 
 namespace ddp::env {
 namespace {
 
-constexpr int kIntMax = std::numeric_limits<int>::max();
-constexpr int kPortMax = 65535;
-
-bool isDigit(char c) { return c >= '0' && c <= '9'; }
-bool isSpace(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
-
-bool allDigits(std::string_view text) {
-  return !text.empty() && std::all_of(text.begin(), text.end(), isDigit);
-}
-
-// The value of `text` when it is plain decimal digits within [min, max].
-std::optional<int> toInt(std::string_view text, int min, int max) {
-  if (!allDigits(text)) return std::nullopt;
-  long long parsed = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), parsed);
-  if (error != std::errc() || end != text.data() + text.size() || parsed < min || parsed > max) {
-    return std::nullopt;
-  }
-  return static_cast<int>(parsed);
-}
-
-std::string formatEnvError(const std::string& variable, const std::optional<std::string>& value,
-                           const std::string& expected, const std::string& found,
-                           const std::string& hint) {
-  std::string message = value ? variable + "=" + *value : variable + " (unset)";
-  message += ": expected " + expected + "; found " + found + ".";
-  if (!hint.empty()) message += " " + hint;
-  return message;
-}
-
-// An integer variable as read: its name and raw text for messages, its value for logic.
-struct IntVar {
-  std::string name;
-  std::string raw;
-  int value = 0;
-};
-
-std::string show(const IntVar& var) { return var.name + "=" + var.raw; }
-
-std::optional<IntVar> readInt(const EnvMap& env, const std::string& name, int min, int max) {
-  auto raw = lookup(env, name);
-  if (!raw) return std::nullopt;
-  const int value = parseInt(name, *raw, min, max);
-  return IntVar{name, *raw, value};
-}
-
-EnvError missingPartner(const std::string& missing, const std::string& present,
-                        const std::string& presentValue) {
-  return EnvError(missing, std::nullopt, missing + " to be set together with " + present,
-                  "only " + present + "=" + presentValue,
-                  "Set both (launchers set them together) or unset " + present + ".");
-}
-
-// One variable of a pair without the other means a hand-edited or half-forwarded env.
-void requireTogether(const EnvMap& env, const std::string& first, const std::string& second) {
-  const auto firstValue = lookup(env, first);
-  const auto secondValue = lookup(env, second);
-  if (firstValue && !secondValue) throw missingPartner(second, first, *firstValue);
-  if (secondValue && !firstValue) throw missingPartner(first, second, *secondValue);
-}
-
-void checkRankBelow(const IntVar& rank, const IntVar& size) {
-  if (rank.value < size.value) return;
-  throw EnvError(rank.name, rank.raw,
-                 "a value below " + show(size) + " (ranks run from 0 to " +
-                     std::to_string(size.value - 1) + ")",
-                 "rank " + rank.raw + ", which does not exist",
-                 "Check that " + rank.name + " and " + size.name + " come from the same launch.");
-}
-
-void checkNotAbove(const IntVar& part, const IntVar& whole) {
-  if (part.value <= whole.value) return;
-  throw EnvError(part.name, part.raw,
-                 "at most " + show(whole) + " (the processes of one node are among all processes)",
-                 "more processes on this node than in the whole job",
-                 "Check that " + part.name + " and " + whole.name + " come from the same launch.");
-}
-
-// `other` is a lower-precedence variable describing the same quantity as `chosen`.
-void checkAgree(const IntVar& chosen, const IntVar& other, const std::string& hint) {
-  if (chosen.value == other.value) return;
-  throw EnvError(other.name, other.raw, "the same value as " + show(chosen), "a different value",
-                 hint);
-}
-
-const std::string kStaleHint =
-    "Two sources describe this process differently; unset the stale one (e.g. a variable from "
-    "the pod spec or an mpirun -x list) or make them equal.";
-
-// rank/worldSize plus optional local rank/size, as one launcher reported them.
-struct RankLayout {
-  EnvSource source = EnvSource::kDefault;
-  IntVar rank;
-  IntVar worldSize;
-  std::optional<IntVar> localRank;
-  std::optional<IntVar> localWorldSize;
-};
-
-RankLayout readLayout(const EnvMap& env, EnvSource source, IntVar rank, const std::string& sizeName,
-                      const std::string& localRankName, const std::string& localSizeName) {
-  auto worldSize = readInt(env, sizeName, 1, kIntMax);
-  if (!worldSize) throw missingPartner(sizeName, rank.name, rank.raw);
-  RankLayout layout{source, std::move(rank), std::move(*worldSize),
-                    readInt(env, localRankName, 0, kIntMax),
-                    readInt(env, localSizeName, 1, kIntMax)};
-  checkRankBelow(layout.rank, layout.worldSize);
-  if (layout.localWorldSize) {
-    checkNotAbove(*layout.localWorldSize, layout.worldSize);
-    if (layout.localRank) checkRankBelow(*layout.localRank, *layout.localWorldSize);
-  }
-  return layout;
-}
-
-// Open MPI if present (cross-checked against PMI), else MPICH / Intel MPI, else nothing.
-std::optional<RankLayout> readMpi(const EnvMap& env) {
-  std::optional<RankLayout> openMpi;
-  if (auto rank = readInt(env, "OMPI_COMM_WORLD_RANK", 0, kIntMax)) {
-    openMpi = readLayout(env, EnvSource::kOpenMpi, std::move(*rank), "OMPI_COMM_WORLD_SIZE",
-                         "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE");
-  }
-  // Hydra sets PMI_ID instead of PMI_RANK in PMI_PORT mode.
-  auto pmiRank = readInt(env, "PMI_RANK", 0, kIntMax);
-  if (!pmiRank) pmiRank = readInt(env, "PMI_ID", 0, kIntMax);
-  if (!pmiRank) {
-    if (auto size = lookup(env, "PMI_SIZE")) throw missingPartner("PMI_RANK", "PMI_SIZE", *size);
-    return openMpi;
-  }
-  RankLayout pmi = readLayout(env, EnvSource::kPmi, std::move(*pmiRank), "PMI_SIZE",
-                              "MPI_LOCALRANKID", "MPI_LOCALNRANKS");
-  if (!openMpi) return pmi;
-  checkAgree(openMpi->rank, pmi.rank, kStaleHint);
-  checkAgree(openMpi->worldSize, pmi.worldSize, kStaleHint);
-  return openMpi;
-}
-
-std::optional<IntVar> readNnodes(const EnvMap& env) {
-  auto nodes = parsePetNnodes(env);
-  if (!nodes) return std::nullopt;
-  return IntVar{"PET_NNODES", *lookup(env, "PET_NNODES"), *nodes};
-}
-
-struct NprocPerNode {
-  std::string raw;
-  int count = 1;
-  bool symbolic = false;  // auto/cpu/gpu/xpu: a device count only a launcher can resolve
-};
-
-std::optional<NprocPerNode> readNprocPerNode(const EnvMap& env) {
-  const std::string name = "PET_NPROC_PER_NODE";
-  auto raw = lookup(env, name);
-  if (!raw) return std::nullopt;
-  if (*raw == "auto" || *raw == "cpu" || *raw == "gpu" || *raw == "xpu") {
-    return NprocPerNode{*raw, 1, true};
-  }
-  const auto count = toInt(*raw, 1, kIntMax);
-  if (!count) {
-    throw EnvError(name, *raw, "a process count >= 1 or one of auto, cpu, gpu, xpu",
-                   "'" + *raw + "'", "Fix nprocPerNode / numProcPerNode in the job spec.");
-  }
-  return NprocPerNode{*raw, *count, false};
-}
+using namespace detail;
 
 EnvError needsLauncher(const NprocPerNode& nproc, const std::string& why) {
   const std::string found = nproc.symbolic ? "'" + nproc.raw + "'" : nproc.raw + " processes";
-  return EnvError("PET_NPROC_PER_NODE", nproc.raw,
+  return EnvError(var::kPetNprocPerNode, nproc.raw,
                   "1 process per node when the program runs without a launcher", found + "; " + why,
                   "Run the pod's command through the launcher, `ddprun --nproc-per-node " +
                       nproc.raw +
@@ -221,12 +62,12 @@ void setLocal(ClusterEnv& out, const std::optional<IntVar>& localRank,
 }
 
 void resolveTorchrun(const EnvMap& env, ClusterEnv& out) {
-  const auto localRank = *readInt(env, "LOCAL_RANK", 0, kIntMax);
-  const auto localWorldSize = *readInt(env, "LOCAL_WORLD_SIZE", 1, kIntMax);
-  auto rank = readInt(env, "RANK", 0, kIntMax);
-  auto worldSize = readInt(env, "WORLD_SIZE", 1, kIntMax);
+  const auto localRank = *readInt(env, var::kLocalRank, 0, kIntMax);
+  const auto localWorldSize = *readInt(env, var::kLocalWorldSize, 1, kIntMax);
+  auto rank = readInt(env, var::kRank, 0, kIntMax);
+  auto worldSize = readInt(env, var::kWorldSize, 1, kIntMax);
   if (!rank || !worldSize) {
-    throw EnvError("RANK", std::nullopt, "RANK and WORLD_SIZE alongside " + show(localRank),
+    throw EnvError(var::kRank, std::nullopt, "RANK and WORLD_SIZE alongside " + show(localRank),
                    "neither",
                    "torchrun sets all four; set RANK and WORLD_SIZE too, or unset "
                    "LOCAL_RANK and LOCAL_WORLD_SIZE.");
@@ -239,11 +80,11 @@ void resolveTorchrun(const EnvMap& env, ClusterEnv& out) {
   setRanks(out, *rank, *worldSize);
   setLocal(out, localRank, localWorldSize);
   deriveNodes(out, *rank, *worldSize, localWorldSize);
-  if (auto groupWorldSize = readInt(env, "GROUP_WORLD_SIZE", 1, worldSize->value)) {
+  if (auto groupWorldSize = readInt(env, var::kGroupWorldSize, 1, worldSize->value)) {
     out.numNodes = groupWorldSize->value;
     out.origins["numNodes"] = groupWorldSize->name;
   }
-  if (auto groupRank = readInt(env, "GROUP_RANK", 0, kIntMax)) {
+  if (auto groupRank = readInt(env, var::kGroupRank, 0, kIntMax)) {
     const bool numNodesKnown = out.origins["numNodes"] != "default";
     if (numNodesKnown && groupRank->value >= out.numNodes) {
       throw EnvError(groupRank->name, groupRank->raw,
@@ -278,15 +119,15 @@ void resolveMpi(const RankLayout& mpi, const EnvMap& env, ClusterEnv& out) {
   if (mpi.localRank && mpi.localWorldSize) {
     deriveNodes(out, mpi.rank, mpi.worldSize, *mpi.localWorldSize);
   }
-  if (auto rank = readInt(env, "RANK", 0, kIntMax)) checkAgree(mpi.rank, *rank, kStaleHint);
-  if (auto worldSize = readInt(env, "WORLD_SIZE", 1, kIntMax)) {
+  if (auto rank = readInt(env, var::kRank, 0, kIntMax)) checkAgree(mpi.rank, *rank, kStaleHint);
+  if (auto worldSize = readInt(env, var::kWorldSize, 1, kIntMax)) {
     checkAgree(mpi.worldSize, *worldSize, kStaleHint);
   }
 }
 
 void resolvePyTorchJob(const EnvMap& env, ClusterEnv& out) {
-  const auto rank = *readInt(env, "RANK", 0, kIntMax);
-  const auto worldSize = *readInt(env, "WORLD_SIZE", 1, kIntMax);
+  const auto rank = *readInt(env, var::kRank, 0, kIntMax);
+  const auto worldSize = *readInt(env, var::kWorldSize, 1, kIntMax);
   checkRankBelow(rank, worldSize);
   if (auto nproc = readNprocPerNode(env); nproc && !nproc->symbolic && nproc->count > 1) {
     throw needsLauncher(*nproc, "RANK is then the pod rank and " + show(worldSize) +
@@ -301,7 +142,7 @@ void resolvePyTorchJob(const EnvMap& env, ClusterEnv& out) {
   out.numNodes = worldSize.value;
   out.origins["nodeRank"] = rank.name;
   out.origins["numNodes"] = worldSize.name;
-  if (auto nodeRank = readInt(env, "PET_NODE_RANK", 0, kIntMax)) {
+  if (auto nodeRank = readInt(env, var::kPetNodeRank, 0, kIntMax)) {
     checkAgree(rank, *nodeRank, kStaleHint);
     out.origins["nodeRank"] = nodeRank->name;
   }
@@ -317,7 +158,7 @@ void resolveTrainerV2(const EnvMap& env, ClusterEnv& out) {
     throw needsLauncher(*nproc, nproc->symbolic ? "a device count only a launcher resolves"
                                                 : "one process cannot be all of this node's ranks");
   }
-  const auto nodeRank = readInt(env, "PET_NODE_RANK", 0, kIntMax);
+  const auto nodeRank = readInt(env, var::kPetNodeRank, 0, kIntMax);
 
   out.source = EnvSource::kTrainerV2;
   if (numNodes) {
@@ -337,65 +178,35 @@ void resolveTrainerV2(const EnvMap& env, ClusterEnv& out) {
   }
 }
 
-std::optional<std::string> readAddr(const EnvMap& env, const std::string& name,
-                                    const std::string& portName) {
-  auto addr = lookup(env, name);
-  if (!addr) return std::nullopt;
-  const std::string expected = "the host name or IP address of rank 0";
-  const std::string hint = "Set " + name + " to the host of rank 0, e.g. <job>-master-0.";
-  if (addr->empty()) throw EnvError(name, *addr, expected, "an empty value", hint);
-  if (std::any_of(addr->begin(), addr->end(), isSpace)) {
-    throw EnvError(name, *addr, expected, "whitespace", hint);
-  }
-  // One colon is host:port; IPv6 addresses have at least two.
-  if (std::count(addr->begin(), addr->end(), ':') == 1) {
-    throw EnvError(name, *addr, "a host without a port", "host:port",
-                   "Put the host in " + name + " and the port in " + portName + ".");
-  }
-  return addr;
-}
-
 void resolveMaster(const EnvMap& env, ClusterEnv& out) {
   // Under torchrun PET_MASTER_* only fill gaps (see Note [Environment precedence]).
-  const bool checkPet = out.source != EnvSource::kTorchrun;
-
-  const auto addr = readAddr(env, "MASTER_ADDR", "MASTER_PORT");
-  std::optional<std::string> petAddr;
-  if (checkPet || !addr) petAddr = readAddr(env, "PET_MASTER_ADDR", "PET_MASTER_PORT");
-  if (addr && petAddr && *addr != *petAddr) {
-    throw EnvError("PET_MASTER_ADDR", *petAddr, "the same host as MASTER_ADDR=" + *addr,
-                   "a different host", kStaleHint);
-  }
-  if (addr || petAddr) {
-    out.masterAddr = addr ? *addr : *petAddr;
-    out.origins["masterAddr"] = addr ? "MASTER_ADDR" : "PET_MASTER_ADDR";
+  const auto master = readMaster(env, out.source != EnvSource::kTorchrun);
+  if (master.addr) {
+    out.masterAddr = *master.addr;
+    out.origins["masterAddr"] = master.addrOrigin;
   } else if (out.worldSize == 1) {
     out.masterAddr = std::string(kDefaultMasterAddr);
   } else if (out.source == EnvSource::kOpenMpi || out.source == EnvSource::kPmi) {
     out.origins["masterAddr"] = "unset";  // the MPI bootstrap finds rank 0
   } else {
     const std::string variable =
-        out.source == EnvSource::kTrainerV2 ? "PET_MASTER_ADDR" : "MASTER_ADDR";
+        out.source == EnvSource::kTrainerV2 ? var::kPetMasterAddr : var::kMasterAddr;
     throw EnvError(
         variable, std::nullopt,
         "the host of rank 0 because the world size is " + std::to_string(out.worldSize) +
             " (from " + out.origins["worldSize"] + "); looked at MASTER_ADDR and PET_MASTER_ADDR",
         "neither set", "Set MASTER_ADDR (a PyTorchJob sets it only when it has a Master replica).");
   }
-
-  const auto port = readInt(env, "MASTER_PORT", 1, kPortMax);
-  std::optional<IntVar> petPort;
-  if (checkPet || !port) petPort = readInt(env, "PET_MASTER_PORT", 1, kPortMax);
-  if (port && petPort) checkAgree(*port, *petPort, kStaleHint);
-  if (const auto& chosen = port ? port : petPort) {
-    out.masterPort = static_cast<std::uint16_t>(chosen->value);
-    out.origins["masterPort"] = chosen->name;
+  if (master.port) {
+    out.masterPort = static_cast<std::uint16_t>(master.port->value);
+    out.masterPortFromEnvironment = true;
+    out.origins["masterPort"] = master.port->name;
   }
 }
 
 void resolveRestartCount(const EnvMap& env, ClusterEnv& out) {
-  const auto ours = readInt(env, "DDPRUN_RESTART_COUNT", 0, kIntMax);
-  const auto torchrun = readInt(env, "TORCHELASTIC_RESTART_COUNT", 0, kIntMax);
+  const auto ours = readInt(env, var::kRestartCount, 0, kIntMax);
+  const auto torchrun = readInt(env, var::kTorchelasticRestartCount, 0, kIntMax);
   if (ours && torchrun) checkAgree(*ours, *torchrun, kStaleHint);
   if (const auto& chosen = ours ? ours : torchrun) {
     out.restartCount = chosen->value;
@@ -407,7 +218,7 @@ void resolveRestartCount(const EnvMap& env, ClusterEnv& out) {
 
 EnvError::EnvError(std::string variable, std::optional<std::string> value,
                    const std::string& expected, const std::string& found, const std::string& hint)
-    : std::runtime_error(formatEnvError(variable, value, expected, found, hint)),
+    : PermanentError(describeBadValue(variable, value, expected, found, hint)),
       variable_(std::move(variable)),
       value_(value.value_or("")),
       isSet_(value.has_value()) {}
@@ -448,43 +259,21 @@ std::optional<std::string> lookup(const EnvMap& env, const std::string& name) {
 }
 
 int parseInt(const std::string& variable, const std::string& value, int min, int max) {
-  if (const auto parsed = toInt(value, min, max)) return *parsed;
-  std::string found;
-  if (allDigits(value)) {
-    long long parsed = 0;
-    const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), parsed);
-    found = error == std::errc() && parsed < min
-                ? value + ", which is below " + std::to_string(min)
-                : value + ", which is above " + std::to_string(max);
-  } else if (value.empty()) {
-    found = "an empty value";
-  } else if (isSpace(value.front()) || isSpace(value.back())) {
-    found = "whitespace around the number";
-  } else if (value.front() == '-' && allDigits(std::string_view(value).substr(1))) {
-    found = "a negative number";
-  } else {
-    found = "'" + value + "', which is not a whole decimal number";
-  }
-  throw EnvError(variable, value,
-                 "a decimal integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]",
-                 found, "Fix " + variable + " where it is set (launcher, pod spec or shell).");
-}
-
-std::optional<int> parseIntVar(const EnvMap& env, const std::string& name, int min, int max) {
-  const auto raw = lookup(env, name);
-  if (!raw) return std::nullopt;
-  return parseInt(name, *raw, min, max);
+  const auto parsed = parseInteger(value, min, max);
+  if (parsed.value) return static_cast<int>(*parsed.value);
+  throw EnvError(variable, value, integerExpectation(min, max), parsed.found,
+                 "Fix " + variable + " where it is set (launcher, pod spec or shell).");
 }
 
 // PET_NNODES: "N", or "MIN:MAX" from an elastic PyTorchJob, accepted only when MIN == MAX.
 std::optional<int> parsePetNnodes(const EnvMap& env) {
-  const std::string name = "PET_NNODES";
+  const std::string name = var::kPetNnodes;
   auto raw = lookup(env, name);
   if (!raw) return std::nullopt;
   const auto colon = raw->find(':');
   if (colon == std::string::npos) return parseInt(name, *raw, 1, kIntMax);
-  const auto min = toInt(std::string_view(*raw).substr(0, colon), 1, kIntMax);
-  const auto max = toInt(std::string_view(*raw).substr(colon + 1), 1, kIntMax);
+  const auto min = parseInteger(std::string_view(*raw).substr(0, colon), 1, kIntMax).value;
+  const auto max = parseInteger(std::string_view(*raw).substr(colon + 1), 1, kIntMax).value;
   if (!min || !max) {
     throw EnvError(name, *raw, "a node count N or MIN:MAX with decimal integers >= 1",
                    "'" + *raw + "'", "Fix " + name + " where it is set (pod spec or shell).");
@@ -499,22 +288,22 @@ std::optional<int> parsePetNnodes(const EnvMap& env) {
 }
 
 ClusterEnv resolveClusterEnv(const EnvMap& env) {
-  requireTogether(env, "RANK", "WORLD_SIZE");
-  requireTogether(env, "LOCAL_RANK", "LOCAL_WORLD_SIZE");
-  requireTogether(env, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE");
-  requireTogether(env, "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE");
-  requireTogether(env, "MPI_LOCALRANKID", "MPI_LOCALNRANKS");
+  requireTogether(env, var::kRank, var::kWorldSize);
+  requireTogether(env, var::kLocalRank, var::kLocalWorldSize);
+  requireTogether(env, var::kOmpiRank, var::kOmpiSize);
+  requireTogether(env, var::kOmpiLocalRank, var::kOmpiLocalSize);
+  requireTogether(env, var::kMpiLocalRankId, var::kMpiLocalNranks);
 
   ClusterEnv out;
   setDefaults(out);
-  if (env.count("LOCAL_RANK") != 0) {
+  if (env.count(var::kLocalRank) != 0) {
     resolveTorchrun(env, out);
   } else if (const auto mpi = readMpi(env)) {
     resolveMpi(*mpi, env, out);
-  } else if (env.count("RANK") != 0) {
+  } else if (env.count(var::kRank) != 0) {
     resolvePyTorchJob(env, out);
-  } else if (env.count("PET_NNODES") != 0 || env.count("PET_NPROC_PER_NODE") != 0 ||
-             env.count("PET_NODE_RANK") != 0) {
+  } else if (env.count(var::kPetNnodes) != 0 || env.count(var::kPetNprocPerNode) != 0 ||
+             env.count(var::kPetNodeRank) != 0) {
     resolveTrainerV2(env, out);
   }
   resolveMaster(env, out);

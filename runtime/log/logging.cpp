@@ -2,9 +2,10 @@
 // without LibTorch's include path.
 #include "runtime/log/logging.h"
 
+#include "runtime/error.h"
+
 #include <cstdlib>
 #include <mutex>
-#include <stdexcept>
 
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
@@ -14,6 +15,23 @@ namespace {
 
 std::mutex setupMutex;
 std::shared_ptr<spdlog::logger> logger;
+Level activeLevel = Level::kInfo;
+
+std::string pattern(std::string_view rankTag) {
+  return "[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] [rank " + std::string(rankTag) + "] %v";
+}
+
+// DDPRUN_LOG_LEVEL for a program that never called setup(); a bad value counts as unset
+// here (nothing can report it yet), resolveLevel() reports it.
+Level levelFromEnvOrInfo() {
+  const char* value = std::getenv("DDPRUN_LOG_LEVEL");
+  if (!value || !*value) return Level::kInfo;
+  try {
+    return parseLevel(value);
+  } catch (const ConfigError&) {
+    return Level::kInfo;
+  }
+}
 
 spdlog::level::level_enum toSpdlog(Level level) {
   switch (level) {
@@ -36,8 +54,9 @@ spdlog::logger& get() {
   if (!logger) {
     logger = std::make_shared<spdlog::logger>(
         "ddprun", std::make_shared<spdlog::sinks::stderr_sink_mt>());
-    logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] [rank -] %v");
-    logger->set_level(toSpdlog(levelFromEnv()));
+    logger->set_pattern(pattern("-"));
+    activeLevel = levelFromEnvOrInfo();
+    logger->set_level(toSpdlog(activeLevel));
   }
   return *logger;
 }
@@ -50,24 +69,42 @@ Level parseLevel(std::string_view name) {
   if (name == "warn" || name == "warning") return Level::kWarn;
   if (name == "error") return Level::kError;
   if (name == "off") return Level::kOff;
-  throw std::invalid_argument("unknown log level '" + std::string(name) +
+  throw ConfigError("unknown log level '" + std::string(name) +
                               "': expected one of debug, info, warn, error, off");
 }
 
-Level levelFromEnv(Level fallback) {
-  const char* value = std::getenv("DDPRUN_LOG_LEVEL");
-  if (!value || !*value) return fallback;
+Level resolveLevel(const std::optional<std::string>& flag) {
+  const char* variable = std::getenv("DDPRUN_LOG_LEVEL");
+  const bool fromFlag = flag.has_value();
+  if (!fromFlag && (!variable || !*variable)) return Level::kInfo;
+  const std::string value = fromFlag ? *flag : std::string(variable);
   try {
     return parseLevel(value);
-  } catch (const std::invalid_argument&) {
-    return fallback;
+  } catch (const ConfigError&) {
+    throw ConfigError((fromFlag ? std::string("--log-level=") : std::string("DDPRUN_LOG_LEVEL=")) +
+                      value + ": expected one of debug, info, warn, error, off; found an unknown "
+                      "level.");
   }
 }
 
-void setup(std::string_view rankTag, Level level) {
+void setup(std::string_view rankTag, Level newLevel) {
   auto& l = get();
-  l.set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] [rank {}] %v", rankTag));
-  l.set_level(toSpdlog(level));
+  std::lock_guard<std::mutex> lock(setupMutex);
+  l.set_pattern(pattern(rankTag));
+  activeLevel = newLevel;
+  l.set_level(toSpdlog(newLevel));
+}
+
+void setRankTag(std::string_view rankTag) {
+  auto& l = get();
+  std::lock_guard<std::mutex> lock(setupMutex);
+  l.set_pattern(pattern(rankTag));
+}
+
+Level currentLevel() {
+  get();
+  std::lock_guard<std::mutex> lock(setupMutex);
+  return activeLevel;
 }
 
 bool enabled(Level level) { return get().should_log(toSpdlog(level)); }

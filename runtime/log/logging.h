@@ -1,5 +1,11 @@
 // The one logging setup of ddprun: spdlog underneath, every line tagged with rank and
-// component, level from --log-level or DDPRUN_LOG_LEVEL.
+// component.
+//
+// Note [Log level precedence]
+//   the program's flag (--log-level, or its config file)  >  DDPRUN_LOG_LEVEL  >  info
+// A program resolves the level once (resolveLevel) and calls setup() once, before
+// ddp::init(); init() then only tags the lines with the rank (setRankTag) and never
+// touches the level. A program that calls neither logs at DDPRUN_LOG_LEVEL, else info.
 //
 // Note [spdlog behind a string boundary]: LibTorch's headers carry fmt 12 (header-only
 // here), Debian's spdlog 1.10 is built against fmt 9 and does not compile with fmt 12.
@@ -9,6 +15,7 @@
 // namespaces (fmt::v9, fmt::v12) and never meet.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -19,14 +26,19 @@ namespace ddp::log {
 
 enum class Level { kDebug, kInfo, kWarn, kError, kOff };
 
-// "debug", "info", "warn", "error", "off"; throws std::invalid_argument otherwise.
+// "debug", "info", "warn" (or "warning"), "error", "off"; ConfigError otherwise.
 Level parseLevel(std::string_view name);
 
-// Called once per process; later calls change rank tag and level. Until then, lines go
-// to stderr at info level with rank "-".
+// Note [Log level precedence]: `flag` when given, else DDPRUN_LOG_LEVEL when set, else
+// info. Throws ConfigError naming the flag or the variable for an unknown level.
+Level resolveLevel(const std::optional<std::string>& flag);
+
+// Sets rank tag and level. Until a program calls it, lines go to stderr with rank "-" at
+// DDPRUN_LOG_LEVEL (a bad value there counts as unset), else info.
 void setup(std::string_view rankTag, Level level);
-// The level from DDPRUN_LOG_LEVEL if set and valid, else `fallback`.
-Level levelFromEnv(Level fallback = Level::kInfo);
+// Changes only the rank tag (ddp::init, once the rank is known).
+void setRankTag(std::string_view rankTag);
+Level currentLevel();
 
 bool enabled(Level level);
 void write(Level level, std::string_view component, std::string_view message);

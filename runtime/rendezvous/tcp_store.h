@@ -11,6 +11,7 @@
 #include <c10/util/intrusive_ptr.h>
 
 #include "runtime/env/cluster_env.h"
+#include "runtime/error.h"
 
 namespace c10d {
 class TCPStore;
@@ -31,9 +32,9 @@ constexpr std::chrono::milliseconds kConnectAttemptTimeout{1000};
 
 // The master could not be reached (or could not host the store) in time. Retryable:
 // the launcher/operator may start the group again.
-class RendezvousError : public std::runtime_error {
+class RendezvousError : public TransientError {
  public:
-  using std::runtime_error::runtime_error;
+  using TransientError::TransientError;
 };
 
 struct TcpStoreOptions {

@@ -173,7 +173,7 @@ Checkpointer::Checkpointer(CheckpointerOptions options,
                            c10::intrusive_ptr<c10d::ProcessGroup> group, c10::Device device)
     : options_(std::move(options)), group_(std::move(group)), device_(device) {
   if (options_.keepLast < 1) {
-    throw std::invalid_argument(
+    throw ConfigError(
         fmt::format("keep-checkpoints must be >= 1, got {}", options_.keepLast));
   }
 }

@@ -24,6 +24,8 @@
 #include <c10/core/Device.h>
 #include <c10/util/intrusive_ptr.h>
 
+#include "runtime/error.h"
+
 namespace c10d {
 class ProcessGroup;
 }
@@ -31,9 +33,9 @@ class ProcessGroup;
 namespace ddp::train {
 
 // Writing or reading a checkpoint failed (I/O, corruption of an explicitly named file).
-class CheckpointError : public std::runtime_error {
+class CheckpointError : public TransientError {
  public:
-  using std::runtime_error::runtime_error;
+  using TransientError::TransientError;
 };
 
 struct CheckpointerOptions {

@@ -1,10 +1,11 @@
 #include "runtime/train/distributed_sampler.h"
 
-#include <stdexcept>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
+
+#include "runtime/error.h"
 
 namespace ddp::train {
 
@@ -12,16 +13,16 @@ DistributedSampler::DistributedSampler(std::int64_t datasetSize, int worldSize, 
                                        SamplerOptions options)
     : datasetSize_(datasetSize), worldSize_(worldSize), rank_(rank), options_(options) {
   if (datasetSize < 1) {
-    throw std::invalid_argument(
+    throw ConfigError(
         fmt::format("DistributedSampler: the data set is empty (size {})", datasetSize));
   }
   if (worldSize < 1 || rank < 0 || rank >= worldSize) {
-    throw std::invalid_argument(fmt::format(
+    throw ConfigError(fmt::format(
         "DistributedSampler: rank {} of world size {}: expected 0 <= rank < world size",
         rank, worldSize));
   }
   if (options.dropLast && datasetSize < worldSize) {
-    throw std::invalid_argument(fmt::format(
+    throw ConfigError(fmt::format(
         "DistributedSampler: {} samples cannot be split over {} ranks with drop-last "
         "(every rank would get none); use padding or fewer ranks",
         datasetSize, worldSize));
@@ -38,7 +39,7 @@ void DistributedSampler::setEpoch(std::int64_t epoch) {
 
 void DistributedSampler::setStart(std::int64_t offset) {
   if (offset < 0 || offset > numSamples_) {
-    throw std::invalid_argument(fmt::format(
+    throw ConfigError(fmt::format(
         "DistributedSampler: start {} is outside this rank's shard of {} samples (epoch {})",
         offset, numSamples_, epoch_));
   }

@@ -29,7 +29,7 @@ struct SamplerOptions {
 
 class DistributedSampler {
  public:
-  // Throws std::invalid_argument for an empty data set, a world size < 1 or a rank
+  // Throws ConfigError for an empty data set, a world size < 1 or a rank
   // outside [0, worldSize), or dropLast with fewer samples than ranks.
   DistributedSampler(std::int64_t datasetSize, int worldSize, int rank,
                      SamplerOptions options = {});

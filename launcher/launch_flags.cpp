@@ -1,0 +1,163 @@
+#include "launcher/launch_flags.h"
+
+#include <algorithm>
+
+#include "runtime/env/value_parser.h"
+#include "runtime/env/variables.h"
+
+namespace ddp::launcher {
+namespace {
+
+// A value and where it came from, for parsers and their errors.
+struct FlagValue {
+  std::string text;
+  std::string origin;  // "--name" or the variable
+
+  [[noreturn]] void fail(const std::string& expected, const std::string& found) const {
+    throw LaunchError(env::describeBadValue(origin, text, expected, found,
+                                            "Run 'ddprun --help' for the flags."));
+  }
+  int integer(int min, int max) const {
+    const auto parsed = env::parseInteger(text, min, max);
+    if (!parsed.value) fail(env::integerExpectation(min, max), parsed.found);
+    return static_cast<int>(*parsed.value);
+  }
+};
+
+const FlagSpec& specOf(const std::string& name) {
+  for (const auto& spec : launchFlagSpecs()) {
+    if (spec.name == name) return spec;
+  }
+  throw std::logic_error("no launcher flag named " + name);  // a bug in this file
+}
+
+// The flag, else its variable unless that is read elsewhere, else nullopt.
+std::optional<FlagValue> valueOf(const GivenFlags& given, const env::EnvMap& env,
+                                 const std::string& name) {
+  if (auto it = given.find(name); it != given.end()) return FlagValue{it->second, "--" + name};
+  const auto& spec = specOf(name);
+  if (spec.variable.empty() || spec.variableReadElsewhere) return std::nullopt;
+  if (auto text = env::lookup(env, spec.variable)) return FlagValue{*text, spec.variable};
+  return std::nullopt;
+}
+
+// torchrun's --nnodes takes N or MIN:MAX; a fixed count only.
+int parseNnodes(const FlagValue& value) {
+  const auto colon = value.text.find(':');
+  if (colon == std::string::npos) return value.integer(1, 65536);
+  const FlagValue min{value.text.substr(0, colon), value.origin};
+  const FlagValue max{value.text.substr(colon + 1), value.origin};
+  if (min.integer(1, 65536) != max.integer(1, 65536)) {
+    value.fail("a fixed node count N (or N:N)", "an elastic range; elastic ranges are not supported");
+  }
+  return min.integer(1, 65536);
+}
+
+}  // namespace
+
+const std::vector<FlagSpec>& launchFlagSpecs() {
+  namespace var = env::var;
+  static const std::vector<FlagSpec> specs = {
+      {"nproc-per-node", "N", var::kPetNprocPerNode, true, "1",
+       "workers on this node: N, auto (one per visible GPU, else 1), gpu or cpu"},
+      {"nnodes", "N", var::kPetNnodes, true, "1",
+       "number of nodes, N or N:N (also from WORLD_SIZE, OMPI_COMM_WORLD_SIZE)"},
+      {"node-rank", "RANK", var::kPetNodeRank, true, "0",
+       "rank of this node in [0, nnodes) (also from RANK, OMPI_COMM_WORLD_RANK)"},
+      {"master-addr", "HOST", var::kPetMasterAddr, true, "127.0.0.1",
+       "host of the node with rank 0 (MASTER_ADDR first)"},
+      {"master-port", "PORT", var::kPetMasterPort, true, "29500",
+       "port of rank 0's TCPStore (MASTER_PORT first)"},
+      {"standalone", "", var::kPetStandalone, false, "off",
+       "one node on loopback with a free port (the variable: empty or 1 is on, 0 off)"},
+      {"max-restarts", "N", var::kPetMaxRestarts, false, "0",
+       "restarts of the worker group after a failure"},
+      {"rdzv-timeout", "SECONDS", "", false, "0",
+       "seconds the workers wait for the master (sets DDPRUN_RDZV_TIMEOUT; 0: the workers' "
+       "default, 300)"},
+      {"backend", "NAME", "", false, "",
+       "gloo, nccl or auto (sets DDPRUN_BACKEND for the workers; empty: theirs)"},
+      {"grace-period", "SECONDS", "", false, "30",
+       "seconds between SIGTERM and SIGKILL at teardown; keep it below the pod's "
+       "terminationGracePeriodSeconds"},
+      {"log-dir", "DIR", "PET_LOG_DIR", false, "",
+       "also write each worker's output to DIR/attempt_<restart>/rank_<rank>/{stdout,stderr}.log"},
+      {"redirects", "0-3", "PET_REDIRECTS", false, "0",
+       "streams that go to the log files only, not the console: 0 none, 1 stdout, 2 stderr, "
+       "3 both (needs --log-dir)",
+       'r'},
+      {"error-file", "PATH", var::kErrorFile, false, "<log-dir>/error.json with --log-dir",
+       "write the failure report as JSON here (e.g. /dev/termination-log)"},
+      {"dry-run", "", "", false, "off",
+       "print the resolved plan and every worker's environment as JSON; start nothing"},
+      {"log-level", "LEVEL", var::kLogLevel, true, "info", "debug, info, warn, error or off"},
+  };
+  return specs;
+}
+
+bool flagTakesValue(std::string_view arg) {
+  for (const auto& spec : launchFlagSpecs()) {
+    if (spec.valueName.empty()) continue;
+    std::string underscored = spec.name;
+    std::replace(underscored.begin(), underscored.end(), '-', '_');
+    if (arg == "--" + spec.name || arg == "--" + underscored ||
+        (spec.shortName != 0 && arg == std::string{'-', spec.shortName})) {
+      return true;
+    }
+  }
+  return false;
+}
+
+LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env) {
+  LaunchCommand command;
+  auto& plan = command.plan;
+  auto read = [&](const std::string& name) {
+    auto value = valueOf(given, env, name);
+    if (value) command.origins[name] = value->origin;
+    return value;
+  };
+  if (auto v = read("nproc-per-node")) plan.nprocPerNode = v->text;
+  if (auto v = read("nnodes")) plan.nnodes = parseNnodes(*v);
+  if (auto v = read("node-rank")) plan.nodeRank = v->integer(0, 65535);
+  if (auto v = read("master-addr")) plan.masterAddr = v->text;
+  if (auto v = read("master-port")) plan.masterPort = v->integer(1, 65535);
+  if (auto v = read("max-restarts")) {
+    plan.maxRestarts = v->integer(0, 1000);
+    plan.maxRestartsOrigin = v->origin;
+  }
+  if (auto v = read("standalone")) {
+    // The operator writes PET_STANDALONE="" for true.
+    if (v->origin == "--standalone") {
+      plan.standalone = true;
+    } else if (v->text == "" || v->text == "1" || v->text == "0") {
+      plan.standalone = v->text != "0";
+    } else {
+      v->fail("empty, 0 or 1", "'" + v->text + "'");
+    }
+  }
+  if (auto v = read("rdzv-timeout")) command.rendezvousTimeoutSeconds = v->integer(0, 86400);
+  if (auto v = read("backend")) {
+    if (v->text != "" && v->text != "gloo" && v->text != "nccl" && v->text != "auto") {
+      v->fail("gloo, nccl or auto", "'" + v->text + "'");
+    }
+    command.backend = v->text;
+  }
+  if (auto v = read("grace-period")) command.gracePeriodSeconds = v->integer(0, 3600);
+  if (auto v = read("log-dir")) command.logDir = v->text;
+  if (auto v = read("redirects")) command.redirects = v->integer(0, 3);
+  if (command.redirects != 0 && command.logDir.empty()) {
+    throw LaunchError("--redirects=" + std::to_string(command.redirects) +
+                      " sends output to the log files only, but there is no --log-dir. Add "
+                      "--log-dir DIR, or drop --redirects.");
+  }
+  if (auto v = read("error-file"); v && !v->text.empty()) {
+    command.errorFile = v->text;
+  } else if (!command.logDir.empty()) {
+    command.errorFile = command.logDir + "/error.json";
+  }
+  command.dryRun = read("dry-run").has_value();
+  if (auto v = read("log-level"); v && !v->text.empty()) command.logLevel = v->text;
+  return command;
+}
+
+}  // namespace ddp::launcher

@@ -1,0 +1,35 @@
+// The node view of the environment: how many nodes the job has, which one this is, how
+// many processes it may start and where rank 0's store lives. ddprun's launcher puts its
+// flags on top of it (launcher/launch_plan.h); ddp::init() uses the process view
+// (cluster_env.h). Both come from the same readers: Note [Environment precedence].
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+
+#include "runtime/env/cluster_env.h"
+
+namespace ddp::env {
+
+struct NodeEnv {
+  int nnodes = 1;
+  int nodeRank = 0;
+  // As written in PET_NPROC_PER_NODE: "N", auto, cpu, gpu or xpu; only a launcher knows
+  // the devices that the symbolic ones count. Unset: the launcher's default.
+  std::optional<std::string> nprocPerNode;
+  // MASTER_ADDR, else PET_MASTER_ADDR (a bare host); unset when neither is set.
+  std::optional<std::string> masterAddr;
+  std::optional<std::uint16_t> masterPort;
+  EnvSource source = EnvSource::kDefault;
+  // Field name ("nnodes", "nodeRank", "nprocPerNode", "masterAddr", "masterPort") -> the
+  // variable it came from, or "default" / "unset".
+  std::map<std::string, std::string> origins;
+};
+
+// See Note [Environment precedence], the node column. Throws EnvError; refuses a
+// worker's environment (LOCAL_RANK set).
+NodeEnv resolveNodeEnv(const EnvMap& env);
+
+}  // namespace ddp::env

@@ -1,0 +1,58 @@
+// The names of the environment variables ddprun reads and writes, in one place: the
+// launcher writes the worker contract, the runtime reads it, and neither spells a name
+// twice. What each means and who sets it: Note [Environment precedence] in cluster_env.h
+// and ../shared/k8s-env-contract.md.
+#pragma once
+
+namespace ddp::env::var {
+
+// torchrun's worker contract: ddprun (and torchrun) set these for every worker.
+inline constexpr const char* kRank = "RANK";
+inline constexpr const char* kWorldSize = "WORLD_SIZE";
+inline constexpr const char* kLocalRank = "LOCAL_RANK";
+inline constexpr const char* kLocalWorldSize = "LOCAL_WORLD_SIZE";
+inline constexpr const char* kGroupRank = "GROUP_RANK";
+inline constexpr const char* kGroupWorldSize = "GROUP_WORLD_SIZE";
+inline constexpr const char* kRoleName = "ROLE_NAME";
+inline constexpr const char* kRoleRank = "ROLE_RANK";
+inline constexpr const char* kRoleWorldSize = "ROLE_WORLD_SIZE";
+inline constexpr const char* kMasterAddr = "MASTER_ADDR";
+inline constexpr const char* kMasterPort = "MASTER_PORT";
+inline constexpr const char* kTorchelasticRestartCount = "TORCHELASTIC_RESTART_COUNT";
+inline constexpr const char* kTorchelasticMaxRestarts = "TORCHELASTIC_MAX_RESTARTS";
+inline constexpr const char* kOmpNumThreads = "OMP_NUM_THREADS";
+
+// ddprun's own additions to the worker contract (launcher flag -> worker setting).
+inline constexpr const char* kRestartCount = "DDPRUN_RESTART_COUNT";       // attempt number
+inline constexpr const char* kBackend = "DDPRUN_BACKEND";                  // --backend
+inline constexpr const char* kRendezvousTimeout = "DDPRUN_RDZV_TIMEOUT";   // --rdzv-timeout, s
+inline constexpr const char* kCollectiveTimeout = "DDPRUN_COLLECTIVE_TIMEOUT";  // seconds
+inline constexpr const char* kLogLevel = "DDPRUN_LOG_LEVEL";               // --log-level
+inline constexpr const char* kErrorFile = "DDPRUN_ERROR_FILE";             // --error-file
+inline constexpr const char* kHostAllocator = "DDPRUN_HOST_ALLOCATOR";     // system | keep
+
+// Kubeflow's torchrun arguments as variables (PyTorchJob with nprocPerNode/elastic,
+// Trainer v2): torchrun reads every flag's default from PET_<FLAG>.
+inline constexpr const char* kPetNnodes = "PET_NNODES";
+inline constexpr const char* kPetNodeRank = "PET_NODE_RANK";
+inline constexpr const char* kPetNprocPerNode = "PET_NPROC_PER_NODE";
+inline constexpr const char* kPetMasterAddr = "PET_MASTER_ADDR";
+inline constexpr const char* kPetMasterPort = "PET_MASTER_PORT";
+inline constexpr const char* kPetMaxRestarts = "PET_MAX_RESTARTS";
+inline constexpr const char* kPetStandalone = "PET_STANDALONE";
+
+// MPI launchers: Open MPI, and MPICH / Intel MPI (Hydra).
+inline constexpr const char* kOmpiRank = "OMPI_COMM_WORLD_RANK";
+inline constexpr const char* kOmpiSize = "OMPI_COMM_WORLD_SIZE";
+inline constexpr const char* kOmpiLocalRank = "OMPI_COMM_WORLD_LOCAL_RANK";
+inline constexpr const char* kOmpiLocalSize = "OMPI_COMM_WORLD_LOCAL_SIZE";
+inline constexpr const char* kPmiRank = "PMI_RANK";
+inline constexpr const char* kPmiId = "PMI_ID";  // Hydra's PMI_PORT mode, instead of PMI_RANK
+inline constexpr const char* kPmiSize = "PMI_SIZE";
+inline constexpr const char* kMpiLocalRankId = "MPI_LOCALRANKID";
+inline constexpr const char* kMpiLocalNranks = "MPI_LOCALNRANKS";
+
+// Devices the launcher counts for --nproc-per-node auto/gpu.
+inline constexpr const char* kCudaVisibleDevices = "CUDA_VISIBLE_DEVICES";
+
+}  // namespace ddp::env::var

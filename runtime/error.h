@@ -1,0 +1,64 @@
+// The two error families of ddprun, and the exit code each one earns.
+//
+// Note [Two error families]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~
+// Every error the project throws on purpose derives from ddp::Error through one of two
+// families, and the family alone decides the exit code (exitCodeFor):
+//
+//   PermanentError  retrying cannot help; exit kExitUsage (2), which the operators'
+//                   ExitCode restart policy treats as final.
+//                   ConfigError (options, timeouts, backend), env::EnvError (a variable),
+//                   launcher::LaunchError (a flag), data::DataError (input files),
+//                   models::ModelSpecError (a model that cannot be built).
+//   TransientError  another attempt may succeed; exit kExitTransient (200), retryable.
+//                   rendezvous::RendezvousError (master unreachable), train::CheckpointError
+//                   (checkpoint I/O, a corrupt file).
+//
+// Errors that are not ours are transient: c10::DistError (a collective timed out, a peer
+// was lost) above all, and also anything unforeseen, because a retry that fails again
+// costs one restart of the budget while a wrongly permanent exit ends a job that would
+// have recovered. Checks of our own invariants stay TORCH_CHECK / TORCH_INTERNAL_ASSERT:
+// they are bugs, not errors of the user.
+//
+// Plain C++ (no LibTorch): the launcher uses it too.
+#pragma once
+
+#include <exception>
+#include <stdexcept>
+#include <string>
+
+#include "runtime/exit_codes.h"
+
+namespace ddp {
+
+// The root of the project's errors; throw one of the two families below, never this.
+class Error : public std::runtime_error {
+ protected:
+  using std::runtime_error::runtime_error;
+};
+
+// See Note [Two error families]: retrying cannot help.
+class PermanentError : public Error {
+ public:
+  using Error::Error;
+};
+
+// See Note [Two error families]: another attempt may succeed.
+class TransientError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A configuration that cannot work here: an option out of range, an unknown backend,
+// NCCL without CUDA, a bad timeout or log level.
+class ConfigError : public PermanentError {
+ public:
+  using PermanentError::PermanentError;
+};
+
+// The exit code for an error that ends a process (Note [Two error families]).
+inline int exitCodeFor(const std::exception& error) noexcept {
+  return dynamic_cast<const PermanentError*>(&error) != nullptr ? kExitUsage : kExitTransient;
+}
+
+}  // namespace ddp
