@@ -4,13 +4,13 @@
 // the fix is not obvious, what to do.
 #pragma once
 
-#include <stdexcept>
+#include "runtime/error.h"
 
 namespace ddp::data {
 
-class DataError : public std::runtime_error {
+class DataError : public PermanentError {
  public:
-  using std::runtime_error::runtime_error;
+  using PermanentError::PermanentError;
 };
 
 }  // namespace ddp::data

@@ -22,7 +22,7 @@ constexpr std::int64_t kCnnChannels2 = 64;
 constexpr std::int64_t kCnnHidden = 128;
 
 [[noreturn]] void reject(const ModelSpec& spec, const std::string& what) {
-  throw std::invalid_argument(fmt::format("model '{}': {}", spec.name, what));
+  throw ModelSpecError(fmt::format("model '{}': {}", spec.name, what));
 }
 
 std::string shapeText(const std::vector<std::int64_t>& shape) {
@@ -58,7 +58,7 @@ void checkGpt(const ModelSpec& spec) {
 void checkSpec(const ModelSpec& spec) {
   const auto names = modelNames();
   if (std::find(names.begin(), names.end(), spec.name) == names.end()) {
-    throw std::invalid_argument(fmt::format("unknown model '{}': expected one of {}", spec.name,
+    throw ModelSpecError(fmt::format("unknown model '{}': expected one of {}", spec.name,
                                             fmt::join(names, ", ")));
   }
   if (spec.name == "gpt") return checkGpt(spec);

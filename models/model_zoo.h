@@ -14,6 +14,8 @@
 
 #include <torch/nn/modules/container/sequential.h>
 
+#include "runtime/error.h"
+
 namespace ddp::models {
 
 struct ModelSpec {
@@ -30,7 +32,13 @@ struct ModelSpec {
 // The names createModel() knows.
 std::vector<std::string> modelNames();
 
-// Throws std::invalid_argument for a spec that cannot be built, naming what is wrong: an
+// A model spec that cannot be built (permanent: see Note [Two error families]).
+class ModelSpecError : public PermanentError {
+ public:
+  using PermanentError::PermanentError;
+};
+
+// Throws ModelSpecError for a spec that cannot be built, naming what is wrong: an
 // unknown name (listing the known ones), a sample shape the model cannot take (cnn or
 // resnet without {C,H,W}, gpt without {T}, a size < 1), numClasses < 1, gpt sizes < 1 or
 // gptHeads not dividing gptEmbedding.

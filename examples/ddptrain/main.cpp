@@ -6,7 +6,7 @@
 //   dist    = ddp::init(config.init)                env -> rendezvous -> process group
 //   splits  = loadDataset(...)                      every rank the same splits
 //   model   = createModel(...)
-//   result  = Trainer(dist, model, options).fit(train, test)
+//   result  = Trainer(dist, model, options, classification()).fit(train, test)
 //
 //   ddprun --nproc-per-node 2 -- ddptrain --model cnn --data-path /usr/share/datasets/fashion-mnist
 #include <csignal>
@@ -16,17 +16,16 @@
 #include <torch/torch.h>
 
 #include "data/dataset.h"
+#include "examples/ddptrain/train_config.h"
 #include "models/model_zoo.h"
 #include "runtime/build_info.h"
 #include "runtime/distributed.h"
 #include "runtime/log/logging.h"
-#include "runtime/train/checkpointer.h"
-#include "runtime/train/train_config.h"
 #include "runtime/train/trainer.h"
 
 namespace {
 
-using ddp::train::TrainConfig;
+using ddptrain::TrainConfig;
 
 int run(const TrainConfig& config, const std::string& configText) {
   ddp::train::installStopSignalHandlers();
@@ -58,9 +57,10 @@ int run(const TrainConfig& config, const std::string& configText) {
 
   auto options = config.trainer;
   options.configText = configText;
-  ddp::train::Trainer trainer(dist, model, options);
-  const auto result = trainer.fit({splits.train.inputs, splits.train.targets},
-                                  {splits.test.inputs, splits.test.targets});
+  ddp::train::Trainer trainer(dist, model, options, ddp::train::classification());
+  ddp::train::InMemoryDataset train(splits.train.inputs, splits.train.targets);
+  ddp::train::InMemoryDataset test(splits.test.inputs, splits.test.targets);
+  const auto result = trainer.fit(train, test);
   if (result.stoppedBySignal != 0) {
     dist.group->barrier()->wait();
     return result.stoppedBySignal == SIGINT ? ddp::kExitSigint : ddp::kExitSigterm;
@@ -69,7 +69,7 @@ int run(const TrainConfig& config, const std::string& configText) {
     std::cout << fmt::format("final model={} data={} world_size={} steps={} test_accuracy={:.4f} "
                              "test_loss={:.4f} samples_per_s={:.0f} wall_s={:.1f}",
                              config.model, config.data, dist.worldSize(), result.steps,
-                             result.test.accuracy, result.test.loss, result.samplesPerSecond,
+                             result.test.value("accuracy"), result.test.loss, result.samplesPerSecond,
                              result.wallSeconds)
               << std::endl;
   }
@@ -81,28 +81,22 @@ int run(const TrainConfig& config, const std::string& configText) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ddp::train::ParsedCommandLine parsed;
   try {
-    parsed = ddp::train::parseCommandLine(argc, argv);
-  } catch (const ddp::ConfigError& e) {
-    std::cerr << "ddptrain: " << e.what() << std::endl;
-    return ddp::kExitUsage;
-  }
-  if (parsed.help) {
-    std::cout << ddp::train::helpText() << std::endl;
-    return ddp::kExitOk;
-  }
-  if (parsed.version) {
-    std::cout << ddp::describeBuild(ddp::buildInfo()) << std::endl;
-    return ddp::kExitOk;
-  }
-  const auto configText = ddp::train::toYaml(parsed.config);
-  if (parsed.printConfig) {
-    std::cout << configText;
-    return ddp::kExitOk;
-  }
-  try {
+    const auto parsed = ddptrain::parseCommandLine(argc, argv);
+    if (parsed.help) {
+      std::cout << ddptrain::helpText() << std::endl;
+      return ddp::kExitOk;
+    }
+    if (parsed.version) {
+      std::cout << ddp::describeBuild(ddp::buildInfo()) << std::endl;
+      return ddp::kExitOk;
+    }
     const auto& config = parsed.config;
+    const auto configText = ddptrain::toYaml(config);
+    if (parsed.printConfig) {
+      std::cout << configText;
+      return ddp::kExitOk;
+    }
     // Note [Log level precedence]: the flag or the config file, else DDPRUN_LOG_LEVEL.
     const bool levelGiven = config.sources.at("log-level") != "default";
     ddp::log::setup("-", ddp::log::resolveLevel(levelGiven ? std::optional(config.logLevel)

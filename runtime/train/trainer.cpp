@@ -2,29 +2,24 @@
 
 #include <atomic>
 #include <chrono>
-#include <cmath>
 #include <csignal>
+#include <cstring>
 #include <fstream>
-#include <numbers>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/torch.h>
 
 #include "runtime/log/logging.h"
 #include "runtime/train/checkpointer.h"
 #include "runtime/train/distributed_sampler.h"
+#include "runtime/train/prefetcher.h"
+#include "runtime/train/train_state.h"
 
 namespace ddp::train {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-namespace F = torch::nn::functional;
-
-constexpr const char* kCheckpointFormat = "ddprun-checkpoint-v1";
 
 std::atomic<int> gStopSignal{0};
 
@@ -32,174 +27,138 @@ extern "C" void onStopSignal(int signal) { gStopSignal.store(signal); }
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// Cross entropy and correct predictions for logits [N, C] or [N, T, C] against
-// targets [N] or [N, T].
-std::pair<at::Tensor, at::Tensor> lossAndCorrect(const at::Tensor& logits,
-                                                 const at::Tensor& targets,
-                                                 torch::nn::functional::CrossEntropyFuncOptions::reduction_t reduction) {
-  const auto flatLogits = logits.reshape({-1, logits.size(-1)});
-  const auto flatTargets = targets.reshape({-1});
-  auto loss = F::cross_entropy(flatLogits, flatTargets,
-                               F::CrossEntropyFuncOptions().reduction(reduction));
-  return {loss, flatLogits.argmax(1).eq(flatTargets).sum()};
-}
-
-std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const OptimizerOptions& o,
-                                                       std::vector<at::Tensor> params) {
-  if (o.name == "sgd") {
-    return std::make_unique<torch::optim::SGD>(
-        params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weightDecay));
+// The user's module registered as "module", so DistributedDataParallel names parameters
+// "module.<name>" in its errors, as PyTorch's DDP does; checkpoints use the user's names.
+class ForwardingModule : public torch::nn::Module {
+ public:
+  explicit ForwardingModule(TrainableModel model) : model_(std::move(model)) {
+    register_module("module", model_.modulePtr());
   }
-  if (o.name == "adam") {
-    return std::make_unique<torch::optim::Adam>(
-        params, torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(
-                    o.weightDecay));
-  }
-  if (o.name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(
-                    o.weightDecay));
-  }
-  throw ConfigError(fmt::format("optimizer '{}': expected sgd, adam or adamw", o.name));
-}
+  at::Tensor forward(const at::Tensor& input) { return model_.forward(input); }
 
-using GenericDict = c10::impl::GenericDict;
-GenericDict stringDict() { return GenericDict(c10::StringType::get(), c10::AnyType::get()); }
+ private:
+  TrainableModel model_;
+};
 
-// Optimizer state as PyTorch's state_dict() shapes it: {"state": {index: {...}},
-// "param_groups": [{...}]}, indices in parameter order.
-GenericDict optimizerStateDict(torch::optim::Optimizer& optimizer, const OptimizerOptions& o) {
-  GenericDict state(c10::IntType::get(), c10::AnyType::get());
-  const auto& params = optimizer.param_groups().at(0).params();
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    auto found = optimizer.state().find(params[i].unsafeGetTensorImpl());
-    if (found == optimizer.state().end()) continue;
-    auto entry = stringDict();
-    if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(found->second.get())) {
-      entry.insert("momentum_buffer", sgd->momentum_buffer().detach().cpu().clone());
-    } else if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(found->second.get())) {
-      entry.insert("step", torch::tensor(static_cast<double>(adam->step()), torch::kFloat32));
-      entry.insert("exp_avg", adam->exp_avg().detach().cpu().clone());
-      entry.insert("exp_avg_sq", adam->exp_avg_sq().detach().cpu().clone());
-    } else if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(found->second.get())) {
-      entry.insert("step", torch::tensor(static_cast<double>(adamw->step()), torch::kFloat32));
-      entry.insert("exp_avg", adamw->exp_avg().detach().cpu().clone());
-      entry.insert("exp_avg_sq", adamw->exp_avg_sq().detach().cpu().clone());
+// Note [Stopping on a signal]: each step sends this rank's vote and reads the previous
+// step's outcome, so the wait overlaps a step of compute.
+class StopVote {
+ public:
+  StopVote(c10d::ProcessGroup& group, c10::Device device) : group_(group), device_(device) {}
+  ~StopVote() { finish(); }
+
+  // The signal all ranks agreed on one step ago (0: none); sends this step's vote.
+  int exchange(int localSignal) {
+    int agreed = 0;
+    if (pending_) {
+      pending_->wait();
+      agreed = static_cast<int>(flag_.cpu().item<std::int64_t>());
     }
-    state.insert(static_cast<std::int64_t>(i), entry);
+    flag_ = torch::tensor({static_cast<std::int64_t>(localSignal)}).to(device_);
+    std::vector<at::Tensor> flags{flag_};
+    pending_ = group_.allreduce(flags, c10d::AllreduceOptions{c10d::ReduceOp::MAX});
+    return agreed;
   }
-  auto group = stringDict();
-  group.insert("lr", optimizer.param_groups().at(0).options().get_lr());
-  group.insert("momentum", o.momentum);
-  group.insert("weight_decay", o.weightDecay);
-  // Generic lists only: typed ones pickle as calls Python's weights_only load refuses.
-  auto betas = c10::impl::GenericList(c10::AnyType::get());
-  betas.push_back(o.beta1);
-  betas.push_back(o.beta2);
-  group.insert("betas", betas);
-  group.insert("eps", o.eps);
-  auto indices = c10::impl::GenericList(c10::AnyType::get());
-  for (std::size_t i = 0; i < params.size(); ++i) indices.push_back(static_cast<std::int64_t>(i));
-  group.insert("params", indices);
-  auto groups = c10::impl::GenericList(c10::AnyType::get());
-  groups.push_back(group);
-  auto dict = stringDict();
-  dict.insert("name", o.name);
-  dict.insert("state", state);
-  dict.insert("param_groups", groups);
-  return dict;
-}
-
-void loadOptimizerState(torch::optim::Optimizer& optimizer, const OptimizerOptions& o,
-                        const GenericDict& dict, const c10::Device& device) {
-  const auto name = dict.at("name").toStringRef();
-  if (name != o.name) {
-    throw CheckpointError(fmt::format(
-        "the checkpoint holds {} optimizer state, this run uses --optimizer {}; resume with "
-        "--optimizer {} or start fresh with --resume none",
-        name, o.name, name));
+  void finish() {
+    if (pending_) pending_->wait();
+    pending_.reset();
   }
-  const auto& params = optimizer.param_groups().at(0).params();
-  for (const auto& item : dict.at("state").toGenericDict()) {
-    const auto i = item.key().toInt();
-    if (i < 0 || i >= static_cast<std::int64_t>(params.size())) {
-      throw CheckpointError(fmt::format("optimizer state for parameter {}, the model has {}", i,
-                                        params.size()));
-    }
-    const auto entry = item.value().toGenericDict();
-    auto tensor = [&](const char* key) { return entry.at(key).toTensor().to(device).clone(); };
-    std::unique_ptr<torch::optim::OptimizerParamState> state;
-    if (o.name == "sgd") {
-      auto s = std::make_unique<torch::optim::SGDParamState>();
-      s->momentum_buffer(tensor("momentum_buffer"));
-      state = std::move(s);
-    } else if (o.name == "adam") {
-      auto s = std::make_unique<torch::optim::AdamParamState>();
-      s->step(static_cast<std::int64_t>(entry.at("step").toTensor().item<double>()));
-      s->exp_avg(tensor("exp_avg"));
-      s->exp_avg_sq(tensor("exp_avg_sq"));
-      state = std::move(s);
-    } else {
-      auto s = std::make_unique<torch::optim::AdamWParamState>();
-      s->step(static_cast<std::int64_t>(entry.at("step").toTensor().item<double>()));
-      s->exp_avg(tensor("exp_avg"));
-      s->exp_avg_sq(tensor("exp_avg_sq"));
-      state = std::move(s);
-    }
-    optimizer.state()[params[i].unsafeGetTensorImpl()] = std::move(state);
+
+ private:
+  c10d::ProcessGroup& group_;
+  c10::Device device_;
+  c10::intrusive_ptr<c10d::Work> pending_;
+  at::Tensor flag_;
+};
+
+// Rank 0's JSON lines (--metrics-file); a no-op elsewhere or without a file.
+class MetricsFile {
+ public:
+  explicit MetricsFile(const std::string& path) {
+    if (path.empty()) return;
+    out_.open(path, std::ios::app);
+    if (!out_) throw ConfigError(fmt::format("cannot open --metrics-file '{}'", path));
   }
-}
-
-// Parameters and buffers by name, as Module::state_dict() would list them.
-std::vector<std::pair<std::string, at::Tensor>> namedState(torch::nn::Module& module) {
-  std::vector<std::pair<std::string, at::Tensor>> state;
-  for (const auto& p : module.named_parameters()) state.emplace_back(p.key(), p.value());
-  for (const auto& b : module.named_buffers()) state.emplace_back(b.key(), b.value());
-  return state;
-}
-
-void loadModelState(torch::nn::Module& module, const GenericDict& saved) {
-  torch::NoGradGuard noGrad;
-  auto state = namedState(module);
-  if (static_cast<std::size_t>(saved.size()) != state.size()) {
-    throw CheckpointError(fmt::format(
-        "the checkpoint holds {} tensors, the model has {}: it was written for another "
-        "model (--model) or model configuration",
-        saved.size(), state.size()));
+  void record(const nlohmann::json& line) {
+    if (out_.is_open()) out_ << line.dump() << std::endl;
   }
-  for (auto& [name, tensor] : state) {
-    auto found = saved.find(name);
-    if (found == saved.end()) {
-      throw CheckpointError(fmt::format("the checkpoint has no tensor '{}': it was written for "
-                                        "another model (--model)",
-                                        name));
-    }
-    const auto value = found->value().toTensor();
-    if (value.sizes() != tensor.sizes()) {
-      throw CheckpointError(fmt::format("'{}' has shape [{}] in the checkpoint, [{}] in the model",
-                                        name, fmt::join(value.sizes(), ","), fmt::join(tensor.sizes(), ",")));
-    }
-    tensor.copy_(value);
-  }
-}
 
-at::Tensor rngState() {
-  auto generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  return generator.get_state();
-}
+ private:
+  std::ofstream out_;
+};
 
-void setRngState(const at::Tensor& state) {
-  auto generator = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(generator.mutex());
-  generator.set_state(state);
-}
-
-void setLearningRate(torch::optim::Optimizer& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
-}
+// The mean training loss since the last log line, over all ranks.
+struct LossWindow {
+  double lossSum = 0;
+  std::int64_t steps = 0;
+  Clock::time_point start = Clock::now();
+};
 
 }  // namespace
+
+// One fit(): what the loop reads and changes.
+struct Trainer::Run {
+  DistributedSampler sampler;
+  std::int64_t samplesPerStep = 0;
+  std::int64_t stepsPerEpoch = 0;
+  std::int64_t totalSteps = 0;
+  std::int64_t step = 0;
+  std::int64_t scheduledEpoch = -1;  // the epoch whose batches the prefetcher holds
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  std::optional<Checkpointer> checkpointer;
+  std::shared_ptr<ForwardingModule> forwarding;
+  std::unique_ptr<DistributedDataParallel<std::shared_ptr<ForwardingModule>>> ddp;
+  BatchPrefetcher prefetcher;
+
+  Run(const TrainerOptions& o, Distributed& dist, const TrainableModel& model, Dataset& train)
+      : sampler(train.size(), dist.worldSize(), dist.rank(),
+                {.shuffle = o.shuffle, .dropLast = o.dropLast, .seed = o.seed}),
+        samplesPerStep(o.batchSize * o.gradAccumulation),
+        stepsPerEpoch(sampler.numSamples() / samplesPerStep),
+        optimizer(makeOptimizer(o.optimizer, model.module().parameters())),
+        forwarding(std::make_shared<ForwardingModule>(model)),
+        prefetcher(train, o.prefetchBatches) {
+    if (stepsPerEpoch < 1) {
+      throw ConfigError(fmt::format(
+          "each rank's shard holds {} samples ({} in the training set over {} ranks), fewer "
+          "than one step needs (batch-size {} x grad-accumulation {}); lower the batch size",
+          sampler.numSamples(), train.size(), dist.worldSize(), o.batchSize,
+          o.gradAccumulation));
+    }
+    totalSteps = o.maxSteps > 0 ? o.maxSteps : o.epochs * stepsPerEpoch;
+    if (!o.checkpointDir.empty()) {
+      checkpointer.emplace(CheckpointerOptions{o.checkpointDir, o.keepCheckpoints}, dist.group,
+                           dist.device);
+    }
+  }
+
+  // Hands the prefetcher every remaining micro-batch of the current epoch (Note [Reading
+  // ahead]), once per epoch.
+  void scheduleEpoch(std::int64_t batchSize) {
+    const std::int64_t epoch = step / stepsPerEpoch;
+    if (epoch == scheduledEpoch) return;
+    sampler.setEpoch(epoch);
+    const auto indices = sampler.indices();
+    const std::int64_t epochEnd = std::min((epoch + 1) * stepsPerEpoch, totalSteps);
+    std::vector<at::Tensor> batches;
+    for (std::int64_t s = step; s < epochEnd; ++s) {
+      const std::int64_t first = (s % stepsPerEpoch) * samplesPerStep;
+      for (std::int64_t at = first; at < first + samplesPerStep; at += batchSize) {
+        batches.push_back(indices.slice(0, at, at + batchSize));
+      }
+    }
+    prefetcher.schedule(std::move(batches));
+    scheduledEpoch = epoch;
+  }
+};
+
+double EvalMetrics::value(const std::string& name) const {
+  if (auto it = values.find(name); it != values.end()) return it->second;
+  std::string known;
+  for (const auto& [key, unused] : values) known += (known.empty() ? "" : ", ") + key;
+  throw ConfigError(fmt::format("no metric '{}' in this evaluation; it has: {}", name,
+                                known.empty() ? "none" : known));
+}
 
 void installStopSignalHandlers() {
   struct sigaction action{};
@@ -211,292 +170,211 @@ void installStopSignalHandlers() {
 
 int stopSignalReceived() { return gStopSignal.load(); }
 
-double learningRate(const ScheduleOptions& schedule, double baseLr, std::int64_t step,
-                    std::int64_t totalSteps) {
-  if (step < schedule.warmupSteps) {
-    return baseLr * static_cast<double>(step + 1) / static_cast<double>(schedule.warmupSteps);
-  }
-  const auto sinceWarmup = step - schedule.warmupSteps;
-  if (schedule.name == "cosine") {
-    const auto span = std::max<std::int64_t>(1, totalSteps - schedule.warmupSteps);
-    const double progress = std::min(1.0, static_cast<double>(sinceWarmup) / span);
-    const double floor = baseLr * schedule.minLrRatio;
-    return floor + 0.5 * (baseLr - floor) * (1.0 + std::cos(std::numbers::pi * progress));
-  }
-  if (schedule.name == "step") {
-    return baseLr * std::pow(schedule.gamma, static_cast<double>(sinceWarmup / schedule.stepSize));
-  }
-  return baseLr;
-}
-
-Trainer::Trainer(Distributed& dist, torch::nn::Sequential model, TrainerOptions options)
-    : dist_(dist), model_(std::move(model)), options_(std::move(options)) {
+Trainer::Trainer(Distributed& dist, TrainableModel model, TrainerOptions options,
+                 Objective objective)
+    : dist_(dist),
+      model_(std::move(model)),
+      options_(std::move(options)),
+      objective_(std::move(objective)) {
   const auto& o = options_;
   if (o.batchSize < 1 || o.gradAccumulation < 1 || o.epochs < 1 || o.maxSteps < 0 ||
       o.logEvery < 1 || o.evalEvery < 0 || o.checkpointEvery < 0 || o.evalBatchSize < 1) {
     throw ConfigError("trainer options out of range (batch size, accumulation, epochs and "
                       "log interval must be >= 1; step counts >= 0)");
   }
-  const auto& schedule = o.schedule.name;
-  if (schedule != "constant" && schedule != "cosine" && schedule != "step") {
-    throw ConfigError(
-        fmt::format("lr schedule '{}': expected constant, cosine or step", schedule));
-  }
-  if (o.schedule.name == "step" && o.schedule.stepSize < 1) {
-    throw ConfigError("lr-step-size must be >= 1");
-  }
+  checkSchedule(o.schedule);
+  if (!objective_.loss) throw ConfigError("the trainer's objective has no loss function");
 }
 
-EvalMetrics Trainer::evaluate(const Examples& data) {
+EvalMetrics Trainer::evaluate(Dataset& data) {
   torch::NoGradGuard noGrad;
-  model_->eval();
-  const auto n = data.inputs.size(0);
+  model_.module().eval();
+  const auto n = data.size();
   const int rank = dist_.rank(), world = dist_.worldSize();
   const auto begin = n * rank / world, end = n * (rank + 1) / world;
-  double lossSum = 0, correct = 0, count = 0;
+  // [loss sum, targets, one sum per metric]
+  std::vector<double> sums(2 + objective_.metrics.size(), 0.0);
   for (std::int64_t i = begin; i < end; i += options_.evalBatchSize) {
     const auto stop = std::min(i + options_.evalBatchSize, end);
-    auto inputs = data.inputs.slice(0, i, stop).to(dist_.device);
-    auto targets = data.targets.slice(0, i, stop).to(dist_.device);
-    auto [loss, right] = lossAndCorrect(model_->forward(inputs), targets, torch::kSum);
-    lossSum += loss.item<double>();
-    correct += right.item<double>();
-    count += static_cast<double>(targets.numel());
+    const auto batch = data.read(torch::arange(i, stop, torch::kLong));
+    const auto inputs = batch.inputs.to(dist_.device), targets = batch.targets.to(dist_.device);
+    const auto output = model_.forward(inputs);
+    const auto count = static_cast<double>(targets.numel());
+    sums[0] += objective_.loss(output, targets).item<double>() * count;
+    sums[1] += count;
+    for (std::size_t m = 0; m < objective_.metrics.size(); ++m) {
+      sums[2 + m] += objective_.metrics[m].sum(output, targets).item<double>();
+    }
   }
-  std::vector<at::Tensor> sums{
-      torch::tensor({lossSum, correct, count}, torch::kFloat64).to(dist_.device)};
-  dist_.group->allreduce(sums)->wait();
-  model_->train();
-  const auto total = sums[0].cpu();
-  const double targets = std::max(1.0, total[2].item<double>());
-  return {total[0].item<double>() / targets, total[1].item<double>() / targets};
+  std::vector<at::Tensor> total{torch::tensor(sums, torch::kFloat64).to(dist_.device)};
+  dist_.group->allreduce(total)->wait();
+  model_.module().train();
+  const auto reduced = total[0].cpu();
+  const double targets = std::max(1.0, reduced[1].item<double>());
+  EvalMetrics metrics{reduced[0].item<double>() / targets, {}};
+  for (std::size_t m = 0; m < objective_.metrics.size(); ++m) {
+    metrics.values[objective_.metrics[m].name] = reduced[2 + m].item<double>() / targets;
+  }
+  return metrics;
 }
 
-TrainResult Trainer::fit(const Examples& train, const Examples& test) {
+std::int64_t Trainer::resume(Run& run) {
+  const auto& o = options_;
+  std::optional<LoadedCheckpoint> loaded;
+  if (run.checkpointer) {
+    loaded = run.checkpointer->load(o.resume);
+  } else if (o.resume != "auto" && o.resume != "none") {
+    loaded = Checkpointer(CheckpointerOptions{}, dist_.group, dist_.device).load(o.resume);
+  }
+  if (!loaded) return -1;
+  const auto progress =
+      restoreCheckpoint(loaded->payload, loaded->info.path,
+                        {model_.module(), *run.optimizer, o.optimizer}, dist_.rank(),
+                        dist_.worldSize(), dist_.device);
+  run.step = progress.step;
+  if (dist_.rank() == 0) {
+    log::info("train", "event=resumed step={} epoch={} path={}", progress.step, progress.epoch,
+              loaded->info.path);
+  }
+  return progress.step;
+}
+
+// Note [One step].
+double Trainer::trainStep(Run& run) {
+  const auto& o = options_;
+  run.scheduleEpoch(o.batchSize);
+  run.optimizer->zero_grad();
+  double stepLoss = 0;
+  for (int micro = 0; micro < o.gradAccumulation; ++micro) {
+    const Batch batch = run.prefetcher.next();
+    const auto inputs = batch.inputs.to(dist_.device);
+    const auto targets = batch.targets.to(dist_.device);
+    auto backward = [&] {
+      auto loss = objective_.loss(run.ddp->forward(inputs), targets);
+      (loss / o.gradAccumulation).backward();  // the last one averages over the ranks
+      stepLoss += loss.item<double>() / o.gradAccumulation;
+    };
+    if (micro + 1 < o.gradAccumulation) {
+      auto guard = run.ddp->noSync();
+      backward();
+    } else {
+      backward();
+    }
+  }
+  if (o.clipGradNorm > 0) {
+    torch::nn::utils::clip_grad_norm_(model_.module().parameters(), o.clipGradNorm);
+  }
+  run.optimizer->step();
+  return stepLoss;
+}
+
+// Collective: every rank's generator state goes into rank 0's checkpoint.
+void Trainer::saveCheckpoint(Run& run) {
+  const int world = dist_.worldSize();
+  std::vector<at::Tensor> mine{cpuRngState().to(dist_.device)};
+  std::vector<std::vector<at::Tensor>> all(1);
+  for (int r = 0; r < world; ++r) all[0].push_back(torch::empty_like(mine[0]));
+  dist_.group->allgather(all, mine)->wait();
+  if (dist_.rank() != 0) return;
+  const TrainProgress progress{.step = run.step,
+                               .epoch = run.step / run.stepsPerEpoch,
+                               .samplerStart = (run.step % run.stepsPerEpoch) * run.samplesPerStep,
+                               .seed = options_.seed,
+                               .numSamples = run.sampler.numSamples(),
+                               .worldSize = world};
+  run.checkpointer->save(
+      run.step, makeCheckpointPayload({model_.module(), *run.optimizer, options_.optimizer},
+                                      progress, all[0], options_.configText));
+}
+
+TrainResult Trainer::fit(Dataset& train, Dataset& test) {
   const auto& o = options_;
   const auto start = Clock::now();
   const int rank = dist_.rank(), world = dist_.worldSize();
-  auto& group = *dist_.group;
+  Run run(o, dist_, model_, train);
   TrainResult result;
-
-  DistributedSampler sampler(train.inputs.size(0), world, rank,
-                             {.shuffle = o.shuffle, .dropLast = o.dropLast, .seed = o.seed});
-  const std::int64_t samplesPerStep = o.batchSize * o.gradAccumulation;
-  const std::int64_t stepsPerEpoch = sampler.numSamples() / samplesPerStep;
-  if (stepsPerEpoch < 1) {
-    throw ConfigError(fmt::format(
-        "each rank's shard holds {} samples ({} in the training set over {} ranks), fewer than "
-        "one step needs (batch-size {} x grad-accumulation {}); lower the batch size",
-        sampler.numSamples(), train.inputs.size(0), world, o.batchSize, o.gradAccumulation));
-  }
-  const std::int64_t totalSteps = o.maxSteps > 0 ? o.maxSteps : o.epochs * stepsPerEpoch;
-
   // Resume before wrapping: DistributedDataParallel broadcasts rank 0's weights anyway,
   // and every rank restores the same optimizer state.
-  std::optional<Checkpointer> checkpointer;
-  if (!o.checkpointDir.empty()) {
-    checkpointer.emplace(CheckpointerOptions{o.checkpointDir, o.keepCheckpoints}, dist_.group,
-                         dist_.device);
-  }
-  std::optional<LoadedCheckpoint> loaded;
-  if (checkpointer) {
-    loaded = checkpointer->load(o.resume);
-  } else if (o.resume != "auto" && o.resume != "none") {
-    Checkpointer reader(CheckpointerOptions{}, dist_.group, dist_.device);
-    loaded = reader.load(o.resume);
-  }
-  std::int64_t step = 0;
-  GenericDict payload = stringDict();
-  if (loaded) {
-    payload = loaded->payload.toGenericDict();
-    if (payload.at("format").toStringRef() != kCheckpointFormat) {
-      throw CheckpointError(fmt::format("'{}' is not a ddprun checkpoint (format '{}')",
-                                        loaded->info.path, payload.at("format").toStringRef()));
-    }
-    loadModelState(*model_, payload.at("model").toGenericDict());
-    step = payload.at("step").toInt();
-    result.resumedFrom = step;
-    const auto savedWorld = payload.at("world_size").toInt();
-    const auto rngs = payload.at("rng").toGenericDict().at("cpu").toList();
-    if (savedWorld == world) {
-      setRngState(rngs.get(rank).toTensor());
-    } else {
-      log::warn("train", "event=world_size_changed checkpoint_world_size={} world_size={} "
-                "(the data order differs from the original run from here on)",
-                savedWorld, world);
-    }
-    if (rank == 0) {
-      log::info("train", "event=resumed step={} epoch={} path={}", step,
-                payload.at("epoch").toInt(), loaded->info.path);
-    }
-  }
-
-  DistributedDataParallel ddpModel(model_, dist_.group, o.ddp);
-  auto optimizer = makeOptimizer(o.optimizer, model_->parameters());
-  if (loaded) {
-    loadOptimizerState(*optimizer, o.optimizer, payload.at("optimizer").toGenericDict(),
-                       dist_.device);
-  }
-
-  std::ofstream metrics;
-  if (rank == 0 && !o.metricsFile.empty()) {
-    metrics.open(o.metricsFile, std::ios::app);
-    if (!metrics) throw ConfigError(fmt::format("cannot open --metrics-file '{}'", o.metricsFile));
-  }
-  auto record = [&](const nlohmann::json& line) {
-    if (metrics.is_open()) metrics << line.dump() << std::endl;
-  };
-
-  // The checkpoint of the current state; collective (every rank's RNG state is in it).
-  auto saveCheckpoint = [&](std::int64_t epoch) {
-    std::vector<at::Tensor> mine{rngState().to(dist_.device)};
-    std::vector<std::vector<at::Tensor>> all(1);
-    for (int r = 0; r < world; ++r) all[0].push_back(torch::empty_like(mine[0]));
-    group.allgather(all, mine)->wait();
-    if (rank != 0) return;
-    auto model = stringDict();
-    for (const auto& [name, tensor] : namedState(*model_)) {
-      model.insert(name, tensor.detach().cpu().clone());
-    }
-    auto rngs = c10::impl::GenericList(c10::AnyType::get());
-    for (auto& t : all[0]) rngs.push_back(t.cpu());
-    auto rng = stringDict();
-    rng.insert("cpu", rngs);
-    auto samplerState = stringDict();
-    samplerState.insert("epoch", epoch);
-    samplerState.insert("start", (step % stepsPerEpoch) * samplesPerStep);
-    samplerState.insert("seed", static_cast<std::int64_t>(o.seed));
-    samplerState.insert("num_samples", sampler.numSamples());
-    auto out = stringDict();
-    out.insert("format", kCheckpointFormat);
-    out.insert("model", model);
-    out.insert("optimizer", optimizerStateDict(*optimizer, o.optimizer));
-    out.insert("step", step);
-    out.insert("epoch", epoch);
-    out.insert("sampler", samplerState);
-    out.insert("rng", rng);
-    out.insert("world_size", static_cast<std::int64_t>(world));
-    out.insert("config", o.configText);
-    checkpointer->save(step, out);
-  };
-
+  result.resumedFrom = resume(run);
+  run.ddp = std::make_unique<DistributedDataParallel<std::shared_ptr<ForwardingModule>>>(
+      run.forwarding, dist_.group, o.ddp);
+  MetricsFile metrics(rank == 0 ? o.metricsFile : "");
+  StopVote stopVote(*dist_.group, dist_.device);
   if (rank == 0) {
     log::info("train", "event=start steps={} steps_per_epoch={} batch_per_rank={} "
               "grad_accumulation={} global_batch={} optimizer={} lr={} schedule={} from_step={}",
-              totalSteps, stepsPerEpoch, o.batchSize, o.gradAccumulation,
-              samplesPerStep * world, o.optimizer.name, o.optimizer.lr, o.schedule.name, step);
+              run.totalSteps, run.stepsPerEpoch, o.batchSize, o.gradAccumulation,
+              run.samplesPerStep * world, o.optimizer.name, o.optimizer.lr, o.schedule.name,
+              run.step);
   }
 
-  at::Tensor epochIndices;
-  std::int64_t indicesEpoch = -1;
-  c10::intrusive_ptr<c10d::Work> pendingStop;
-  at::Tensor stopFlag;
-  double windowLoss = 0;
-  std::int64_t windowSteps = 0, runSteps = 0;
-  auto windowStart = Clock::now();
+  LossWindow window;
+  std::int64_t runSteps = 0;
   const auto loopStart = Clock::now();
-
-  while (step < totalSteps) {
-    const std::int64_t epoch = step / stepsPerEpoch;
-    if (epoch != indicesEpoch) {
-      sampler.setEpoch(epoch);
-      epochIndices = sampler.indices();
-      indicesEpoch = epoch;
-    }
-    const double lr = learningRate(o.schedule, o.optimizer.lr, step, totalSteps);
-    setLearningRate(*optimizer, lr);
-
-    const std::int64_t first = (step % stepsPerEpoch) * samplesPerStep;
-    optimizer->zero_grad();
-    double stepLoss = 0;
-    for (int micro = 0; micro < o.gradAccumulation; ++micro) {
-      const auto at = first + micro * o.batchSize;
-      const auto indices = epochIndices.slice(0, at, at + o.batchSize);
-      auto inputs = train.inputs.index_select(0, indices).to(dist_.device);
-      auto targets = train.targets.index_select(0, indices).to(dist_.device);
-      auto backward = [&] {
-        auto [loss, unused] = lossAndCorrect(ddpModel.forward(inputs), targets, torch::kMean);
-        (loss / o.gradAccumulation).backward();  // the last one averages over the ranks
-        stepLoss += loss.item<double>() / o.gradAccumulation;
-      };
-      if (micro + 1 < o.gradAccumulation) {
-        auto guard = ddpModel.noSync();
-        backward();
-      } else {
-        backward();
-      }
-    }
-    if (o.clipGradNorm > 0) torch::nn::utils::clip_grad_norm_(model_->parameters(), o.clipGradNorm);
-    optimizer->step();
-    ++step;
+  while (run.step < run.totalSteps) {
+    const std::int64_t epoch = run.step / run.stepsPerEpoch;
+    const double lr = learningRate(o.schedule, o.optimizer.lr, run.step, run.totalSteps);
+    setLearningRate(*run.optimizer, lr);
+    window.lossSum += trainStep(run);
+    ++window.steps;
+    ++run.step;
     ++runSteps;
-    windowLoss += stepLoss;
-    ++windowSteps;
+    const int stopSignal = stopVote.exchange(stopSignalReceived());
+    const bool lastStep = run.step == run.totalSteps;
 
-    // Note [Stopping on a signal]: the previous step's vote decides; this step's goes out.
-    int stopSignal = 0;
-    if (pendingStop) {
-      pendingStop->wait();
-      stopSignal = static_cast<int>(stopFlag.cpu().item<std::int64_t>());
-    }
-    stopFlag = torch::tensor({static_cast<std::int64_t>(stopSignalReceived())}).to(dist_.device);
-    std::vector<at::Tensor> flagList{stopFlag};
-    pendingStop = group.allreduce(flagList, c10d::AllreduceOptions{c10d::ReduceOp::MAX});
-
-    if (step % o.logEvery == 0 || step == totalSteps) {
-      // The interval's mean loss over all ranks.
+    if (run.step % o.logEvery == 0 || lastStep) {
       std::vector<at::Tensor> lossSum{
-          torch::tensor({windowLoss / windowSteps}, torch::kFloat64).to(dist_.device)};
-      group.allreduce(lossSum)->wait();
-      const double wallWindow = seconds(Clock::now() - windowStart);
+          torch::tensor({window.lossSum / window.steps}, torch::kFloat64).to(dist_.device)};
+      dist_.group->allreduce(lossSum)->wait();
+      const double wall = seconds(Clock::now() - window.start);
+      const double loss = lossSum[0].cpu().item<double>() / world;
+      const double samplesPerS = window.steps * run.samplesPerStep * world / wall;
+      const double stepMs = 1000 * wall / window.steps;
       if (rank == 0) {
-        const double loss = lossSum[0].cpu().item<double>() / world;
-        const double samplesPerS = windowSteps * samplesPerStep * world / wallWindow;
-        const double stepMs = 1000 * wallWindow / windowSteps;
         log::info("train", "epoch={} step={}/{} loss={:.4f} lr={:.5g} samples_per_s={:.0f} "
-                  "step_ms={:.2f}",
-                  epoch, step, totalSteps, loss, lr, samplesPerS, stepMs);
-        record({{"kind", "train"}, {"epoch", epoch}, {"step", step}, {"loss", loss}, {"lr", lr},
-                {"samples_per_s", samplesPerS}, {"step_ms", stepMs}});
+                  "step_ms={:.2f}", epoch, run.step, run.totalSteps, loss, lr, samplesPerS, stepMs);
       }
-      windowLoss = 0;
-      windowSteps = 0;
-      windowStart = Clock::now();
+      metrics.record({{"kind", "train"}, {"epoch", epoch}, {"step", run.step}, {"loss", loss},
+                      {"lr", lr}, {"samples_per_s", samplesPerS}, {"step_ms", stepMs}});
+      window = LossWindow{};
     }
-    const bool lastStep = step == totalSteps;
-    if (o.evalEvery > 0 && step % o.evalEvery == 0 && !lastStep) {
+    if (o.evalEvery > 0 && run.step % o.evalEvery == 0 && !lastStep) {
       const auto m = evaluate(test);
-      if (rank == 0) {
-        log::info("train", "event=eval step={} test_loss={:.4f} test_accuracy={:.4f}", step,
-                  m.loss, m.accuracy);
-        record({{"kind", "eval"}, {"step", step}, {"test_loss", m.loss},
-                {"test_accuracy", m.accuracy}});
+      nlohmann::json line{{"kind", "eval"}, {"step", run.step}, {"test_loss", m.loss}};
+      std::string text = fmt::format("test_loss={:.4f}", m.loss);
+      for (const auto& [name, value] : m.values) {
+        line["test_" + name] = value;
+        text += fmt::format(" test_{}={:.4f}", name, value);
       }
+      if (rank == 0) log::info("train", "event=eval step={} {}", run.step, text);
+      metrics.record(line);
     }
     if (stopSignal != 0) {
       result.stoppedBySignal = stopSignal;
       if (rank == 0) {
         log::warn("train", "event=stopping signal={} step={} (checkpointing, then exiting)",
-                  strsignal(stopSignal), step);
+                  strsignal(stopSignal), run.step);
       }
       break;
     }
-    if (checkpointer && o.checkpointEvery > 0 && step % o.checkpointEvery == 0 && !lastStep) {
-      saveCheckpoint(step / stepsPerEpoch);
+    if (run.checkpointer && o.checkpointEvery > 0 && run.step % o.checkpointEvery == 0 &&
+        !lastStep) {
+      saveCheckpoint(run);
     }
   }
-  if (pendingStop) pendingStop->wait();
+  stopVote.finish();
   const double trainSeconds = seconds(Clock::now() - loopStart);
-  if (checkpointer) saveCheckpoint(step / stepsPerEpoch);
+  if (run.checkpointer) saveCheckpoint(run);
 
-  result.steps = step;
-  result.samplesPerSecond = trainSeconds > 0 ? runSteps * samplesPerStep * world / trainSeconds : 0;
+  result.steps = run.step;
+  result.samplesPerSecond =
+      trainSeconds > 0 ? runSteps * run.samplesPerStep * world / trainSeconds : 0;
   if (result.stoppedBySignal == 0) {
     result.test = evaluate(test);
-    if (rank == 0) {
-      record({{"kind", "final"}, {"step", step}, {"test_loss", result.test.loss},
-              {"test_accuracy", result.test.accuracy}, {"samples_per_s", result.samplesPerSecond}});
-    }
+    nlohmann::json line{{"kind", "final"}, {"step", run.step}, {"test_loss", result.test.loss},
+                        {"samples_per_s", result.samplesPerSecond}};
+    for (const auto& [name, value] : result.test.values) line["test_" + name] = value;
+    metrics.record(line);
   }
   result.wallSeconds = seconds(Clock::now() - start);
   return result;

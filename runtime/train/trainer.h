@@ -1,16 +1,19 @@
-// ddp::train::Trainer: the training loop of ddptrain, for any torch::nn::Sequential and
-// an in-memory data set, across the ranks of a ddp::Distributed.
+// ddp::train::Trainer: the data-parallel training loop for the user's own model, loss and
+// data, across the ranks of a ddp::Distributed. ddptrain is one user of it; so is
+// examples/custom_loop.
 //
 // Note [One step]
-//   indices of this step's micro-batches <- DistributedSampler (epoch, position)
-//   lr <- schedule(step)                                  (learningRate below)
+//   indices of this step's micro-batches <- DistributedSampler (epoch, position), read
+//                                           ahead by a BatchPrefetcher (prefetcher.h)
+//   lr <- schedule(step)                                  (optimizer.h)
 //   for each of gradAccumulation micro-batches:           all but the last under noSync
-//     loss = cross_entropy(ddp.forward(x), y) / gradAccumulation;  loss.backward()
+//     loss = objective.loss(ddp.forward(x), y) / gradAccumulation;  loss.backward()
 //   clip the global gradient norm; optimizer.step(); ++step
 //   stop request? (signals, agreed on by all ranks)  log / evaluate / checkpoint
 // The position in the data is a function of the step (stepsPerEpoch steps per epoch,
 // the incomplete tail of an epoch is skipped), so a run resumed from a checkpoint reads
-// the same samples, in the same order, as the run that wrote it.
+// the same samples, in the same order, as the run that wrote it (Note [Checkpoint
+// contents] in train_state.h).
 //
 // Note [Stopping on a signal]
 // SIGTERM/SIGINT set a flag. Every step, each rank contributes its flag to an
@@ -22,35 +25,21 @@
 #include <optional>
 #include <string>
 
+#include <functional>
+#include <map>
+#include <memory>
+#include <type_traits>
+
 #include <ATen/core/Tensor.h>
-#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/module.h>
 
 #include "runtime/ddp/distributed_data_parallel.h"
 #include "runtime/distributed.h"
+#include "runtime/train/dataset.h"
+#include "runtime/train/objective.h"
+#include "runtime/train/optimizer.h"
 
 namespace ddp::train {
-
-struct OptimizerOptions {
-  std::string name = "sgd";  // sgd | adam | adamw
-  double lr = 0.05;
-  double momentum = 0.9;     // sgd
-  double weightDecay = 0.0;
-  double beta1 = 0.9;        // adam, adamw
-  double beta2 = 0.999;
-  double eps = 1e-8;
-};
-
-struct ScheduleOptions {
-  std::string name = "constant";  // constant | cosine | step
-  std::int64_t warmupSteps = 0;   // linear warm-up from lr/warmupSteps to lr
-  double minLrRatio = 0.0;        // cosine: the floor, as a fraction of lr
-  std::int64_t stepSize = 1000;   // step: decay every stepSize steps after warm-up
-  double gamma = 0.1;             // step: the factor per decay
-};
-
-// The learning rate for optimizer step `step` (0-based) of `totalSteps`.
-double learningRate(const ScheduleOptions& schedule, double baseLr, std::int64_t step,
-                    std::int64_t totalSteps);
 
 struct TrainerOptions {
   int epochs = 2;
@@ -71,20 +60,46 @@ struct TrainerOptions {
   std::int64_t checkpointEvery = 0; // > 0: every N steps (and always at the end)
   int keepCheckpoints = 3;
   std::string resume = "auto";      // auto | none | a checkpoint path
+  std::size_t prefetchBatches = 2;  // micro-batches read ahead (0: read in the loop)
   DdpOptions ddp;
   std::string configText;           // the resolved configuration, stored in checkpoints
 };
 
-// An in-memory split: sample i is (inputs[i], targets[i]). targets int64 [N] (classes)
-// or [N, T] (one class per position, e.g. next characters).
-struct Examples {
-  at::Tensor inputs;
-  at::Tensor targets;
+struct EvalMetrics {
+  double loss = 0;                        // mean loss per target
+  std::map<std::string, double> values;   // each Objective metric, per target
+
+  // values.at(name), or an error naming the metrics there are.
+  double value(const std::string& name) const;
 };
 
-struct EvalMetrics {
-  double loss = 0;      // mean cross entropy per target
-  double accuracy = 0;  // share of targets predicted right
+// Any module whose forward takes a tensor and returns one, behind one type: a ModuleHolder
+// (torch::nn::Sequential, a TORCH_MODULE type) or a std::shared_ptr to a Module subclass.
+class TrainableModel {
+ public:
+  template <typename ModuleHolder>
+  TrainableModel(ModuleHolder model)  // NOLINT: implicit, so a model passes as it is
+      : module_(asModulePtr(model)),
+        forward_([model](const at::Tensor& input) mutable -> at::Tensor {
+          return model->forward(input);
+        }) {}
+
+  torch::nn::Module& module() const { return *module_; }
+  const std::shared_ptr<torch::nn::Module>& modulePtr() const { return module_; }
+  at::Tensor forward(const at::Tensor& input) const { return forward_(input); }
+
+ private:
+  template <typename ModuleHolder>
+  static std::shared_ptr<torch::nn::Module> asModulePtr(const ModuleHolder& model) {
+    if constexpr (requires { model.ptr(); }) {
+      return model.ptr();
+    } else {
+      return model;
+    }
+  }
+
+  std::shared_ptr<torch::nn::Module> module_;
+  std::function<at::Tensor(const at::Tensor&)> forward_;
 };
 
 struct TrainResult {
@@ -98,20 +113,32 @@ struct TrainResult {
 
 class Trainer {
  public:
-  // Throws ConfigError for options that cannot work (e.g. a batch larger than a shard).
-  Trainer(Distributed& dist, torch::nn::Sequential model, TrainerOptions options);
+  // Throws ConfigError for options that cannot work. The objective defaults to
+  // classification() (cross entropy, accuracy).
+  Trainer(Distributed& dist, TrainableModel model, TrainerOptions options,
+          Objective objective = classification());
 
-  TrainResult fit(const Examples& train, const Examples& test);
+  // Trains on `train`; evaluates on `test` every evalEvery steps and at the end. Resumes
+  // from options.resume and checkpoints to options.checkpointDir. Collective.
+  TrainResult fit(Dataset& train, Dataset& test);
 
-  // Collective: loss and accuracy over all of `data`, every rank scoring its share.
-  EvalMetrics evaluate(const Examples& data);
+  // Collective: the objective's loss and metrics over all of `data`, every rank scoring
+  // its share.
+  EvalMetrics evaluate(Dataset& data);
 
-  torch::nn::Sequential& model() { return model_; }
+  torch::nn::Module& model() { return model_.module(); }
 
  private:
+  struct Run;  // one fit(): the sampler, the step counts, the optimizer (trainer.cpp)
+
   Distributed& dist_;
-  torch::nn::Sequential model_;
+  TrainableModel model_;
   TrainerOptions options_;
+  Objective objective_;
+
+  std::int64_t resume(Run& run);
+  double trainStep(Run& run);
+  void saveCheckpoint(Run& run);
 };
 
 // Installs the SIGTERM/SIGINT handlers that request a stop (Note [Stopping on a signal]);

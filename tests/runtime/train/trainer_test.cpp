@@ -1,95 +1,119 @@
-// ddp::train::learningRate, the schedule of runtime/train/trainer.cpp: constant, linear
-// warm-up (lr/warmupSteps at step 0 up to lr), cosine from lr down to minLrRatio x lr,
-// and step decay by gamma every stepSize steps after the warm-up. Exact values.
+// Trainer with the user's own model, loss and data set, in one process (a Gloo group of
+// one): it learns, reads through the Dataset interface, and a run stopped and resumed from
+// its checkpoint ends with exactly the weights of an uninterrupted one.
 #include "runtime/train/trainer.h"
 
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <cstdint>
-#include <numbers>
-#include <string>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <torch/torch.h>
 
 namespace ddp::train {
 namespace {
 
-ScheduleOptions schedule(std::string name, std::int64_t warmupSteps = 0) {
-  ScheduleOptions s;
-  s.name = std::move(name);
-  s.warmupSteps = warmupSteps;
-  return s;
+namespace fs = std::filesystem;
+
+// Not from the model zoo, not a Sequential: a module of its own.
+struct TwoLayerImpl : torch::nn::Module {
+  TwoLayerImpl() {
+    first = register_module("first", torch::nn::Linear(3, 16));
+    second = register_module("second", torch::nn::Linear(16, 1));
+  }
+  at::Tensor forward(const at::Tensor& x) { return second->forward(torch::tanh(first->forward(x))); }
+  torch::nn::Linear first{nullptr}, second{nullptr};
+};
+
+// y = x . (1, -2, 0.5) computed on demand for the samples asked for, counting reads.
+class LinearFunctionDataset : public Dataset {
+ public:
+  explicit LinearFunctionDataset(std::int64_t size) : size_(size) {}
+  std::int64_t size() const override { return size_; }
+  Batch read(const at::Tensor& indices) override {
+    ++reads;
+    auto x = torch::sin(indices.to(torch::kFloat32).unsqueeze(1) *
+                        torch::tensor({0.1f, 0.37f, 0.71f}));
+    auto y = (x * torch::tensor({1.0f, -2.0f, 0.5f})).sum(1, /*keepdim=*/true);
+    return {x, y};
+  }
+  std::atomic<int> reads{0};
+
+ private:
+  std::int64_t size_;
+};
+
+Distributed& singleProcess() {
+  static Distributed dist = init({.backend = "gloo", .environment = env::EnvMap{}});
+  return dist;
 }
 
-TEST(LearningRateTest, ConstantIsTheBaseRateAtEveryStep) {
-  const auto constant = schedule("constant");
-  for (std::int64_t step : {0, 1, 99, 100, 5000}) {
-    EXPECT_DOUBLE_EQ(learningRate(constant, 0.05, step, 100), 0.05) << "step " << step;
+TrainerOptions options(const std::string& checkpointDir, std::int64_t maxSteps) {
+  TrainerOptions o;
+  o.maxSteps = maxSteps;
+  o.batchSize = 16;
+  o.optimizer = {.name = "adam", .lr = 0.01};
+  o.logEvery = 1000;
+  o.checkpointDir = checkpointDir;
+  o.checkpointEvery = 5;
+  return o;
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("ddprun_trainer_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST_F(TrainerTest, LearnsWithTheUsersModelLossAndData) {
+  torch::manual_seed(0);
+  auto model = std::make_shared<TwoLayerImpl>();
+  LinearFunctionDataset train(512), test(128);
+  Trainer trainer(singleProcess(), model, options("", 150), regression());
+  const auto before = trainer.evaluate(test);
+  const auto result = trainer.fit(train, test);
+  EXPECT_EQ(result.steps, 150);
+  EXPECT_LT(result.test.loss, before.loss / 10) << "before " << before.loss;
+  EXPECT_DOUBLE_EQ(result.test.value("mse"), result.test.loss);
+  EXPECT_GE(train.reads.load(), 150) << "every micro-batch read through the Dataset";
+  EXPECT_THROW(result.test.value("accuracy"), ConfigError);
+}
+
+TEST_F(TrainerTest, ResumedRunEndsWithTheWeightsOfAnUninterruptedOne) {
+  LinearFunctionDataset train(256), test(64);
+  torch::manual_seed(0);
+  auto straight = std::make_shared<TwoLayerImpl>();
+  Trainer(singleProcess(), straight, options((dir_ / "straight").string(), 40), regression())
+      .fit(train, test);
+
+  torch::manual_seed(0);
+  auto first = std::make_shared<TwoLayerImpl>();
+  Trainer(singleProcess(), first, options((dir_ / "resumed").string(), 15), regression())
+      .fit(train, test);
+  torch::manual_seed(123);  // another start: the checkpoint decides
+  auto second = std::make_shared<TwoLayerImpl>();
+  const auto result =
+      Trainer(singleProcess(), second, options((dir_ / "resumed").string(), 40), regression())
+          .fit(train, test);
+  EXPECT_EQ(result.resumedFrom, 15);
+  EXPECT_EQ(result.steps, 40);
+  for (const auto& p : straight->named_parameters()) {
+    EXPECT_TRUE(p.value().equal(second->named_parameters()[p.key()]))
+        << p.key() << " max diff "
+        << (p.value() - second->named_parameters()[p.key()]).abs().max().item<float>();
   }
 }
 
-TEST(LearningRateTest, WarmupRisesLinearlyFromLrOverWarmupToLr) {
-  // lr 2, 4 warm-up steps: 2/4, 2*2/4, 2*3/4, 2, then the schedule (exact in binary).
-  for (const char* name : {"constant", "cosine", "step"}) {
-    auto s = schedule(name, 4);
-    EXPECT_DOUBLE_EQ(learningRate(s, 2.0, 0, 1000), 0.5) << name;
-    EXPECT_DOUBLE_EQ(learningRate(s, 2.0, 1, 1000), 1.0) << name;
-    EXPECT_DOUBLE_EQ(learningRate(s, 2.0, 2, 1000), 1.5) << name;
-    EXPECT_DOUBLE_EQ(learningRate(s, 2.0, 3, 1000), 2.0) << name;
-    EXPECT_DOUBLE_EQ(learningRate(s, 2.0, 4, 1000), 2.0) << name << ": first step after warm-up";
-  }
-  // A warm-up of one step is no warm-up.
-  EXPECT_DOUBLE_EQ(learningRate(schedule("constant", 1), 0.3, 0, 10), 0.3);
-}
-
-TEST(LearningRateTest, CosineFallsFromLrToTheFloorThroughTheMidpoint) {
-  auto cosine = schedule("cosine", 10);
-  cosine.minLrRatio = 0.1;
-  const double lr = 1.0, floor = 0.1;
-  const std::int64_t total = 110;  // 100 steps of cosine after 10 of warm-up
-  EXPECT_DOUBLE_EQ(learningRate(cosine, lr, 10, total), lr) << "starts at lr after warm-up";
-  EXPECT_NEAR(learningRate(cosine, lr, 60, total), (lr + floor) / 2, 1e-15) << "halfway";
-  EXPECT_NEAR(learningRate(cosine, lr, 35, total),
-              floor + 0.5 * (lr - floor) * (1 + std::cos(std::numbers::pi / 4)), 1e-15)
-      << "a quarter of the way";
-  EXPECT_DOUBLE_EQ(learningRate(cosine, lr, total, total), floor) << "ends at minLrRatio x lr";
-  EXPECT_DOUBLE_EQ(learningRate(cosine, lr, total + 50, total), floor) << "stays there";
-  // Strictly decreasing from the end of warm-up to the end.
-  for (std::int64_t step = 11; step <= total; ++step) {
-    EXPECT_LT(learningRate(cosine, lr, step, total), learningRate(cosine, lr, step - 1, total))
-        << "step " << step;
-  }
-  // Symmetric about the midpoint: lr(60 - k) - mid == mid - lr(60 + k).
-  for (std::int64_t k = 1; k <= 50; ++k) {
-    EXPECT_NEAR(learningRate(cosine, lr, 60 - k, total) - 0.55,
-                0.55 - learningRate(cosine, lr, 60 + k, total), 1e-15)
-        << "k " << k;
-  }
-}
-
-TEST(LearningRateTest, CosineWithoutFloorEndsAtZero) {
-  const auto cosine = schedule("cosine");
-  EXPECT_DOUBLE_EQ(learningRate(cosine, 0.4, 0, 8), 0.4);
-  EXPECT_NEAR(learningRate(cosine, 0.4, 4, 8), 0.2, 1e-16);
-  EXPECT_NEAR(learningRate(cosine, 0.4, 8, 8), 0.0, 1e-16);
-}
-
-TEST(LearningRateTest, StepDecaysByGammaEveryStepSizeAfterWarmup) {
-  auto step = schedule("step", 5);
-  step.stepSize = 10;
-  step.gamma = 0.5;
-  EXPECT_DOUBLE_EQ(learningRate(step, 1.0, 0, 1000), 0.2) << "warm-up";
-  EXPECT_DOUBLE_EQ(learningRate(step, 1.0, 4, 1000), 1.0) << "end of warm-up";
-  EXPECT_DOUBLE_EQ(learningRate(step, 1.0, 5, 1000), 1.0);
-  EXPECT_DOUBLE_EQ(learningRate(step, 1.0, 14, 1000), 1.0) << "last step before the decay";
-  EXPECT_DOUBLE_EQ(learningRate(step, 1.0, 15, 1000), 0.5) << "first decay";
-  EXPECT_DOUBLE_EQ(learningRate(step, 1.0, 24, 1000), 0.5);
-  EXPECT_DOUBLE_EQ(learningRate(step, 1.0, 25, 1000), 0.25) << "second decay";
-  EXPECT_DOUBLE_EQ(learningRate(step, 1.0, 105, 1000), std::pow(0.5, 10)) << "tenth decay";
-
-  auto defaults = schedule("step");  // stepSize 1000, gamma 0.1, no warm-up
-  EXPECT_DOUBLE_EQ(learningRate(defaults, 0.05, 999, 5000), 0.05);
-  EXPECT_DOUBLE_EQ(learningRate(defaults, 0.05, 1000, 5000), 0.05 * 0.1);
-  EXPECT_DOUBLE_EQ(learningRate(defaults, 0.05, 2000, 5000), 0.05 * 0.1 * 0.1);
+TEST_F(TrainerTest, RefusesAnObjectiveWithoutLoss) {
+  EXPECT_THROW(Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), options("", 1), Objective{}),
+               ConfigError);
 }
 
 }  // namespace

@@ -2,7 +2,7 @@
 // default < the --config YAML file < flags, `sources` saying where each value came from;
 // unknown flags and keys and bad values are ConfigErrors naming the option, the value
 // and the source; toYaml is loadable with --config; --help documents every default.
-#include "runtime/train/train_config.h"
+#include "examples/ddptrain/train_config.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -16,7 +16,8 @@
 
 #include "runtime/exit_codes.h"
 
-namespace ddp::train {
+namespace ddptrain {
+using ddp::ConfigError;
 namespace {
 
 namespace fs = std::filesystem;
@@ -169,7 +170,7 @@ TEST_F(TrainConfigTest, FlagsOfEveryKind) {
   EXPECT_EQ(c.init.rendezvousTimeout->count(), 30000);
   EXPECT_FALSE(c.init.collectiveTimeout.has_value()) << "0 means unset";
   EXPECT_EQ(c.trainer.ddp.bucketCapBytes, 4 * 1048576);
-  EXPECT_EQ(c.trainer.ddp.compression, GradCompression::kBf16);
+  EXPECT_EQ(c.trainer.ddp.compression, ddp::GradCompression::kBf16);
   EXPECT_EQ(c.trainer.seed, 7u);
 
   EXPECT_TRUE(parse({"--help"}).help);
@@ -368,7 +369,7 @@ TEST_F(TrainConfigTest, HelpListsEveryOptionWithItsDefault) {
   }
 }
 
-// toYaml (runtime/train/train_config.cpp) once had these bugs:
+// toYaml (examples/ddptrain/train_config.cpp) once had these bugs:
 // doubles are printed with "{:g}", six significant digits, and bucket sizes go through
 // bytes and back, so a resolved configuration (--print-config, a checkpoint's config)
 // does not reproduce the run, and bucket-cap-mb drifts on every round trip.
@@ -397,4 +398,4 @@ TEST_F(TrainConfigTest, ToYamlEscapesStrings) {
 }
 
 }  // namespace
-}  // namespace ddp::train
+}  // namespace ddptrain

@@ -16,22 +16,22 @@
 #include "runtime/distributed.h"
 #include "runtime/train/trainer.h"
 
-namespace ddp::train {
+namespace ddptrain {
 
 struct TrainConfig {
-  std::string model = "cnn";  // mlp | cnn | resnet | gpt
+  std::string model = "cnn";  // one of models::modelNames()
   std::int64_t gptLayers = 2;
   std::int64_t gptHeads = 4;
   std::int64_t gptEmbedding = 128;
 
-  std::string data = "idx";   // idx | csv | text | synthetic
+  std::string data = "idx";   // one of data::datasetKinds()
   std::string dataPath = "/usr/share/datasets/fashion-mnist";
   double testFraction = 0.2;
   std::int64_t blockSize = 64;
   std::int64_t syntheticSamples = 4096;
 
-  TrainerOptions trainer;
-  InitOptions init;
+  ddp::train::TrainerOptions trainer;
+  ddp::InitOptions init;
   int threads = 0;            // 0: OMP_NUM_THREADS or torch's default
   std::string logLevel = "info";
 
@@ -47,7 +47,7 @@ struct ParsedCommandLine {
   bool printConfig = false;   // --print-config: print toYaml(config) and exit 0
 };
 
-// Throws ConfigError (exit code 2) for an unknown flag or key, a bad value, or an
+// Throws ddp::ConfigError (exit code 2) for an unknown flag or key, a bad value, or an
 // unreadable config file.
 ParsedCommandLine parseCommandLine(int argc, const char* const* argv);
 
@@ -57,4 +57,4 @@ std::string helpText();
 // The resolved configuration as YAML (every option, one per line), loadable with --config.
 std::string toYaml(const TrainConfig& config);
 
-}  // namespace ddp::train
+}  // namespace ddptrain

@@ -1,0 +1,397 @@
+#include "examples/ddptrain/train_config.h"
+
+#include <charconv>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <type_traits>
+
+#include <cxxopts.hpp>
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "data/dataset.h"
+#include "models/model_zoo.h"
+#include "runtime/env/value_parser.h"
+
+namespace ddptrain {
+namespace {
+
+using ddp::ConfigError;
+
+// A value and where it came from, for parsers and their errors.
+struct Setting {
+  const std::string& key;
+  const std::string& value;
+  const std::string& source;
+
+  [[noreturn]] void fail(const std::string& expected) const {
+    throw ConfigError(fmt::format("{}: expected {}, found '{}' (from {}). Run 'ddptrain --help' "
+                                  "for every option.",
+                                  key, expected, value, source));
+  }
+  std::int64_t integer(std::int64_t min) const {
+    const auto parsed = ddp::env::parseInteger(value, min, std::numeric_limits<long long>::max());
+    if (!parsed.value) fail(fmt::format("an integer >= {}", min));
+    return *parsed.value;
+  }
+  double number(double min, bool inclusive = true) const {
+    double out = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
+    if (ec != std::errc() || end != value.data() + value.size() || !std::isfinite(out) ||
+        out < min || (!inclusive && out == min)) {
+      fail(fmt::format("a number {} {}", inclusive ? ">=" : ">", min));
+    }
+    return out;
+  }
+  double fraction() const {
+    const double out = number(0.0, false);
+    if (out >= 1.0) fail("a number in (0, 1)");
+    return out;
+  }
+  bool boolean() const {
+    if (value == "true" || value == "1" || value == "yes" || value == "on") return true;
+    if (value == "false" || value == "0" || value == "no" || value == "off") return false;
+    fail("true or false");
+  }
+  std::string choice(const std::vector<std::string>& choices) const {
+    std::string list;
+    for (const auto& c : choices) {
+      if (value == c) return value;
+      list += (list.empty() ? "" : ", ") + c;
+    }
+    fail("one of " + list);
+  }
+  std::string text() const { return value; }
+};
+
+using C = TrainConfig;
+
+struct Option {
+  std::string key;
+  std::string help;
+  std::function<void(C&, const Setting&)> apply;
+  std::function<std::string(const C&)> format;  // the value as YAML, for toYaml and --help
+  bool isFlag = false;  // a boolean: `--key` alone means true
+};
+
+// Binders: each makes one option from the field it reads and writes (an accessor), so
+// parsing, toYaml and the defaults in --help come from the same place.
+template <typename Get>
+Option integer(std::string key, std::string help, Get get, std::int64_t min) {
+  return {std::move(key), std::move(help),
+          [get, min](C& c, const Setting& s) {
+            get(c) = static_cast<std::remove_reference_t<decltype(get(c))>>(s.integer(min));
+          },
+          [get](const C& c) { return std::to_string(get(const_cast<C&>(c))); }};
+}
+
+template <typename Get>
+Option number(std::string key, std::string help, Get get, double min, bool inclusive = true) {
+  return {std::move(key), std::move(help),
+          [get, min, inclusive](C& c, const Setting& s) { get(c) = s.number(min, inclusive); },
+          [get](const C& c) { return fmt::format("{}", get(const_cast<C&>(c))); }};
+}
+
+template <typename Get>
+Option fraction(std::string key, std::string help, Get get) {
+  return {std::move(key), std::move(help),
+          [get](C& c, const Setting& s) { get(c) = s.fraction(); },
+          [get](const C& c) { return fmt::format("{}", get(const_cast<C&>(c))); }};
+}
+
+template <typename Get>
+Option boolean(std::string key, std::string help, Get get) {
+  return {std::move(key), std::move(help),
+          [get](C& c, const Setting& s) { get(c) = s.boolean(); },
+          [get](const C& c) { return std::string(get(const_cast<C&>(c)) ? "true" : "false"); },
+          true};
+}
+
+template <typename Get>
+Option choice(std::string key, std::string help, Get get, std::vector<std::string> choices) {
+  return {std::move(key), std::move(help),
+          [get, choices](C& c, const Setting& s) { get(c) = s.choice(choices); },
+          [get](const C& c) { return get(const_cast<C&>(c)); }};
+}
+
+// Strings as yaml-cpp quotes them (escapes included), so any path survives a round trip.
+std::string yamlQuoted(const std::string& value) {
+  YAML::Emitter emitter;
+  emitter << YAML::DoubleQuoted << value;
+  return emitter.c_str();
+}
+
+template <typename Get>
+Option string(std::string key, std::string help, Get get) {
+  return {std::move(key), std::move(help), [get](C& c, const Setting& s) { get(c) = s.text(); },
+          [get](const C& c) { return yamlQuoted(get(const_cast<C&>(c))); }};
+}
+
+// Sizes in MiB held as bytes: printed back in MiB with every digit.
+template <typename Get>
+Option mebibytes(std::string key, std::string help, Get get) {
+  return {std::move(key), std::move(help),
+          [get](C& c, const Setting& s) { get(c) = std::llround(s.number(0, false) * 1048576); },
+          [get](const C& c) { return fmt::format("{}", get(const_cast<C&>(c)) / 1048576.0); }};
+}
+
+// Seconds held as an optional duration: 0 is unset (the environment or the default).
+template <typename Get>
+Option seconds(std::string key, std::string help, Get get) {
+  return {std::move(key), std::move(help),
+          [get](C& c, const Setting& s) {
+            const auto value = s.integer(0);
+            get(c) = value == 0 ? std::nullopt
+                                : std::optional(std::chrono::milliseconds(value * 1000));
+          },
+          [get](const C& c) {
+            const auto& value = get(const_cast<C&>(c));
+            return value ? std::to_string(value->count() / 1000) : std::string("0");
+          }};
+}
+
+#define FIELD(expr) [](C& c) -> auto& { return c.expr; }
+
+// The one table of options, in --help and toYaml order.
+const std::vector<Option>& options() {
+  static const std::vector<Option> table = [] {
+    std::vector<Option> t = {
+        // model
+        choice("model", "model (models/model_zoo.h)", FIELD(model), ddp::models::modelNames()),
+        integer("gpt-layers", "gpt: transformer blocks", FIELD(gptLayers), 1),
+        integer("gpt-heads", "gpt: attention heads (must divide gpt-embedding)", FIELD(gptHeads),
+                1),
+        integer("gpt-embedding", "gpt: embedding width", FIELD(gptEmbedding), 1),
+        // data
+        choice("data", "data set kind: idx (MNIST-format directory), csv, text or synthetic",
+               FIELD(data), ddp::data::datasetKinds()),
+        string("data-path",
+             "idx: directory with train-*/t10k-* files; csv, text: the file (.gz or plain)",
+             FIELD(dataPath)),
+        string("data-dir", "the same as data-path (the name MNIST users know)", FIELD(dataPath)),
+        fraction("test-fraction", "csv, text: share held out for evaluation, in (0, 1)",
+                 FIELD(testFraction)),
+        integer("block-size", "text: characters per sample", FIELD(blockSize), 1),
+        integer("synthetic-samples", "synthetic: training samples", FIELD(syntheticSamples), 1),
+        // schedule of the run
+        integer("epochs", "passes over the training set", FIELD(trainer.epochs), 1),
+        integer("max-steps", "stop after this many optimizer steps instead (0: by epochs)",
+                FIELD(trainer.maxSteps), 0),
+        integer("batch-size", "samples per rank per micro-batch", FIELD(trainer.batchSize), 1),
+        integer("grad-accumulation",
+                "micro-batches per optimizer step (all but the last without gradient "
+                "communication)",
+                FIELD(trainer.gradAccumulation), 1),
+        integer("prefetch-batches", "micro-batches read ahead on a background thread (0: none)",
+                FIELD(trainer.prefetchBatches), 0),
+        // optimizer
+        choice("optimizer", "sgd (with momentum), adam or adamw", FIELD(trainer.optimizer.name),
+               {"sgd", "adam", "adamw"}),
+        number("lr", "peak learning rate", FIELD(trainer.optimizer.lr), 0, false),
+        number("momentum", "sgd momentum", FIELD(trainer.optimizer.momentum), 0),
+        number("weight-decay", "L2 penalty (sgd, adam) or decoupled decay (adamw)",
+               FIELD(trainer.optimizer.weightDecay), 0),
+        fraction("beta1", "adam, adamw: first moment decay", FIELD(trainer.optimizer.beta1)),
+        fraction("beta2", "adam, adamw: second moment decay", FIELD(trainer.optimizer.beta2)),
+        choice("lr-schedule",
+               "constant, cosine (to min-lr-ratio x lr) or step (x lr-gamma every lr-step-size "
+               "steps)",
+               FIELD(trainer.schedule.name), {"constant", "cosine", "step"}),
+        integer("warmup-steps", "linear warm-up steps before the schedule",
+                FIELD(trainer.schedule.warmupSteps), 0),
+        number("min-lr-ratio", "cosine: the final learning rate as a fraction of lr",
+               FIELD(trainer.schedule.minLrRatio), 0),
+        integer("lr-step-size", "step: steps between decays", FIELD(trainer.schedule.stepSize), 1),
+        number("lr-gamma", "step: factor per decay", FIELD(trainer.schedule.gamma), 0, false),
+        number("clip-grad-norm", "clip the global gradient L2 norm to this (0: off)",
+               FIELD(trainer.clipGradNorm), 0),
+        integer("seed", "seed of weights, shuffling and the data split", FIELD(trainer.seed), 0),
+        boolean("shuffle", "reshuffle the training set every epoch", FIELD(trainer.shuffle)),
+        boolean("drop-last",
+                "sampler: drop the tail that does not divide by the world size (instead of "
+                "padding with repeated samples)",
+                FIELD(trainer.dropLast)),
+        // evaluation and output
+        integer("eval-every", "also evaluate every N steps (0: at the end only)",
+                FIELD(trainer.evalEvery), 0),
+        integer("eval-batch-size", "samples per rank per evaluation batch",
+                FIELD(trainer.evalBatchSize), 1),
+        integer("log-every", "steps between log lines (rank 0)", FIELD(trainer.logEvery), 1),
+        string("metrics-file", "append metrics as JSON lines to this file (rank 0; empty: none)",
+             FIELD(trainer.metricsFile)),
+        choice("log-level", "debug, info, warn or error (else DDPRUN_LOG_LEVEL)", FIELD(logLevel),
+               {"debug", "info", "warn", "error"}),
+        // checkpoints
+        string("checkpoint-dir", "where rank 0 writes checkpoints (empty: none)",
+             FIELD(trainer.checkpointDir)),
+        integer("checkpoint-every", "steps between checkpoints (0: only at the end)",
+                FIELD(trainer.checkpointEvery), 0),
+        integer("keep-checkpoints", "checkpoints kept (the newest)",
+                FIELD(trainer.keepCheckpoints), 1),
+        string("resume", "auto (newest valid checkpoint in checkpoint-dir), none, or a path",
+             FIELD(trainer.resume)),
+        // data parallelism
+        mebibytes("bucket-cap-mb", "gradient bucket size in MiB",
+                  FIELD(trainer.ddp.bucketCapBytes)),
+        mebibytes("first-bucket-cap-mb", "first gradient bucket size in MiB",
+                  FIELD(trainer.ddp.bucketCapFirstBytes)),
+        boolean("find-unused-parameters", "allow parameters without a gradient in a step",
+                FIELD(trainer.ddp.findUnusedParameters)),
+        boolean("broadcast-buffers", "broadcast buffers from rank 0 before each forward",
+                FIELD(trainer.ddp.broadcastBuffers)),
+        boolean("gradient-as-bucket-view", "gradients live in the communication buckets",
+                FIELD(trainer.ddp.gradientAsBucketView)),
+        {"grad-compression", "average gradients in none, fp16 or bf16",
+         [](C& c, const Setting& s) {
+           const auto v = s.choice({"none", "fp16", "bf16"});
+           c.trainer.ddp.compression = v == "fp16"   ? ddp::GradCompression::kFp16
+                                       : v == "bf16" ? ddp::GradCompression::kBf16
+                                                     : ddp::GradCompression::kNone;
+         },
+         [](const C& c) {
+           const auto compression = c.trainer.ddp.compression;
+           return std::string(compression == ddp::GradCompression::kFp16   ? "fp16"
+                              : compression == ddp::GradCompression::kBf16 ? "bf16"
+                                                                           : "none");
+         }},
+        // the process group
+        choice("backend", "gloo, nccl or auto (nccl when CUDA is available)",
+               FIELD(init.backend), {"auto", "gloo", "nccl"}),
+        seconds("rdzv-timeout", "seconds to wait for the master (0: DDPRUN_RDZV_TIMEOUT or 300)",
+                FIELD(init.rendezvousTimeout)),
+        seconds("collective-timeout",
+                "seconds a collective may take (0: DDPRUN_COLLECTIVE_TIMEOUT or 1800)",
+                FIELD(init.collectiveTimeout)),
+        integer("threads", "torch threads per rank (0: OMP_NUM_THREADS or torch's default)",
+                FIELD(threads), 0),
+    };
+    // An empty resume would mean nothing; say what it takes.
+    for (auto& option : t) {
+      if (option.key != "resume") continue;
+      option.apply = [apply = option.apply](C& c, const Setting& s) {
+        if (s.value.empty()) s.fail("auto, none or a checkpoint path");
+        apply(c, s);
+      };
+    }
+    return t;
+  }();
+  return table;
+}
+
+#undef FIELD
+
+const Option* findOption(const std::string& key) {
+  for (const auto& o : options()) {
+    if (o.key == key) return &o;
+  }
+  return nullptr;
+}
+
+void apply(TrainConfig& config, const Option& option, const std::string& value,
+           const std::string& source) {
+  option.apply(config, Setting{option.key, value, source});
+  config.sources[option.key] = source;
+}
+
+void applyYamlFile(TrainConfig& config, const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    throw ConfigError(fmt::format("--config '{}': cannot read the file", path));
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("--config '{}': not valid YAML: {}", path, e.what()));
+  }
+  if (root.IsNull()) return;  // an empty file changes nothing
+  if (!root.IsMap()) {
+    throw ConfigError(fmt::format("--config '{}': expected a mapping of option: value, found a {}",
+                                  path, root.IsSequence() ? "list" : "scalar"));
+  }
+  for (const auto& item : root) {
+    const auto key = item.first.as<std::string>();
+    const auto where = fmt::format("{}:{}", path, item.first.Mark().line + 1);
+    const Option* option = findOption(key);
+    if (option == nullptr || key == "config") {
+      throw ConfigError(fmt::format("{}: unknown key '{}'. Keys are the long flag names without "
+                                    "'--'; run 'ddptrain --help' for the list.",
+                                    where, key));
+    }
+    if (!item.second.IsScalar()) {
+      throw ConfigError(fmt::format("{}: '{}' expects a single value, found a {}", where, key,
+                                    item.second.IsSequence() ? "list" : "mapping"));
+    }
+    apply(config, *option, item.second.Scalar(), where);
+  }
+}
+
+// The default as --help shows it: the struct's value, strings without their quotes.
+std::string defaultText(const Option& option) {
+  auto text = option.format(TrainConfig{});
+  if (text.size() >= 2 && text.front() == '"') text = text.substr(1, text.size() - 2);
+  return text.empty() ? "\"\"" : text;
+}
+
+cxxopts::Options makeCli() {
+  cxxopts::Options cli("ddptrain",
+                       "Data-parallel training of a model from the zoo on a real data set.\n"
+                       "Rank, world size and master come from the environment (ddprun/torchrun, "
+                       "PyTorchJob, MPI).\nEvery option is also a key of the --config YAML file; "
+                       "flags win over the file.\n");
+  auto add = cli.add_options();
+  add("config", "YAML file of options (keys as the long flag names)",
+      cxxopts::value<std::string>());
+  for (const auto& o : options()) {
+    auto value = cxxopts::value<std::string>();
+    if (o.isFlag) value->implicit_value("true");
+    add(o.key, fmt::format("{} (default: {})", o.help, defaultText(o)), value);
+  }
+  add("print-config", "print the resolved configuration as YAML and exit");
+  add("version", "print the build (torch, CUDA, NCCL) and exit");
+  add("h,help", "print this help and exit");
+  return cli;
+}
+
+}  // namespace
+
+std::string helpText() { return makeCli().help(); }
+
+ParsedCommandLine parseCommandLine(int argc, const char* const* argv) {
+  ParsedCommandLine parsed;
+  auto& config = parsed.config;
+  for (const auto& o : options()) config.sources[o.key] = "default";
+
+  auto cli = makeCli();
+  cxxopts::ParseResult result;
+  try {
+    result = cli.parse(argc, argv);
+  } catch (const cxxopts::exceptions::exception& e) {
+    throw ConfigError(std::string(e.what()) + ". Run 'ddptrain --help' for every option.");
+  }
+  if (!result.unmatched().empty()) {
+    throw ConfigError(fmt::format("unexpected argument '{}'. Run 'ddptrain --help' for every option.",
+                                  result.unmatched().front()));
+  }
+  parsed.help = result.count("help") > 0;
+  parsed.version = result.count("version") > 0;
+  parsed.printConfig = result.count("print-config") > 0;
+  if (result.count("config")) {
+    config.configFile = result["config"].as<std::string>();
+    applyYamlFile(config, config.configFile);
+  }
+  for (const auto& argument : result.arguments()) {
+    if (const Option* option = findOption(argument.key())) {
+      apply(config, *option, argument.value(), "--" + argument.key());
+    }
+  }
+  return parsed;
+}
+
+std::string toYaml(const TrainConfig& config) {
+  std::ostringstream out;
+  for (const auto& o : options()) out << o.key << ": " << o.format(config) << "\n";
+  return out.str();
+}
+
+}  // namespace ddptrain
