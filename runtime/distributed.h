@@ -21,17 +21,16 @@
 
 #include <c10/core/Device.h>
 #include <c10/util/intrusive_ptr.h>
+// The complete types, so that a user's `dist.group->allreduce(...)` and `dist.store->set(...)`
+// compile with this header alone (an installed ddprun has no precompiled header to lean on).
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "runtime/comm/process_group.h"
 #include "runtime/env/cluster_env.h"
 #include "runtime/exit_codes.h"
 #include "runtime/rendezvous/mpi_bootstrap.h"
 #include "runtime/rendezvous/tcp_store.h"
-
-namespace c10d {
-class ProcessGroup;
-class Store;
-}  // namespace c10d
 
 namespace ddp {
 
