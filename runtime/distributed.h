@@ -22,6 +22,8 @@
 
 #include <c10/core/Device.h>
 #include <c10/util/intrusive_ptr.h>
+// The complete types, so that a user's `dist.group->allreduce(...)` and `dist.store->set(...)`
+// compile with this header alone (an installed ddprun has no precompiled header to lean on).
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 

@@ -1,0 +1,183 @@
+// custom_loop: a training program of its own on an installed ddprun (README, "Your own
+// training program"). It lives outside ddprun's build: its CMakeLists.txt finds the
+// installed package and links ddprun::runtime, nothing else.
+//
+//   custom_loop [--steps N]        under the launcher:
+//   ddprun --standalone --nproc-per-node 2 -- ./custom_loop
+//
+// The model (a small MLP) and the data (a noisy linear target, made from a fixed seed, the
+// same on every rank, then sharded by rank) are this file's own. The loop is written by
+// hand and reads top to bottom: next batch, forward, zero grad, backward (DDP averages the
+// gradients over the ranks as they become ready), step, one log line on rank 0. At the end
+// every rank must hold bitwise the same parameters: checked with two allreduces (MAX and
+// MIN) straight on the process group.
+//
+// Exit codes: 0 trained and in sync; 1 the parameters differ across ranks or the loss did
+// not go down; 2 bad arguments or environment; 200 a transient failure (ddp::exitCodeFor).
+#include <cstdint>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "runtime/ddprun.h"
+
+namespace {
+
+constexpr std::int64_t kDefaultSteps = 60;
+constexpr std::int64_t kSamples = 1024;  // the whole data set, before sharding
+constexpr std::int64_t kFeatures = 16;
+constexpr std::int64_t kHidden = 32;
+constexpr std::int64_t kBatchPerRank = 32;
+constexpr double kLearningRate = 0.05;
+constexpr std::uint64_t kDataSeed = 1234;
+constexpr std::uint64_t kModelSeed = 42;
+constexpr std::int64_t kLogEvery = 10;
+
+struct Options {
+  std::int64_t steps = kDefaultSteps;
+};
+
+// Two layers; DDP needs nothing from a module but its parameters.
+struct RegressorImpl : torch::nn::Module {
+  RegressorImpl()
+      : hidden(register_module("hidden", torch::nn::Linear(kFeatures, kHidden))),
+        out(register_module("out", torch::nn::Linear(kHidden, 1))) {}
+  torch::Tensor forward(const torch::Tensor& x) {  // x: [batch, kFeatures] -> [batch, 1]
+    return out(torch::tanh(hidden(x)));
+  }
+  torch::nn::Linear hidden, out;
+};
+TORCH_MODULE(Regressor);
+
+struct Shard {
+  torch::Tensor inputs;   // [kSamples / worldSize, kFeatures]
+  torch::Tensor targets;  // [kSamples / worldSize, 1]
+};
+
+// y = x . w + b + noise over the whole data set, drawn from kDataSeed (identical on every
+// rank); this rank keeps samples rank, rank + worldSize, ... (DistributedSampler's
+// interleaving, without the shuffle), the tail that does not divide evenly dropped.
+Shard makeShard(int rank, int worldSize, const c10::Device& device) {
+  torch::manual_seed(kDataSeed);
+  auto x = torch::randn({kSamples, kFeatures});
+  auto w = torch::randn({kFeatures, 1});
+  auto y = x.matmul(w) + 0.5 + 0.01 * torch::randn({kSamples, 1});
+  const std::int64_t perRank = kSamples / worldSize;
+  auto rows = torch::arange(rank, perRank * worldSize, worldSize);
+  return {x.index_select(0, rows).to(device), y.index_select(0, rows).to(device)};
+}
+
+// Every parameter flattened into one vector, in registration order.
+torch::Tensor flatParameters(torch::nn::Module& module) {
+  std::vector<torch::Tensor> flat;
+  for (const auto& p : module.parameters()) flat.push_back(p.detach().reshape(-1));
+  return torch::cat(flat);
+}
+
+// The largest difference between two ranks' copies of any parameter: elementwise MAX and
+// MIN over the ranks, straight on the process group.
+double parameterSpread(ddp::Distributed& dist, torch::nn::Module& module) {
+  std::vector<torch::Tensor> highest{flatParameters(module)};
+  std::vector<torch::Tensor> lowest{highest[0].clone()};
+  c10d::AllreduceOptions maxOptions;
+  maxOptions.reduceOp = c10d::ReduceOp::MAX;
+  c10d::AllreduceOptions minOptions;
+  minOptions.reduceOp = c10d::ReduceOp::MIN;
+  dist.group->allreduce(highest, maxOptions)->wait();
+  dist.group->allreduce(lowest, minOptions)->wait();
+  return (highest[0] - lowest[0]).abs().max().item<double>();
+}
+
+// The hand-written loop. Returns the exit code.
+int runHandWrittenLoop(const Options& options) {
+  auto dist = ddp::init();
+  const bool logs = dist.rank() == 0;
+  const auto shard = makeShard(dist.rank(), dist.worldSize(), dist.device);
+  const std::int64_t batchesPerEpoch = shard.inputs.size(0) / kBatchPerRank;
+  if (batchesPerEpoch == 0) {
+    std::cerr << "custom_loop: " << dist.worldSize() << " ranks leave " << shard.inputs.size(0)
+              << " samples per rank, fewer than one batch of " << kBatchPerRank << std::endl;
+    return ddp::kExitUsage;
+  }
+
+  // Different seeds per rank on purpose: DistributedDataParallel starts everyone from
+  // rank 0's weights (it broadcasts them when it wraps the module).
+  torch::manual_seed(kModelSeed + static_cast<std::uint64_t>(dist.rank()));
+  Regressor model;
+  model->to(dist.device);
+  ddp::DistributedDataParallel ddpModel(model, dist.group);
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(kLearningRate));
+
+  double firstLoss = 0;
+  double lastLoss = 0;
+  for (std::int64_t step = 0; step < options.steps; ++step) {
+    const std::int64_t start = (step % batchesPerEpoch) * kBatchPerRank;
+    auto inputs = shard.inputs.narrow(0, start, kBatchPerRank);    // [kBatchPerRank, kFeatures]
+    auto targets = shard.targets.narrow(0, start, kBatchPerRank);  // [kBatchPerRank, 1]
+    auto loss = torch::mse_loss(ddpModel.forward(inputs), targets);
+    optimizer.zero_grad();
+    loss.backward();  // gradients averaged over the ranks here
+    optimizer.step();
+    lastLoss = loss.item<double>();  // this rank's batch
+    if (step == 0) firstLoss = lastLoss;
+    if (logs && (step % kLogEvery == 0 || step + 1 == options.steps)) {
+      std::cout << "step " << step + 1 << "/" << options.steps << " loss " << lastLoss << std::endl;
+    }
+  }
+
+  const double spread = parameterSpread(dist, *model);
+  if (spread != 0) {
+    std::cerr << "custom_loop: rank " << dist.rank() << ": parameters differ across the "
+              << dist.worldSize() << " ranks by up to " << spread << " after " << options.steps
+              << " steps (DDP must keep them identical)" << std::endl;
+    return 1;
+  }
+  if (options.steps > 0 && !(lastLoss < firstLoss)) {
+    std::cerr << "custom_loop: rank " << dist.rank() << ": the loss did not go down (" << firstLoss
+              << " at step 1, " << lastLoss << " at step " << options.steps << ")" << std::endl;
+    return 1;
+  }
+  if (logs) {
+    std::cout << "custom_loop: " << dist.worldSize() << " ranks, " << options.steps
+              << " steps, loss " << firstLoss << " -> " << lastLoss
+              << ", parameters identical on every rank" << std::endl;
+  }
+  return ddp::kExitOk;
+}
+
+// [--steps N]; throws ddp::ConfigError for anything else.
+Options parseOptions(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--steps" && i + 1 < argc) {
+      char* end = nullptr;
+      options.steps = std::strtoll(argv[++i], &end, 10);
+      if (*end != '\0' || options.steps < 0) {
+        throw ddp::ConfigError("--steps expects a count >= 0, found '" + std::string(argv[i]) +
+                               "'");
+      }
+    } else {
+      throw ddp::ConfigError("unknown argument '" + arg + "'; usage: custom_loop [--steps N]");
+    }
+  }
+  return options;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Options options = parseOptions(argc, argv);
+    // One mode so far: the loop written by hand above.
+    return runHandWrittenLoop(options);
+  } catch (const std::exception& e) {
+    // Bad arguments, environment or rendezvous from ddp::init(), a lost peer in a collective.
+    std::cerr << "custom_loop: " << e.what() << std::endl;
+    return ddp::exitCodeFor(e);
+  }
+}
