@@ -4,7 +4,8 @@
 # Extra arguments go to ddptrain (e.g. --epochs 3, --model mlp).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-bash "$repo/scripts/setup.sh"
+# Only what the job runs: the tests and benchmarks are scripts/test.sh's to build.
+bash "$repo/scripts/setup.sh" --targets ddprun ddptrain
 build_dir=${DDPRUN_BUILD_DIR:-$repo/build}
 exec "$build_dir/launcher/ddprun" --standalone --nproc-per-node "${NPROC:-2}" -- \
   "$build_dir/examples/ddptrain" --model cnn --data idx --data-dir /usr/share/datasets/fashion-mnist "$@"

@@ -9,10 +9,23 @@
 #   DDPRUN_VENV       the venv              (default $DDPRUN_CACHE_DIR/venv-torch-<pin>-py<ver>)
 #   DDPRUN_BUILD_DIR  the build directory   (default <repo>/build)
 #   DDPRUN_CMAKE_ARGS extra CMake arguments (e.g. -DDDPRUN_WITH_CUDA=OFF)
-# Usage: setup.sh [--deps-only]   (--deps-only: steps 1 and 2, no build)
+# Usage: setup.sh [--deps-only | --targets T...]
+#   --deps-only    steps 1 and 2, no build
+#   --targets T..  build only these CMake targets (scripts/run.sh: ddprun ddptrain);
+#                  default: everything, tests and benchmarks included
 set -euo pipefail
 deps_only=0
-[[ "${1:-}" == "--deps-only" ]] && deps_only=1
+targets=()
+if [[ "${1:-}" == "--deps-only" ]]; then
+  deps_only=1
+elif [[ "${1:-}" == "--targets" ]]; then
+  shift
+  targets=("$@")
+  ((${#targets[@]})) || { echo "setup: --targets needs at least one target" >&2; exit 2; }
+elif [[ -n "${1:-}" ]]; then
+  echo "setup: unknown argument '$1'; expected --deps-only or --targets T..." >&2
+  exit 2
+fi
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 requirements="$repo/scripts/requirements.txt"
@@ -87,5 +100,7 @@ if [[ ! -f "$build_dir/build.ninja" ]]; then
   log "configure took $(($(now) - t0)) s"
 fi
 t0=$(now)
-cmake --build "$build_dir" -- -j"$(nproc)"
-log "build took $(($(now) - t0)) s"
+target_args=()
+((${#targets[@]})) && target_args=(--target "${targets[@]}")
+cmake --build "$build_dir" "${target_args[@]}" -- -j"$(nproc)"
+log "build (${targets[*]:-all targets}) took $(($(now) - t0)) s"

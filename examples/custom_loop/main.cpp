@@ -2,8 +2,15 @@
 // training program"). It lives outside ddprun's build: its CMakeLists.txt finds the
 // installed package and links ddprun::runtime, nothing else.
 //
-//   custom_loop [--steps N]        under the launcher:
-//   ddprun --standalone --nproc-per-node 2 -- ./custom_loop
+//   custom_loop [--trainer] [--steps N]        under the launcher:
+//   ddprun --standalone --nproc-per-node 2 -- ./custom_loop [--trainer]
+//
+// Two ways to train the same model on the same data:
+//   (default)  a loop written by hand around ddp::DistributedDataParallel;
+//   --trainer  the library's ddp::train::Trainer, given this file's model, its own loss
+//              (Huber) and metric (mean absolute error), and a data set read from a
+//              file of fixed-size records, only the records each batch needs, on the
+//              Trainer's prefetch thread.
 //
 // The model (a small MLP) and the data (a noisy linear target, made from a fixed seed, the
 // same on every rank, then sharded by rank) are this file's own. The loop is written by
@@ -14,9 +21,16 @@
 //
 // Exit codes: 0 trained and in sync; 1 the parameters differ across ranks or the loss did
 // not go down; 2 bad arguments or environment; 200 a transient failure (ddp::exitCodeFor).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -24,6 +38,7 @@
 #include <torch/torch.h>
 
 #include "runtime/ddprun.h"
+#include "runtime/train/trainer.h"
 
 namespace {
 
@@ -39,6 +54,7 @@ constexpr std::int64_t kLogEvery = 10;
 
 struct Options {
   std::int64_t steps = kDefaultSteps;
+  bool trainer = false;
 };
 
 // Two layers; DDP needs nothing from a module but its parameters.
@@ -149,12 +165,123 @@ int runHandWrittenLoop(const Options& options) {
   return ddp::kExitOk;
 }
 
-// [--steps N]; throws ddp::ConfigError for anything else.
+// A data set on disk: record i is kFeatures float32 inputs then one float32 target, read
+// with pread only when a batch asks for it. The Trainer calls read() on its prefetch
+// thread; this class keeps no state besides the open file.
+class RecordFileDataset : public ddp::train::Dataset {
+ public:
+  static constexpr std::int64_t kRecordFloats = kFeatures + 1;
+
+  explicit RecordFileDataset(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) {
+      throw ddp::PermanentError("cannot open the data file '" + path + "': " + std::strerror(errno));
+    }
+    const auto bytes = static_cast<std::int64_t>(std::filesystem::file_size(path));
+    if (bytes % (kRecordFloats * 4) != 0) {
+      throw ddp::PermanentError("'" + path + "' holds " + std::to_string(bytes) +
+                                " bytes, not a whole number of " +
+                                std::to_string(kRecordFloats * 4) + "-byte records");
+    }
+    size_ = bytes / (kRecordFloats * 4);
+  }
+  ~RecordFileDataset() override { ::close(fd_); }
+
+  std::int64_t size() const override { return size_; }
+
+  ddp::train::Batch read(const torch::Tensor& indices) override {
+    const auto count = indices.size(0);
+    auto records = torch::empty({count, kRecordFloats}, torch::kFloat32);
+    const auto* index = indices.data_ptr<std::int64_t>();
+    for (std::int64_t i = 0; i < count; ++i) {
+      const auto bytes = static_cast<ssize_t>(kRecordFloats * 4);
+      if (::pread(fd_, records[i].data_ptr<float>(), bytes, index[i] * bytes) != bytes) {
+        throw ddp::TransientError("short read of record " + std::to_string(index[i]) + " of '" +
+                                  path_ + "'");
+      }
+    }
+    return {records.narrow(1, 0, kFeatures), records.narrow(1, kFeatures, 1)};
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::int64_t size_ = 0;
+};
+
+// Writes samples [first, first + count) of the data set as records (every rank the same
+// file contents; each rank its own file, so no rank waits for another's write).
+std::string writeRecords(const std::string& path, std::int64_t first, std::int64_t count) {
+  torch::manual_seed(kDataSeed);
+  auto x = torch::randn({kSamples, kFeatures});
+  auto w = torch::randn({kFeatures, 1});
+  auto y = x.matmul(w) + 0.5 + 0.01 * torch::randn({kSamples, 1});
+  auto records = torch::cat({x, y}, 1).narrow(0, first, count).contiguous();
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(records.data_ptr<float>()),
+            static_cast<std::streamsize>(records.numel() * 4));
+  if (!out) throw ddp::PermanentError("cannot write the data file '" + path + "'");
+  return path;
+}
+
+// The library's Trainer with this file's model, loss, metric and data set.
+int runTrainer(const Options& options) {
+  auto dist = ddp::init();
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("custom_loop_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::int64_t trainSamples = kSamples * 3 / 4;
+  RecordFileDataset train(writeRecords((dir / "train.bin").string(), 0, trainSamples));
+  RecordFileDataset test(
+      writeRecords((dir / "test.bin").string(), trainSamples, kSamples - trainSamples));
+
+  ddp::train::Objective objective;
+  objective.loss = [](const torch::Tensor& output, const torch::Tensor& target) {
+    return torch::nn::functional::huber_loss(output, target);
+  };
+  objective.metrics.push_back({"mae", [](const torch::Tensor& output, const torch::Tensor& target) {
+                                 return (output - target).abs().sum();
+                               }});
+  ddp::train::TrainerOptions trainerOptions;
+  trainerOptions.maxSteps = options.steps;
+  trainerOptions.batchSize = kBatchPerRank;
+  trainerOptions.optimizer = {.name = "adam", .lr = 0.01};
+  trainerOptions.logEvery = kLogEvery;
+
+  torch::manual_seed(kModelSeed);
+  Regressor model;
+  model->to(dist.device);
+  ddp::train::Trainer trainer(dist, model, trainerOptions, objective);
+  const auto before = trainer.evaluate(test);
+  const auto result = trainer.fit(train, test);
+  std::filesystem::remove_all(dir);
+  const double spread = parameterSpread(dist, *model);
+  if (spread != 0) {
+    std::cerr << "custom_loop: rank " << dist.rank() << ": parameters differ across ranks by "
+              << spread << std::endl;
+    return 1;
+  }
+  if (options.steps > 0 && !(result.test.value("mae") < before.value("mae"))) {
+    std::cerr << "custom_loop: the test error did not go down (mae " << before.value("mae")
+              << " -> " << result.test.value("mae") << ")" << std::endl;
+    return 1;
+  }
+  if (dist.rank() == 0) {
+    std::cout << "custom_loop --trainer: " << dist.worldSize() << " ranks, " << result.steps
+              << " steps, test mae " << before.value("mae") << " -> " << result.test.value("mae")
+              << ", parameters identical on every rank" << std::endl;
+  }
+  return ddp::kExitOk;
+}
+
+// [--trainer] [--steps N]; throws ddp::ConfigError for anything else.
 Options parseOptions(int argc, char** argv) {
   Options options;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg == "--steps" && i + 1 < argc) {
+    if (arg == "--trainer") {
+      options.trainer = true;
+    } else if (arg == "--steps" && i + 1 < argc) {
       char* end = nullptr;
       options.steps = std::strtoll(argv[++i], &end, 10);
       if (*end != '\0' || options.steps < 0) {
@@ -162,7 +289,8 @@ Options parseOptions(int argc, char** argv) {
                                "'");
       }
     } else {
-      throw ddp::ConfigError("unknown argument '" + arg + "'; usage: custom_loop [--steps N]");
+      throw ddp::ConfigError("unknown argument '" + arg +
+                             "'; usage: custom_loop [--trainer] [--steps N]");
     }
   }
   return options;
@@ -173,11 +301,10 @@ Options parseOptions(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     const Options options = parseOptions(argc, argv);
-    // One mode so far: the loop written by hand above.
-    return runHandWrittenLoop(options);
+    return options.trainer ? runTrainer(options) : runHandWrittenLoop(options);
   } catch (const std::exception& e) {
-    // Bad arguments, environment or rendezvous from ddp::init(), a lost peer in a collective.
-    std::cerr << "custom_loop: " << e.what() << std::endl;
+    // Bad arguments, environment or data (permanent), rendezvous or a lost peer (transient).
+    std::cerr << "custom_loop: " << ddp::errorMessage(e) << std::endl;
     return ddp::exitCodeFor(e);
   }
 }

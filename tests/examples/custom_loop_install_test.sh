@@ -69,6 +69,14 @@ echo "$out"
 [[ $code -eq 0 ]] || fail "custom_loop under ddprun exited $code"
 grep -Eq 'step [0-9]+/[0-9]+ loss [0-9.e+-]+' <<<"$out" || fail "no loss line"
 grep -q 'parameters identical on every rank' <<<"$out" || fail "no final check line"
+# The same program through the library's Trainer: its own loss, metric and file-backed data.
+set +e
+out=$("$prefix/bin/ddprun" --standalone --nproc-per-node 2 -- "$tmp/build/custom_loop" --trainer 2>&1)
+code=$?
+set -e
+echo "$out"
+[[ $code -eq 0 ]] || fail "custom_loop --trainer under ddprun exited $code"
+grep -q 'custom_loop --trainer: 2 ranks, 60 steps, test mae' <<<"$out" || fail "no --trainer line"
 t3=$(now)
 echo "install+checks $((t1 - t0)) s, configure+build $((t2 - t1)) s, run $((t3 - t2)) s"
 echo PASS

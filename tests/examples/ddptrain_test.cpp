@@ -39,27 +39,30 @@ class DdptrainTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  // Starts `world` ranks of ddptrain with `args`.
-  std::vector<std::unique_ptr<ChildProcess>> start(const Args& args, int world = 2) {
+  // Starts `world` ranks of ddptrain with `args`, `extraEnv` on top of the launch's.
+  std::vector<std::unique_ptr<ChildProcess>> start(const Args& args, int world = 2,
+                                                   const std::map<std::string, std::string>& extraEnv = {}) {
     const auto port = std::to_string(findFreePort());
     std::vector<std::unique_ptr<ChildProcess>> ranks;
     for (int rank = 0; rank < world; ++rank) {
       Args argv{DDPTRAIN_BINARY};
       argv.insert(argv.end(), args.begin(), args.end());
-      ranks.push_back(std::make_unique<ChildProcess>(
-          argv, std::map<std::string, std::string>{{"RANK", std::to_string(rank)},
-                                                   {"WORLD_SIZE", std::to_string(world)},
-                                                   {"LOCAL_RANK", std::to_string(rank)},
-                                                   {"LOCAL_WORLD_SIZE", std::to_string(world)},
-                                                   {"MASTER_ADDR", "127.0.0.1"},
-                                                   {"MASTER_PORT", port},
-                                                   {"GLOO_SOCKET_IFNAME", "lo"},
-                                                   {"OMP_NUM_THREADS", "1"}}));
+      std::map<std::string, std::string> env{{"RANK", std::to_string(rank)},
+                                             {"WORLD_SIZE", std::to_string(world)},
+                                             {"LOCAL_RANK", std::to_string(rank)},
+                                             {"LOCAL_WORLD_SIZE", std::to_string(world)},
+                                             {"MASTER_ADDR", "127.0.0.1"},
+                                             {"MASTER_PORT", port},
+                                             {"GLOO_SOCKET_IFNAME", "lo"},
+                                             {"OMP_NUM_THREADS", "1"}};
+      for (const auto& [name, value] : extraEnv) env[name] = value;
+      ranks.push_back(std::make_unique<ChildProcess>(argv, env));
     }
     return ranks;
   }
-  std::vector<ProcessResult> run(const Args& args, int world = 2) {
-    auto ranks = start(args, world);
+  std::vector<ProcessResult> run(const Args& args, int world = 2,
+                                 const std::map<std::string, std::string>& extraEnv = {}) {
+    auto ranks = start(args, world, extraEnv);
     std::vector<ProcessResult> results;
     for (auto& r : ranks) results.push_back(r->wait(300s));
     return results;
@@ -236,6 +239,38 @@ TEST_F(DdptrainTest, PythonTorchLoadReadsTheCheckpointWithEqualTensors) {
   ASSERT_EQ(result.exitCode, 0) << result.output;
   EXPECT_EQ(result.output, ours);
   std::cout << result.output;
+}
+
+// Note [Log level precedence]: --log-level (or the config file) > DDPRUN_LOG_LEVEL > info.
+// ddp::init() once reset the level to DDPRUN_LOG_LEVEL or info, so --log-level debug
+// showed no debug line.
+TEST_F(DdptrainTest, LogLevelFlagWinsOverTheVariableAndSurvivesInit) {
+  const Args quick{"--model", "mlp", "--data", "synthetic", "--synthetic-samples", "256",
+                   "--max-steps", "2", "--log-every", "1"};
+  auto withFlag = [&](const std::string& level) {
+    Args args = quick;
+    args.insert(args.end(), {"--log-level", level});
+    return args;
+  };
+  auto debugLines = [](const ProcessResult& r) { return r.output.find("] [debug] [") != std::string::npos; };
+
+  auto results = run(withFlag("debug"), 1, {{"DDPRUN_LOG_LEVEL", "warn"}});
+  ASSERT_EQ(results[0].exitCode, 0) << results[0].output;
+  EXPECT_TRUE(debugLines(results[0])) << "flag debug over variable warn:\n" << results[0].output;
+
+  results = run(quick, 1, {{"DDPRUN_LOG_LEVEL", "debug"}});
+  ASSERT_EQ(results[0].exitCode, 0) << results[0].output;
+  EXPECT_TRUE(debugLines(results[0])) << "the variable without a flag:\n" << results[0].output;
+
+  results = run(withFlag("info"), 1, {{"DDPRUN_LOG_LEVEL", "debug"}});
+  ASSERT_EQ(results[0].exitCode, 0) << results[0].output;
+  EXPECT_FALSE(debugLines(results[0])) << "flag info over variable debug:\n" << results[0].output;
+
+  results = run(quick, 1, {{"DDPRUN_LOG_LEVEL", "chatty"}});
+  EXPECT_EQ(results[0].exitCode, 2) << results[0].output;
+  EXPECT_NE(results[0].output.find("DDPRUN_LOG_LEVEL=chatty: expected one of debug"),
+            std::string::npos)
+      << results[0].output;
 }
 
 TEST_F(DdptrainTest, BadConfigurationExitsWithTheUsageCode) {

@@ -488,14 +488,26 @@ INSTANTIATE_TEST_SUITE_P(
         UsageCase{{"--nnodes", "1:4", "true"}, {}, "elastic ranges are not supported"},
         UsageCase{{"--nnodes", "2", "true"}, {}, "MASTER_ADDR (unset)"},
         UsageCase{{"--master-port", "70000", "true"}, {},
-                  "--master-port=70000: expected an integer in [1, 65535]"},
+                  "--master-port=70000: expected a decimal integer in [1, 65535]"},
         UsageCase{{"--max-restarts", "-1", "true"}, {}, "--max-restarts=-1"},
         UsageCase{{"--backend", "mpi", "true"}, {}, "--backend=mpi: expected gloo, nccl or auto"},
         UsageCase{{"--redirects", "3", "true"}, {}, "there is no --log-dir"},
         UsageCase{{"--bogus", "true"}, {}, "bogus"},
         UsageCase{{"--nproc-per-node", "2"}, {}, "no PROGRAM given"},
         UsageCase{{"true"}, {{"RANK", "3"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m"}},
-                  "node rank 3 (from RANK) must be below the node count 2"},
+                  "RANK=3: expected a value below WORLD_SIZE=2"},
+        // The launcher once passed these on and every worker failed on them instead.
+        UsageCase{{"true"}, {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m:29500"}},
+                  "MASTER_ADDR=m:29500: expected a host without a port; found host:port"},
+        UsageCase{{"--nproc-per-node", "2", "true"}, {{"MASTER_ADDR", "m 0"}},
+                  "MASTER_ADDR=m 0: expected the host name or IP address of rank 0; found "
+                  "whitespace"},
+        UsageCase{{"true"}, {{"PET_MAX_RESTARTS", "-1"}},
+                  "PET_MAX_RESTARTS=-1: expected a decimal integer in [0, 1000]; found a "
+                  "negative number"},
+        UsageCase{{"--log-level", "loud", "true"}, {}, "--log-level=loud: expected one of debug"},
+        UsageCase{{"true"}, {{"DDPRUN_LOG_LEVEL", "loud"}},
+                  "DDPRUN_LOG_LEVEL=loud: expected one of debug"},
         UsageCase{{"true"}, {{"RANK", "zero"}, {"WORLD_SIZE", "2"}}, "RANK=zero"},
         UsageCase{{"true"}, {{"LOCAL_RANK", "0"}}, "inside another launcher's worker"}));
 

@@ -1,5 +1,8 @@
-// resolveLaunchPlan: every environment source and flag, and every way they can be wrong.
+// resolveLaunchPlan over readLaunchCommand, as ddprun runs them: every environment source
+// and flag, and every way they can be wrong.
 #include "launcher/launch_plan.h"
+
+#include "launcher/launch_flags.h"
 
 #include <gtest/gtest.h>
 
@@ -10,10 +13,15 @@ namespace {
 
 using env::EnvMap;
 
+// The command line's flags (name -> text) over `env`, as ddprun's main resolves them.
+LaunchPlan plan(const GivenFlags& flags, const EnvMap& env, const DeviceCounts& devices) {
+  return resolveLaunchPlan(readLaunchCommand(flags, env).plan, env, devices);
+}
+
 struct PlanCase {
   std::string name;
   EnvMap env;
-  LaunchFlags flags;
+  GivenFlags flags;
   // Expected plan.
   std::string source;
   int nnodes, nodeRank, nproc;
@@ -28,7 +36,7 @@ class PlanTest : public ::testing::TestWithParam<PlanCase> {};
 
 TEST_P(PlanTest, Resolves) {
   const auto& c = GetParam();
-  const auto plan = resolveLaunchPlan(c.flags, c.env, DeviceCounts{.gpus = 0, .cpus = 8});
+  const auto plan = ddp::launcher::plan(c.flags, c.env, DeviceCounts{.gpus = 0, .cpus = 8});
   EXPECT_EQ(plan.source, c.source);
   EXPECT_EQ(plan.nnodes, c.nnodes);
   EXPECT_EQ(plan.nodeRank, c.nodeRank);
@@ -39,11 +47,7 @@ TEST_P(PlanTest, Resolves) {
   EXPECT_EQ(plan.worldSize(), c.nnodes * c.nproc);
 }
 
-LaunchFlags nproc(const std::string& n) {
-  LaunchFlags f;
-  f.nprocPerNode = n;
-  return f;
-}
+GivenFlags nproc(const std::string& n) { return {{"nproc-per-node", n}}; }
 
 INSTANTIATE_TEST_SUITE_P(
     Sources, PlanTest,
@@ -51,8 +55,8 @@ INSTANTIATE_TEST_SUITE_P(
         PlanCase{"NothingSet", {}, {}, "default", 1, 0, 1, "127.0.0.1", 29500},
         PlanCase{"FlagsOnly",
                  {},
-                 LaunchFlags{.nprocPerNode = "2", .nnodes = 3, .nodeRank = 1,
-                             .masterAddr = "node0", .masterPort = 1234, .maxRestarts = 4},
+                 {{"nproc-per-node", "2"}, {"nnodes", "3"}, {"node-rank", "1"},
+                  {"master-addr", "node0"}, {"master-port", "1234"}, {"max-restarts", "4"}},
                  "flags", 3, 1, 2, "node0", 1234, 4},
         // PyTorchJob >= v1.7, nprocPerNode: 2, worker-1 of master + 2 workers (3 pods).
         PlanCase{"PyTorchJobWithPet",
@@ -95,7 +99,7 @@ INSTANTIATE_TEST_SUITE_P(
         PlanCase{"FlagsWinOverEnv",
                  {{"PET_NNODES", "2"}, {"PET_NODE_RANK", "1"}, {"PET_NPROC_PER_NODE", "4"},
                   {"PET_MASTER_ADDR", "m"}, {"PET_MASTER_PORT", "29500"}},
-                 LaunchFlags{.nprocPerNode = "1", .masterPort = 40000, .maxRestarts = 1},
+                 {{"nproc-per-node", "1"}, {"master-port", "40000"}, {"max-restarts", "1"}},
                  "trainer-v2", 2, 1, 1, "m", 40000, 1},
         // The operator's empty PET_STANDALONE means true.
         PlanCase{"PetStandaloneEmptyIsTrue",
@@ -103,9 +107,8 @@ INSTANTIATE_TEST_SUITE_P(
                  {}, "trainer-v2", 1, 0, 2, "127.0.0.1", 0}));
 
 TEST(PlanTest, AutoIsOneWorkerPerVisibleGpu) {
-  const auto plan = resolveLaunchPlan(nproc("auto"), {}, DeviceCounts{.gpus = 4, .cpus = 2});
-  EXPECT_EQ(plan.nprocPerNode, 4);
-  EXPECT_EQ(resolveLaunchPlan(nproc("gpu"), {}, DeviceCounts{.gpus = 2}).nprocPerNode, 2);
+  EXPECT_EQ(plan(nproc("auto"), {}, DeviceCounts{.gpus = 4, .cpus = 2}).nprocPerNode, 4);
+  EXPECT_EQ(plan(nproc("gpu"), {}, DeviceCounts{.gpus = 2}).nprocPerNode, 2);
 }
 
 TEST(PlanTest, DetectsGpusFromCudaVisibleDevices) {
@@ -117,7 +120,7 @@ TEST(PlanTest, DetectsGpusFromCudaVisibleDevices) {
 struct BadCase {
   std::string name;
   EnvMap env;
-  LaunchFlags flags;
+  GivenFlags flags;
   std::string message;  // a part of what the error says
 };
 
@@ -128,7 +131,7 @@ class BadPlanTest : public ::testing::TestWithParam<BadCase> {};
 TEST_P(BadPlanTest, IsRefusedWithACause) {
   const auto& c = GetParam();
   try {
-    resolveLaunchPlan(c.flags, c.env, DeviceCounts{.gpus = 0, .cpus = 2});
+    plan(c.flags, c.env, DeviceCounts{.gpus = 0, .cpus = 2});
     FAIL() << "expected an error containing: " << c.message;
   } catch (const std::exception& e) {
     EXPECT_NE(std::string(e.what()).find(c.message), std::string::npos) << e.what();
@@ -143,7 +146,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"NonNumericRank", {{"RANK", "x"}, {"WORLD_SIZE", "2"}}, {}, "RANK=x"},
         BadCase{"RankAtLeastNodes",
                 {{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m"}}, {},
-                "node rank 2 (from RANK) must be below the node count 2 (from WORLD_SIZE)"},
+                "RANK=2: expected a value below WORLD_SIZE=2"},
         BadCase{"PetNodeRankDisagrees",
                 {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"PET_NODE_RANK", "0"},
                  {"MASTER_ADDR", "m"}}, {}, "PET_NODE_RANK=0"},
@@ -167,10 +170,23 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"BadNprocFlag", {}, nproc("0"), "--nproc-per-node=0"},
         BadCase{"GpuWithoutGpus", {}, nproc("gpu"), "no visible GPU"},
         BadCase{"BadPetStandalone", {{"PET_STANDALONE", "yes"}}, {}, "PET_STANDALONE=yes"},
-        BadCase{"StandaloneWithNodes", {}, LaunchFlags{.nnodes = 2, .standalone = true},
+        // The launcher once let these pass and every worker then failed on them.
+        BadCase{"MasterAddrWithPort", {{"MASTER_ADDR", "m:29500"}}, {},
+                "MASTER_ADDR=m:29500: expected a host without a port; found host:port"},
+        BadCase{"PetMasterAddrWithSpaces", {{"PET_MASTER_ADDR", "m 1"}, {"PET_NNODES", "2"}}, {},
+                "PET_MASTER_ADDR=m 1: expected the host name or IP address of rank 0; found "
+                "whitespace"},
+        BadCase{"ElasticRangeFlag", {}, {{"nnodes", "1:4"}},
+                "--nnodes=1:4: expected a fixed node count N (or N:N)"},
+        BadCase{"BadMaxRestartsVariable", {{"PET_MAX_RESTARTS", "many"}}, {},
+                "PET_MAX_RESTARTS=many: expected a decimal integer in [0, 1000]"},
+        BadCase{"BadPortFlag", {}, {{"master-port", "0x10"}},
+                "--master-port=0x10: expected a decimal integer in [1, 65535]; found '0x10'"},
+        BadCase{"RedirectsWithoutLogDir", {}, {{"redirects", "3"}}, "there is no --log-dir"},
+        BadCase{"StandaloneWithNodes", {}, {{"nnodes", "2"}, {"standalone", ""}},
                 "--standalone runs one node"},
-        BadCase{"NodeRankFlagTooHigh", {}, LaunchFlags{.nnodes = 2, .nodeRank = 2,
-                                                        .masterAddr = "m"},
+        BadCase{"NodeRankFlagTooHigh", {},
+                {{"nnodes", "2"}, {"node-rank", "2"}, {"master-addr", "m"}},
                 "node rank 2 (from --node-rank) must be below the node count 2 (from --nnodes)"}));
 
 TEST(WorkerEnvironmentTest, HasTorchrunVariablesAndOptions) {

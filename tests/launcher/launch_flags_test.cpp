@@ -1,0 +1,76 @@
+// The launcher's flag table: which words take a value (derived from the table), and each
+// flag's fallback to its variable, with the flag winning.
+#include "launcher/launch_flags.h"
+
+#include <gtest/gtest.h>
+
+namespace ddp::launcher {
+namespace {
+
+TEST(LaunchFlagsTest, ValueTakingFlagsComeFromTheTable) {
+  for (const char* arg : {"--nproc-per-node", "--nproc_per_node", "--nnodes", "--node_rank",
+                          "--master-addr", "--master_port", "--max-restarts", "--rdzv-timeout",
+                          "--backend", "--grace-period", "--log-dir", "--log_dir", "--redirects",
+                          "-r", "--error-file", "--log-level"}) {
+    EXPECT_TRUE(flagTakesValue(arg)) << arg;
+  }
+  for (const char* arg : {"--standalone", "--dry-run", "--help", "--version", "train.py", "-x"}) {
+    EXPECT_FALSE(flagTakesValue(arg)) << arg;
+  }
+  for (const auto& spec : launchFlagSpecs()) {
+    EXPECT_EQ(flagTakesValue("--" + spec.name), !spec.valueName.empty()) << spec.name;
+  }
+}
+
+TEST(LaunchFlagsTest, EveryTorchrunFlagFallsBackToItsPetVariable) {
+  for (const char* name : {"nproc-per-node", "nnodes", "node-rank", "master-addr", "master-port",
+                           "standalone", "max-restarts", "log-dir", "redirects"}) {
+    bool found = false;
+    for (const auto& spec : launchFlagSpecs()) {
+      if (spec.name != name) continue;
+      found = true;
+      std::string pet = "PET_" + spec.name;
+      for (auto& c : pet) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));
+      EXPECT_EQ(spec.variable, pet) << name;
+    }
+    EXPECT_TRUE(found) << name;
+  }
+}
+
+TEST(LaunchFlagsTest, TheFlagWinsOverItsVariable) {
+  const env::EnvMap env{{"PET_MAX_RESTARTS", "3"}, {"PET_LOG_DIR", "/logs"},
+                        {"PET_REDIRECTS", "1"}, {"DDPRUN_ERROR_FILE", "/dev/termination-log"}};
+  const auto fromEnv = readLaunchCommand({}, env);
+  EXPECT_EQ(fromEnv.plan.maxRestarts, 3);
+  EXPECT_EQ(fromEnv.plan.maxRestartsOrigin, "PET_MAX_RESTARTS");
+  EXPECT_EQ(fromEnv.logDir, "/logs");
+  EXPECT_EQ(fromEnv.redirects, 1);
+  EXPECT_EQ(fromEnv.errorFile, "/dev/termination-log");
+  EXPECT_EQ(fromEnv.origins.at("log-dir"), "PET_LOG_DIR");
+
+  const auto fromFlags = readLaunchCommand(
+      {{"max-restarts", "1"}, {"log-dir", "/mine"}, {"redirects", "0"}, {"error-file", "e.json"}},
+      env);
+  EXPECT_EQ(fromFlags.plan.maxRestarts, 1);
+  EXPECT_EQ(fromFlags.plan.maxRestartsOrigin, "--max-restarts");
+  EXPECT_EQ(fromFlags.logDir, "/mine");
+  EXPECT_EQ(fromFlags.redirects, 0);
+  EXPECT_EQ(fromFlags.errorFile, "e.json");
+}
+
+TEST(LaunchFlagsTest, NodeVariablesAreLeftToTheNodeView) {
+  // PET_NNODES is read (and cross-checked) by env::resolveNodeEnv, not here.
+  const auto command = readLaunchCommand({}, {{"PET_NNODES", "4"}, {"DDPRUN_LOG_LEVEL", "debug"}});
+  EXPECT_FALSE(command.plan.nnodes.has_value());
+  EXPECT_FALSE(command.logLevel.has_value());
+}
+
+TEST(LaunchFlagsTest, PetStandaloneEmptyMeansOn) {
+  EXPECT_TRUE(readLaunchCommand({}, {{"PET_STANDALONE", ""}}).plan.standalone);
+  EXPECT_TRUE(readLaunchCommand({}, {{"PET_STANDALONE", "1"}}).plan.standalone);
+  EXPECT_FALSE(readLaunchCommand({}, {{"PET_STANDALONE", "0"}}).plan.standalone);
+  EXPECT_TRUE(readLaunchCommand({{"standalone", ""}}, {{"PET_STANDALONE", "0"}}).plan.standalone);
+}
+
+}  // namespace
+}  // namespace ddp::launcher

@@ -1,0 +1,51 @@
+// Note [Two error families]: every error class of the project belongs to one family, and
+// the family alone decides the exit code; errors that are not ours are transient.
+#include "runtime/error.h"
+
+#include <gtest/gtest.h>
+
+#include <c10/util/Exception.h>
+
+#include "data/data_error.h"
+#include "launcher/launch_plan.h"
+#include "models/model_zoo.h"
+#include "runtime/distributed.h"
+#include "runtime/env/cluster_env.h"
+#include "runtime/rendezvous/tcp_store.h"
+#include "runtime/train/checkpointer.h"
+
+namespace ddp {
+namespace {
+
+TEST(ErrorFamiliesTest, PermanentErrorsExit2) {
+  EXPECT_EQ(exitCodeFor(ConfigError("x")), kExitUsage);
+  EXPECT_EQ(exitCodeFor(env::EnvError("RANK", "x", "a number", "x", "")), kExitUsage);
+  EXPECT_EQ(exitCodeFor(launcher::LaunchError("x")), kExitUsage);
+  EXPECT_EQ(exitCodeFor(data::DataError("x")), kExitUsage);
+  EXPECT_EQ(exitCodeFor(models::ModelSpecError("x")), kExitUsage);
+}
+
+TEST(ErrorFamiliesTest, TransientErrorsExit200) {
+  EXPECT_EQ(exitCodeFor(rendezvous::RendezvousError("x")), kExitTransient);
+  EXPECT_EQ(exitCodeFor(train::CheckpointError("x")), kExitTransient);
+  EXPECT_EQ(exitCodeFor(c10::DistError("collective timed out", "")), kExitTransient);
+  EXPECT_EQ(exitCodeFor(std::runtime_error("unforeseen")), kExitTransient);
+}
+
+TEST(ErrorFamiliesTest, CaughtAsTheirFamily) {
+  EXPECT_THROW(throw models::ModelSpecError("x"), PermanentError);
+  EXPECT_THROW(throw train::CheckpointError("x"), TransientError);
+  EXPECT_THROW(throw env::EnvError("A", std::nullopt, "b", "c", ""), Error);
+}
+
+TEST(ErrorMessageTest, C10ErrorsLoseTheirBacktrace) {
+  try {
+    TORCH_CHECK(false, "a check that failed");
+  } catch (const c10::Error& e) {
+    EXPECT_EQ(errorMessage(e), "a check that failed");
+  }
+  EXPECT_EQ(errorMessage(ConfigError("plain")), "plain");
+}
+
+}  // namespace
+}  // namespace ddp
