@@ -82,26 +82,28 @@ struct SklearnHeader {
 CsvTable readCsvFile(const std::string& path) {
   const std::string content = readWholeFile(path);
   if (content.find_first_not_of(" \t\r\n") == std::string::npos) {
-    throw DataError(fmt::format("{}: {} file, expected CSV rows (features, then an integer "
-                                "class label)",
-                                path, content.empty() ? "empty" : "blank"));
+    throw DataError(
+        fmt::format("{}: {} file, expected CSV rows (features, then an integer "
+                    "class label)",
+                    path, content.empty() ? "empty" : "blank"));
   }
 
   // Text never holds a NUL byte; without this check a binary file reads as one long
   // header line with the puzzling complaint that no rows follow it.
   if (const auto nul = content.find('\0'); nul != std::string::npos) {
-    throw DataError(fmt::format("{}: offset {}: expected CSV text, found a NUL byte (binary "
-                                "data: an IDX file, or compressed other than with gzip?)",
-                                path, nul));
+    throw DataError(
+        fmt::format("{}: offset {}: expected CSV text, found a NUL byte (binary "
+                    "data: an IDX file, or compressed other than with gzip?)",
+                    path, nul));
   }
 
   CsvTable table;
   std::optional<SklearnHeader> header;
-  std::int64_t headerLine = 0;    // the line of either kind of header, 0 if none
-  std::int64_t columns = 0;       // of the first row; every row must have as many
-  std::int64_t columnsLine = 0;   // where that was seen
+  std::int64_t headerLine = 0;   // the line of either kind of header, 0 if none
+  std::int64_t columns = 0;      // of the first row; every row must have as many
+  std::int64_t columnsLine = 0;  // where that was seen
   std::int64_t rows = 0;
-  std::vector<float> features;    // grows with the rows read, never sized from the header
+  std::vector<float> features;  // grows with the rows read, never sized from the header
   std::vector<std::int64_t> labels;
   std::int64_t maxLabel = -1;
 
@@ -134,40 +136,43 @@ CsvTable readCsvFile(const std::string& path) {
     const auto numCells = static_cast<std::int64_t>(cells.size());
     if (columns == 0) {
       if (numCells < 2) {
-        throw DataError(fmt::format("{}: expected at least 2 columns (features, then the "
-                                    "label), found {}",
-                                    where(0), numCells));
+        throw DataError(
+            fmt::format("{}: expected at least 2 columns (features, then the "
+                        "label), found {}",
+                        where(0), numCells));
       }
       columns = numCells;
       columnsLine = lineNumber;
     } else if (numCells != columns) {
-      throw DataError(fmt::format("{}: line {}: expected {} columns ({} features and the label, "
-                                  "as on line {}), found {}",
-                                  path, lineNumber, columns, columns - 1, columnsLine, numCells));
+      throw DataError(
+          fmt::format("{}: line {}: expected {} columns ({} features and the label, "
+                      "as on line {}), found {}",
+                      path, lineNumber, columns, columns - 1, columnsLine, numCells));
     }
     for (std::int64_t c = 0; c + 1 < numCells; ++c) {
       const auto value = parseNumber(cells[c]);
       if (!value) {
-        throw DataError(fmt::format("{}: expected a number (a feature), found {}", where(c),
-                                    quote(cells[c])));
+        throw DataError(
+            fmt::format("{}: expected a number (a feature), found {}", where(c), quote(cells[c])));
       }
       features.push_back(static_cast<float>(*value));
     }
     const auto labelColumn = static_cast<std::size_t>(numCells - 1);
     const auto label = parseNumber(cells[labelColumn]);
     if (!label || *label < 0 || *label != std::floor(*label) || *label > kCsvMaxLabel) {
-      throw DataError(fmt::format("{}: expected a class label (an integer 0..{}) in the last "
-                                  "column, found {}",
-                                  where(labelColumn), kCsvMaxLabel, quote(cells[labelColumn])));
+      throw DataError(
+          fmt::format("{}: expected a class label (an integer 0..{}) in the last "
+                      "column, found {}",
+                      where(labelColumn), kCsvMaxLabel, quote(cells[labelColumn])));
     }
     const auto classIndex = static_cast<std::int64_t>(*label);
     if (!table.classNames.empty() &&
         classIndex >= static_cast<std::int64_t>(table.classNames.size())) {
-      throw DataError(fmt::format("{}: label {}, but the header (line {}) names {} classes ({}): "
-                                  "expected 0..{}",
-                                  where(labelColumn), classIndex, headerLine,
-                                  table.classNames.size(), fmt::join(table.classNames, ", "),
-                                  table.classNames.size() - 1));
+      throw DataError(
+          fmt::format("{}: label {}, but the header (line {}) names {} classes ({}): "
+                      "expected 0..{}",
+                      where(labelColumn), classIndex, headerLine, table.classNames.size(),
+                      fmt::join(table.classNames, ", "), table.classNames.size() - 1));
     }
     labels.push_back(classIndex);
     maxLabel = std::max(maxLabel, classIndex);
@@ -175,25 +180,27 @@ CsvTable readCsvFile(const std::string& path) {
   }
 
   if (rows == 0) {
-    throw DataError(fmt::format("{}: line {} is a header, but no data rows follow (truncated "
-                                "file?)",
-                                path, headerLine));
+    throw DataError(
+        fmt::format("{}: line {} is a header, but no data rows follow (truncated "
+                    "file?)",
+                    path, headerLine));
   }
   if (header) {
     if (header->features != columns - 1) {
-      throw DataError(fmt::format("{}: line {}: the header declares {} features, but the rows "
-                                  "have {} (then the label)",
-                                  path, header->line, header->features, columns - 1));
+      throw DataError(
+          fmt::format("{}: line {}: the header declares {} features, but the rows "
+                      "have {} (then the label)",
+                      path, header->line, header->features, columns - 1));
     }
     if (header->samples != rows) {
-      throw DataError(fmt::format("{}: line {}: the header declares {} samples, but the file "
-                                  "has {} rows{}",
-                                  path, header->line, header->samples, rows,
-                                  header->samples > rows ? " (truncated file?)" : ""));
+      throw DataError(
+          fmt::format("{}: line {}: the header declares {} samples, but the file "
+                      "has {} rows{}",
+                      path, header->line, header->samples, rows,
+                      header->samples > rows ? " (truncated file?)" : ""));
     }
   }
-  table.features =
-      torch::from_blob(features.data(), {rows, columns - 1}, torch::kFloat32).clone();
+  table.features = torch::from_blob(features.data(), {rows, columns - 1}, torch::kFloat32).clone();
   table.labels = torch::from_blob(labels.data(), {rows}, torch::kInt64).clone();
   table.numClasses = maxLabel + 1;
   return table;

@@ -18,8 +18,8 @@ namespace {
 
 void requirePath(const DatasetOptions& options, const char* what) {
   if (options.path.empty()) {
-    throw DataError(fmt::format("data kind '{}' reads {}, but no path was given", options.kind,
-                                what));
+    throw DataError(
+        fmt::format("data kind '{}' reads {}, but no path was given", options.kind, what));
   }
 }
 
@@ -39,9 +39,9 @@ DatasetSplits loadIdx(const DatasetOptions& options) {
   splits.numClasses = 10;  // readMnistSplit accepts labels 0..9
   splits.train = {std::move(train.images), std::move(train.labels)};
   splits.test = {std::move(test.images), std::move(test.labels)};
-  splits.description = fmt::format("idx: {}: train {} + test {} images {}, 10 classes",
-                                   options.path, splits.train.size(), splits.test.size(),
-                                   fmt::join(splits.sampleShape, "x"));
+  splits.description =
+      fmt::format("idx: {}: train {} + test {} images {}, 10 classes", options.path,
+                  splits.train.size(), splits.test.size(), fmt::join(splits.sampleShape, "x"));
   return splits;
 }
 
@@ -55,9 +55,8 @@ DatasetSplits loadCsv(const DatasetOptions& options) {
     throw DataError(fmt::format("{}: {} row: expected at least 2 (one to train on, one to test)",
                                 options.path, rows));
   }
-  const std::int64_t testCount =
-      std::clamp<std::int64_t>(std::llround(options.testFraction * static_cast<double>(rows)), 1,
-                               rows - 1);
+  const std::int64_t testCount = std::clamp<std::int64_t>(
+      std::llround(options.testFraction * static_cast<double>(rows)), 1, rows - 1);
   auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed);
   const auto order = torch::randperm(rows, generator);
   const auto trainRows = order.narrow(0, 0, rows - testCount);
@@ -65,8 +64,8 @@ DatasetSplits loadCsv(const DatasetOptions& options) {
 
   // Statistics in double from the train rows only: no information from the test split.
   const auto trainFeatures = table.features.index_select(0, trainRows).to(torch::kFloat64);
-  const auto mean = trainFeatures.mean(0);                                   // [F]
-  auto stddev = trainFeatures.std(0, /*unbiased=*/false);                    // [F]
+  const auto mean = trainFeatures.mean(0);                 // [F]
+  auto stddev = trainFeatures.std(0, /*unbiased=*/false);  // [F]
   stddev = torch::where(stddev > 0, stddev, torch::ones_like(stddev));
   const auto standardize = [&](const torch::Tensor& rowsSelected) {
     return TensorDataset{
@@ -101,8 +100,8 @@ DatasetSplits loadText(const DatasetOptions& options) {
   splits.description = fmt::format(
       "text: {}: {} bytes, vocabulary of {} bytes; train {} + test {} windows of {} characters "
       "(+1 target) from the first {} and the last {} bytes",
-      options.path, text.tokens.size(0), splits.numClasses, splits.train.size(),
-      splits.test.size(), options.blockSize, split.trainBytes, split.testBytes);
+      options.path, text.tokens.size(0), splits.numClasses, splits.train.size(), splits.test.size(),
+      options.blockSize, split.trainBytes, split.testBytes);
   return splits;
 }
 

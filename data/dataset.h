@@ -40,7 +40,7 @@ struct DatasetSplits {
 };
 
 struct DatasetOptions {
-  std::string kind = "idx";     // idx | csv | text | synthetic
+  std::string kind = "idx";  // idx | csv | text | synthetic
   // idx: directory with train-*/t10k-* files; csv, text: a file (.gz or plain)
   std::string path;
   double testFraction = 0.2;    // csv and text: held-out share (idx has its own test files)

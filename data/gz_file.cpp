@@ -38,9 +38,10 @@ std::size_t GzFile::read(void* out, std::size_t size, std::int64_t offset) {
   }
   // A .gz cut short reads as a short file unless asked: zlib only notes it (Z_BUF_ERROR).
   if (code == Z_BUF_ERROR) {
-    throw DataError(fmt::format("{}: offset {}: cannot decompress further ({}): the .gz file "
-                                "is truncated",
-                                path_, offset + n, message));
+    throw DataError(
+        fmt::format("{}: offset {}: cannot decompress further ({}): the .gz file "
+                    "is truncated",
+                    path_, offset + n, message));
   }
   return static_cast<std::size_t>(n);
 }
@@ -55,8 +56,8 @@ std::string readWholeFile(const std::string& path) {
   for (;;) {
     const std::size_t old = content.size();
     content.resize(old + kChunkBytes);
-    const std::size_t n = file.read(content.data() + old, kChunkBytes,
-                                    static_cast<std::int64_t>(old));
+    const std::size_t n =
+        file.read(content.data() + old, kChunkBytes, static_cast<std::int64_t>(old));
     content.resize(old + n);
     if (n == 0) return content;
   }

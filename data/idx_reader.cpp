@@ -23,43 +23,45 @@ std::string hex(std::uint32_t value) { return fmt::format("0x{:08x}", value); }
 }  // namespace
 
 IdxArray readIdxFile(const std::string& path) {
-  GzFile file(path, "check --data-dir; the Fashion-MNIST files come with Debian's "
-                    "dataset-fashion-mnist.");
+  GzFile file(path,
+              "check --data-dir; the Fashion-MNIST files come with Debian's "
+              "dataset-fashion-mnist.");
   std::uint8_t header[4];
   const auto got = file.read(header, 4, 0);
   if (got != 4) {
-    throw DataError(fmt::format("{}: offset 0: expected a 4-byte IDX magic number, found {} "
-                                "bytes (truncated or empty file)",
-                                path, got));
+    throw DataError(
+        fmt::format("{}: offset 0: expected a 4-byte IDX magic number, found {} "
+                    "bytes (truncated or empty file)",
+                    path, got));
   }
   const std::uint32_t magic = (header[0] << 24) | (header[1] << 16) | (header[2] << 8) | header[3];
   const int numDims = header[3];
   if (header[0] != 0 || header[1] != 0 || header[2] != kTypeUnsignedByte || numDims < 1 ||
       numDims > kMaxDims) {
-    throw DataError(fmt::format(
-        "{}: offset 0: expected an IDX magic number 0x000008NN (unsigned bytes, 1..{} "
-        "dimensions), found {}. Is this an IDX file (MNIST format)?",
-        path, kMaxDims, hex(magic)));
+    throw DataError(
+        fmt::format("{}: offset 0: expected an IDX magic number 0x000008NN (unsigned bytes, 1..{} "
+                    "dimensions), found {}. Is this an IDX file (MNIST format)?",
+                    path, kMaxDims, hex(magic)));
   }
   IdxArray array;
   std::int64_t count = 1;
   for (int d = 0; d < numDims; ++d) {
     std::uint8_t bytes[4];
     if (file.read(bytes, 4, 4 + 4 * d) != 4) {
-      throw DataError(fmt::format("{}: offset {}: expected the size of dimension {} of {}, "
-                                  "the file ends first (truncated header)",
-                                  path, 4 + 4 * d, d, numDims));
+      throw DataError(
+          fmt::format("{}: offset {}: expected the size of dimension {} of {}, "
+                      "the file ends first (truncated header)",
+                      path, 4 + 4 * d, d, numDims));
     }
     const std::uint32_t size = (bytes[0] << 24) | (bytes[1] << 16) | (bytes[2] << 8) | bytes[3];
     if (size == 0 || size > (1u << 30)) {
-      throw DataError(fmt::format("{}: offset {}: dimension {} has size {}, expected 1..2^30",
-                                  path, 4 + 4 * d, d, size));
+      throw DataError(fmt::format("{}: offset {}: dimension {} has size {}, expected 1..2^30", path,
+                                  4 + 4 * d, d, size));
     }
     array.dims.push_back(size);
     count *= size;
     if (count > (std::int64_t{1} << 40)) {
-      throw DataError(fmt::format("{}: header claims more than 2^40 values; corrupt header",
-                                  path));
+      throw DataError(fmt::format("{}: header claims more than 2^40 values; corrupt header", path));
     }
   }
   const std::int64_t dataOffset = 4 + 4 * numDims;
@@ -69,8 +71,8 @@ IdxArray readIdxFile(const std::string& path) {
         std::min<std::size_t>(kChunkBytes, static_cast<std::size_t>(count) - values.size());
     const std::size_t old = values.size();
     values.resize(old + want);
-    const auto n = file.read(values.data() + old, want,
-                             dataOffset + static_cast<std::int64_t>(old));
+    const auto n =
+        file.read(values.data() + old, want, dataOffset + static_cast<std::int64_t>(old));
     values.resize(old + n);
     if (n == 0) {
       throw DataError(fmt::format(
@@ -91,10 +93,11 @@ ImageDataset readMnistSplit(const std::string& dir, const std::string& prefix) {
       auto path = std::filesystem::path(dir) / name;
       if (std::filesystem::exists(path)) return path.string();
     }
-    throw DataError(fmt::format("{}: neither {} nor {}.gz exists. HINT: --data-dir must hold "
-                                "the four MNIST-format files (Fashion-MNIST: apt-get install "
-                                "dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist).",
-                                dir, stem, stem));
+    throw DataError(
+        fmt::format("{}: neither {} nor {}.gz exists. HINT: --data-dir must hold "
+                    "the four MNIST-format files (Fashion-MNIST: apt-get install "
+                    "dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist).",
+                    dir, stem, stem));
   };
   const auto imagesPath = find(prefix + "-images-idx3-ubyte");
   const auto labelsPath = find(prefix + "-labels-idx1-ubyte");

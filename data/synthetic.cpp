@@ -14,18 +14,20 @@ DatasetSplits makeSyntheticDataset(const SyntheticOptions& options) {
       !options.shape.empty() &&
       std::all_of(options.shape.begin(), options.shape.end(), [](auto size) { return size >= 1; });
   if (!shapeValid) {
-    throw DataError(fmt::format("synthetic data: expected a sample shape of sizes >= 1 (e.g. "
-                                "1,28,28 or 20), found [{}]",
-                                fmt::join(options.shape, ",")));
+    throw DataError(
+        fmt::format("synthetic data: expected a sample shape of sizes >= 1 (e.g. "
+                    "1,28,28 or 20), found [{}]",
+                    fmt::join(options.shape, ",")));
   }
   if (options.numClasses < 2) {
-    throw DataError(fmt::format("synthetic data: expected at least 2 classes, found {}",
-                                options.numClasses));
+    throw DataError(
+        fmt::format("synthetic data: expected at least 2 classes, found {}", options.numClasses));
   }
   if (options.trainSamples < 1 || options.testSamples < 1) {
-    throw DataError(fmt::format("synthetic data: expected at least 1 train and 1 test sample, "
-                                "found {} and {}",
-                                options.trainSamples, options.testSamples));
+    throw DataError(
+        fmt::format("synthetic data: expected at least 1 train and 1 test sample, "
+                    "found {} and {}",
+                    options.trainSamples, options.testSamples));
   }
   std::int64_t features = 1;
   for (const auto size : options.shape) features *= size;
@@ -40,7 +42,7 @@ DatasetSplits makeSyntheticDataset(const SyntheticOptions& options) {
   batchShape.insert(batchShape.end(), options.shape.begin(), options.shape.end());
   const auto draw = [&](std::int64_t count) {
     auto x = torch::randn({count, features}, generator, torch::kFloat32);  // [N, prod(shape)]
-    auto labels = x.to(torch::kFloat64).matmul(teacher.t()).argmax(1);    // [N]
+    auto labels = x.to(torch::kFloat64).matmul(teacher.t()).argmax(1);     // [N]
     batchShape[0] = count;
     return TensorDataset{x.reshape(batchShape), labels};
   };
@@ -53,8 +55,8 @@ DatasetSplits makeSyntheticDataset(const SyntheticOptions& options) {
   splits.description = fmt::format(
       "synthetic: {} train + {} test samples of shape {}, {} classes from a random linear "
       "teacher (seed {})",
-      options.trainSamples, options.testSamples, fmt::join(options.shape, "x"),
-      options.numClasses, options.seed);
+      options.trainSamples, options.testSamples, fmt::join(options.shape, "x"), options.numClasses,
+      options.seed);
   return splits;
 }
 

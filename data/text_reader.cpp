@@ -14,9 +14,10 @@ namespace ddp::data {
 CharText readCharText(const std::string& path) {
   const std::string text = readWholeFile(path);
   if (text.empty()) {
-    throw DataError(fmt::format("{}: empty file, expected text (any bytes) for a char-level "
-                                "model",
-                                path));
+    throw DataError(
+        fmt::format("{}: empty file, expected text (any bytes) for a char-level "
+                    "model",
+                    path));
   }
   std::array<bool, 256> present{};
   for (const char c : text) present[static_cast<std::uint8_t>(c)] = true;
@@ -61,8 +62,8 @@ CharSplits splitCharText(const CharText& text, std::int64_t blockSize, double te
     throw DataError(fmt::format("{}: blockSize must be >= 1, found {}", text.path, blockSize));
   }
   if (!(testFraction > 0 && testFraction < 1)) {
-    throw DataError(fmt::format("{}: testFraction must be in (0, 1), found {}", text.path,
-                                testFraction));
+    throw DataError(
+        fmt::format("{}: testFraction must be in (0, 1), found {}", text.path, testFraction));
   }
   const std::int64_t length = text.tokens.size(0);
   CharSplits splits;

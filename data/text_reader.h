@@ -42,8 +42,8 @@ struct CharWindows {
 CharWindows cutWindows(const torch::Tensor& tokens, std::int64_t blockSize);
 
 struct CharSplits {
-  CharWindows train;        // from the first trainBytes of the text
-  CharWindows test;         // from the last testBytes
+  CharWindows train;  // from the first trainBytes of the text
+  CharWindows test;   // from the last testBytes
   std::int64_t trainBytes = 0;
   std::int64_t testBytes = 0;
 };

@@ -14,8 +14,8 @@ struct FlagValue {
   std::string origin;  // "--name" or the variable
 
   [[noreturn]] void fail(const std::string& expected, const std::string& found) const {
-    throw LaunchError(env::describeBadValue(origin, text, expected, found,
-                                            "Run 'ddprun --help' for the flags."));
+    throw LaunchError(
+        env::describeBadValue(origin, text, expected, found, "Run 'ddprun --help' for the flags."));
   }
   int integer(int min, int max) const {
     const auto parsed = env::parseInteger(text, min, max);
@@ -48,7 +48,8 @@ int parseNnodes(const FlagValue& value) {
   const FlagValue min{value.text.substr(0, colon), value.origin};
   const FlagValue max{value.text.substr(colon + 1), value.origin};
   if (min.integer(1, 65536) != max.integer(1, 65536)) {
-    value.fail("a fixed node count N (or N:N)", "an elastic range; elastic ranges are not supported");
+    value.fail("a fixed node count N (or N:N)",
+               "an elastic range; elastic ranges are not supported");
   }
   return min.integer(1, 65536);
 }

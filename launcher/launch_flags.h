@@ -29,7 +29,7 @@ struct FlagSpec {
   // The variable is read elsewhere, with its cross-checks: by env::resolveNodeEnv() (the
   // node's place) or log::resolveLevel() (Note [Log level precedence]).
   bool variableReadElsewhere = false;
-  std::string defaultText;    // shown in --help; what an unset flag means
+  std::string defaultText;  // shown in --help; what an unset flag means
   std::string help;
   char shortName = 0;
 };

@@ -87,7 +87,8 @@ LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::NodeEnv& node,
   if (plan.standalone) {
     if (plan.nnodes != 1) {
       throw LaunchError("--standalone runs one node, but nnodes=" + std::to_string(plan.nnodes) +
-                        " (from " + plan.origins["nnodes"] + "). Drop --standalone, or "
+                        " (from " + plan.origins["nnodes"] +
+                        "). Drop --standalone, or "
                         "--nnodes.");
     }
     plan.nodeRank = 0;
@@ -124,7 +125,8 @@ LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::NodeEnv& node,
       plan.masterAddr = *node.masterAddr;
       plan.origins["masterAddr"] = node.origins.at("masterAddr");
     } else if (plan.nnodes > 1) {
-      const bool mpi = node.source == env::EnvSource::kOpenMpi || node.source == env::EnvSource::kPmi;
+      const bool mpi =
+          node.source == env::EnvSource::kOpenMpi || node.source == env::EnvSource::kPmi;
       throw EnvError(var::kMasterAddr, std::nullopt,
                      "the address of the node with rank 0 when there are " +
                          std::to_string(plan.nnodes) + " nodes",

@@ -79,8 +79,8 @@ LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::EnvMap& env,
 // What a worker is told, on top of the launcher's own environment.
 struct WorkerEnvOptions {
   int restartCount = 0;
-  int ompNumThreads = 0;           // set OMP_NUM_THREADS when > 0
-  std::string backend;             // DDPRUN_BACKEND when not empty
+  int ompNumThreads = 0;             // set OMP_NUM_THREADS when > 0
+  std::string backend;               // DDPRUN_BACKEND when not empty
   int rendezvousTimeoutSeconds = 0;  // DDPRUN_RDZV_TIMEOUT when > 0
 };
 

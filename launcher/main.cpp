@@ -63,7 +63,8 @@ cxxopts::Options makeCli() {
                        "MASTER_*, OMPI_*/PMI_* (see the README).");
   auto add = cli.add_options();
   for (const auto& spec : ddp::launcher::launchFlagSpecs()) {
-    std::string names = spec.shortName != 0 ? std::string{spec.shortName, ','} + spec.name : spec.name;
+    std::string names =
+        spec.shortName != 0 ? std::string{spec.shortName, ','} + spec.name : spec.name;
     std::string underscored = spec.name;
     std::replace(underscored.begin(), underscored.end(), '-', '_');
     if (underscored != spec.name) names += "," + underscored;
@@ -118,7 +119,8 @@ Command parseCommand(int argc, char** argv) {
   }
   ddp::launcher::GivenFlags given;
   for (const auto& spec : ddp::launcher::launchFlagSpecs()) {
-    if (r.count(spec.name)) given[spec.name] = spec.valueName.empty() ? "" : r[spec.name].as<std::string>();
+    if (r.count(spec.name))
+      given[spec.name] = spec.valueName.empty() ? "" : r[spec.name].as<std::string>();
   }
   const auto environment = ddp::env::currentEnvironment();
   const auto options = ddp::launcher::readLaunchCommand(given, environment);
@@ -146,9 +148,10 @@ Command parseCommand(int argc, char** argv) {
     const int cores = devices.cpus;
     spec.env.ompNumThreads = std::max(1, cores / spec.plan.nprocPerNode);
     if (!command.dryRun) {
-      ddp::log::info("launcher", "OMP_NUM_THREADS is unset; giving each of the {} workers {} "
-                     "(cores={} / workers)", spec.plan.nprocPerNode, spec.env.ompNumThreads,
-                     cores);
+      ddp::log::info("launcher",
+                     "OMP_NUM_THREADS is unset; giving each of the {} workers {} "
+                     "(cores={} / workers)",
+                     spec.plan.nprocPerNode, spec.env.ompNumThreads, cores);
     }
   }
   return command;
@@ -171,10 +174,11 @@ int main(int argc, char** argv) {
     return ddp::kExitOk;
   }
   const auto& plan = spec.plan;
-  ddp::log::info("launcher", "source={} nnodes={} node_rank={} nproc_per_node={} world_size={} "
-                 "master={}:{} max_restarts={} program={}", plan.source, plan.nnodes,
-                 plan.nodeRank, plan.nprocPerNode, plan.worldSize(), plan.masterAddr,
-                 plan.masterPort, plan.maxRestarts, spec.argv.front());
+  ddp::log::info("launcher",
+                 "source={} nnodes={} node_rank={} nproc_per_node={} world_size={} "
+                 "master={}:{} max_restarts={} program={}",
+                 plan.source, plan.nnodes, plan.nodeRank, plan.nprocPerNode, plan.worldSize(),
+                 plan.masterAddr, plan.masterPort, plan.maxRestarts, spec.argv.front());
   ddp::launcher::RunResult result;
   try {
     ddp::launcher::SignalChannel signals;

@@ -18,11 +18,16 @@ using Clock = std::chrono::steady_clock;
 
 const char* signalName(int signal) {
   switch (signal) {
-    case SIGTERM: return "SIGTERM";
-    case SIGINT: return "SIGINT";
-    case SIGHUP: return "SIGHUP";
-    case SIGKILL: return "SIGKILL";
-    default: return "signal";
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGHUP:
+      return "SIGHUP";
+    case SIGKILL:
+      return "SIGKILL";
+    default:
+      return "signal";
   }
 }
 
@@ -30,7 +35,9 @@ const char* signalName(int signal) {
 class Attempt {
  public:
   Attempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals)
-      : spec_(spec), restartCount_(restartCount), signals_(signals),
+      : spec_(spec),
+        restartCount_(restartCount),
+        signals_(signals),
         router_(spec.output, restartCount) {}
 
   AttemptResult run() {
@@ -55,8 +62,8 @@ class Attempt {
       w.pid = started.pid;
       w.stdoutFd = started.stdoutFd;
       w.stderrFd = started.stderrFd;
-      log::info("launcher", "started rank={} local_rank={} pid={} restart_count={}",
-                w.globalRank, local, w.pid, restartCount_);
+      log::info("launcher", "started rank={} local_rank={} pid={} restart_count={}", w.globalRank,
+                local, w.pid, restartCount_);
       workers_.push_back(w);
     }
   }
@@ -165,8 +172,7 @@ class Attempt {
       if (w.stderrFd >= 0) readPipe(w, Stream::kStderr);
       if (tearingDown_) {
         w.state = status.succeeded() ? WorkerState::kSucceeded : WorkerState::kStopped;
-        log::info("launcher", "rank={} pid={} stopped: {}", w.globalRank, w.pid,
-                  status.describe());
+        log::info("launcher", "rank={} pid={} stopped: {}", w.globalRank, w.pid, status.describe());
         continue;
       }
       if (status.succeeded()) {
@@ -218,8 +224,10 @@ class Attempt {
     killed_ = true;
     for (auto& w : workers_) {
       if (w.state != WorkerState::kRunning) continue;
-      log::warn("launcher", "rank={} pid={} still running after the {} ms grace period: "
-                "SIGKILL", w.globalRank, w.pid, spec_.gracePeriod.count());
+      log::warn("launcher",
+                "rank={} pid={} still running after the {} ms grace period: "
+                "SIGKILL",
+                w.globalRank, w.pid, spec_.gracePeriod.count());
       signalProcessGroup(w.pid, SIGKILL);
     }
   }
@@ -266,9 +274,10 @@ RunResult runWithRestarts(int maxRestarts, const AttemptRunner& runAttemptFn) {
     const ExitStatus& status = attempt.failure->status;
     run.exitCode = status.shellCode();
     if (!isRetryable(status)) {
-      log::error("launcher", "rank={} exited {} (a usage, config or data error): not "
-                 "restarting, a restart cannot fix it", attempt.failure->globalRank,
-                 status.exitCode);
+      log::error("launcher",
+                 "rank={} exited {} (a usage, config or data error): not "
+                 "restarting, a restart cannot fix it",
+                 attempt.failure->globalRank, status.exitCode);
       return run;
     }
     if (restartCount >= maxRestarts) {

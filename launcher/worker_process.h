@@ -54,8 +54,8 @@ class SignalChannel {
 // How a reaped process ended.
 struct ExitStatus {
   pid_t pid = -1;
-  int exitCode = 0;    // valid when signal == 0
-  int signal = 0;      // the signal that killed it
+  int exitCode = 0;  // valid when signal == 0
+  int signal = 0;    // the signal that killed it
 
   bool succeeded() const { return signal == 0 && exitCode == 0; }
   // 128 + signal for a signal, as a shell reports it; the exit code otherwise.

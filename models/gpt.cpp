@@ -41,14 +41,14 @@ torch::Tensor GptEmbeddingImpl::forward(torch::Tensor tokens) {
 
 GptBlockImpl::GptBlockImpl(const GptConfig& config)
     : heads_(config.heads),
-      layerNorm1_(register_module("layer_norm1",
-                                  nn::LayerNorm(nn::LayerNormOptions({config.embedding})))),
+      layerNorm1_(
+          register_module("layer_norm1", nn::LayerNorm(nn::LayerNormOptions({config.embedding})))),
       attentionInput_(
           register_module("attention_input", nn::Linear(config.embedding, 3 * config.embedding))),
       attentionOutput_(
           register_module("attention_output", nn::Linear(config.embedding, config.embedding))),
-      layerNorm2_(register_module("layer_norm2",
-                                  nn::LayerNorm(nn::LayerNormOptions({config.embedding})))),
+      layerNorm2_(
+          register_module("layer_norm2", nn::LayerNorm(nn::LayerNormOptions({config.embedding})))),
       mlpInput_(register_module("mlp_input", nn::Linear(config.embedding, 4 * config.embedding))),
       mlpOutput_(
           register_module("mlp_output", nn::Linear(4 * config.embedding, config.embedding))) {

@@ -25,11 +25,11 @@
 namespace ddp::models {
 
 struct GptConfig {
-  std::int64_t vocabSize = 0;   // V
-  std::int64_t blockSize = 0;   // the longest sequence T the model accepts
-  std::int64_t layers = 2;      // N blocks
-  std::int64_t heads = 4;       // attention heads; must divide embedding
-  std::int64_t embedding = 128; // E
+  std::int64_t vocabSize = 0;    // V
+  std::int64_t blockSize = 0;    // the longest sequence T the model accepts
+  std::int64_t layers = 2;       // N blocks
+  std::int64_t heads = 4;        // attention heads; must divide embedding
+  std::int64_t embedding = 128;  // E
 };
 
 class GptEmbeddingImpl : public torch::nn::Module {
@@ -55,8 +55,8 @@ class GptBlockImpl : public torch::nn::Module {
   torch::nn::Linear attentionInput_{nullptr};   // E -> 3E: queries, keys, values
   torch::nn::Linear attentionOutput_{nullptr};  // E -> E
   torch::nn::LayerNorm layerNorm2_{nullptr};
-  torch::nn::Linear mlpInput_{nullptr};         // E -> 4E
-  torch::nn::Linear mlpOutput_{nullptr};        // 4E -> E
+  torch::nn::Linear mlpInput_{nullptr};   // E -> 4E
+  torch::nn::Linear mlpOutput_{nullptr};  // 4E -> E
 };
 TORCH_MODULE(GptBlock);
 

@@ -40,12 +40,12 @@ void checkGpt(const ModelSpec& spec) {
                              spec.sampleShape[0]));
   }
   if (spec.numClasses < 1) {
-    reject(spec, fmt::format("the vocabulary size (numClasses) must be >= 1, found {}",
-                             spec.numClasses));
+    reject(spec,
+           fmt::format("the vocabulary size (numClasses) must be >= 1, found {}", spec.numClasses));
   }
-  for (const auto& [field, value] : {std::pair{"gptLayers", spec.gptLayers},
-                                     std::pair{"gptHeads", spec.gptHeads},
-                                     std::pair{"gptEmbedding", spec.gptEmbedding}}) {
+  for (const auto& [field, value] :
+       {std::pair{"gptLayers", spec.gptLayers}, std::pair{"gptHeads", spec.gptHeads},
+        std::pair{"gptEmbedding", spec.gptEmbedding}}) {
     if (value < 1) reject(spec, fmt::format("{} must be >= 1, found {}", field, value));
   }
   if (spec.gptEmbedding % spec.gptHeads != 0) {
@@ -58,8 +58,8 @@ void checkGpt(const ModelSpec& spec) {
 void checkSpec(const ModelSpec& spec) {
   const auto names = modelNames();
   if (std::find(names.begin(), names.end(), spec.name) == names.end()) {
-    throw ModelSpecError(fmt::format("unknown model '{}': expected one of {}", spec.name,
-                                            fmt::join(names, ", ")));
+    throw ModelSpecError(
+        fmt::format("unknown model '{}': expected one of {}", spec.name, fmt::join(names, ", ")));
   }
   if (spec.name == "gpt") return checkGpt(spec);
   if (spec.numClasses < 1) {
@@ -105,15 +105,15 @@ torch::nn::Sequential createModel(const ModelSpec& spec) {
   if (spec.name == "cnn") {
     // [B, C, H, W] -> conv 5x5 (pad 2) + pool -> [B, 32, H/2, W/2] -> [B, 64, H/4, W/4]
     const std::int64_t flat = kCnnChannels2 * (shape[1] / 4) * (shape[2] / 4);
-    return nn::Sequential(
-        nn::Conv2d(nn::Conv2dOptions(shape[0], kCnnChannels1, 5).padding(2)), nn::ReLU(),
-        nn::MaxPool2d(2), nn::Conv2d(nn::Conv2dOptions(kCnnChannels1, kCnnChannels2, 5).padding(2)),
-        nn::ReLU(), nn::MaxPool2d(2), nn::Flatten(), nn::Linear(flat, kCnnHidden), nn::ReLU(),
-        nn::Linear(kCnnHidden, spec.numClasses));
+    return nn::Sequential(nn::Conv2d(nn::Conv2dOptions(shape[0], kCnnChannels1, 5).padding(2)),
+                          nn::ReLU(), nn::MaxPool2d(2),
+                          nn::Conv2d(nn::Conv2dOptions(kCnnChannels1, kCnnChannels2, 5).padding(2)),
+                          nn::ReLU(), nn::MaxPool2d(2), nn::Flatten(), nn::Linear(flat, kCnnHidden),
+                          nn::ReLU(), nn::Linear(kCnnHidden, spec.numClasses));
   }
   if (spec.name == "resnet") return createResNet(shape[0], spec.numClasses);
-  return createGpt(GptConfig{spec.numClasses, shape[0], spec.gptLayers, spec.gptHeads,
-                             spec.gptEmbedding});
+  return createGpt(
+      GptConfig{spec.numClasses, shape[0], spec.gptLayers, spec.gptHeads, spec.gptEmbedding});
 }
 
 std::string describeModel(const ModelSpec& spec, const torch::nn::Module& model) {
@@ -126,22 +126,23 @@ std::string describeModel(const ModelSpec& spec, const torch::nn::Module& model)
                        parameters);
   }
   if (spec.name == "cnn") {
-    return fmt::format("cnn: input {}, 5x5 conv {} + 2x2 max-pool, 5x5 conv {} + 2x2 max-pool, "
-                       "{} hidden, {} classes, parameters={}",
-                       input, kCnnChannels1, kCnnChannels2, kCnnHidden, spec.numClasses,
-                       parameters);
+    return fmt::format(
+        "cnn: input {}, 5x5 conv {} + 2x2 max-pool, 5x5 conv {} + 2x2 max-pool, "
+        "{} hidden, {} classes, parameters={}",
+        input, kCnnChannels1, kCnnChannels2, kCnnHidden, spec.numClasses, parameters);
   }
   if (spec.name == "resnet") {
-    return fmt::format("resnet: input {}, 3x3 conv stem {}, {} stages ({}) x {} BasicBlocks, "
-                       "{} classes, parameters={}",
-                       input, kResNetStageChannels[0], kResNetStageChannels.size(),
-                       fmt::join(kResNetStageChannels, ","), kResNetBlocksPerStage,
-                       spec.numClasses, parameters);
+    return fmt::format(
+        "resnet: input {}, 3x3 conv stem {}, {} stages ({}) x {} BasicBlocks, "
+        "{} classes, parameters={}",
+        input, kResNetStageChannels[0], kResNetStageChannels.size(),
+        fmt::join(kResNetStageChannels, ","), kResNetBlocksPerStage, spec.numClasses, parameters);
   }
-  return fmt::format("gpt: {} layers, {} heads, embedding {}, block {}, vocabulary {}, "
-                     "parameters={}",
-                     spec.gptLayers, spec.gptHeads, spec.gptEmbedding, spec.sampleShape[0],
-                     spec.numClasses, parameters);
+  return fmt::format(
+      "gpt: {} layers, {} heads, embedding {}, block {}, vocabulary {}, "
+      "parameters={}",
+      spec.gptLayers, spec.gptHeads, spec.gptEmbedding, spec.sampleShape[0], spec.numClasses,
+      parameters);
 }
 
 torch::nn::Sequential createModel(const std::string& name, const InputShape& input,

@@ -19,10 +19,10 @@
 namespace ddp::models {
 
 struct ModelSpec {
-  std::string name;                        // "mlp" | "cnn" | "resnet" | "gpt"
+  std::string name;  // "mlp" | "cnn" | "resnet" | "gpt"
   // one input sample: {C,H,W} images, {F} tabular, {T} tokens (gpt)
   std::vector<std::int64_t> sampleShape;
-  std::int64_t numClasses = 10;            // classes; for gpt: the vocabulary size
+  std::int64_t numClasses = 10;  // classes; for gpt: the vocabulary size
   // gpt only (defaults small enough to train on 2 CPU cores in a minute or two)
   std::int64_t gptLayers = 2;
   std::int64_t gptHeads = 4;

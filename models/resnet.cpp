@@ -25,9 +25,8 @@ BasicBlockImpl::BasicBlockImpl(std::int64_t inChannels, std::int64_t outChannels
       conv2_(register_module("conv2", conv(outChannels, outChannels, 3, 1))),
       batchNorm2_(register_module("batch_norm2", nn::BatchNorm2d(outChannels))) {
   if (stride != 1 || inChannels != outChannels) {
-    shortcut_ = register_module(
-        "shortcut", nn::Sequential(conv(inChannels, outChannels, 1, stride),
-                                   nn::BatchNorm2d(outChannels)));
+    shortcut_ = register_module("shortcut", nn::Sequential(conv(inChannels, outChannels, 1, stride),
+                                                           nn::BatchNorm2d(outChannels)));
   }
 }
 

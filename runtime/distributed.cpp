@@ -45,13 +45,15 @@ comm::Backend resolveBackend(const std::string& name) {
   if (name == "auto") return cudaUsable() ? comm::Backend::kNccl : comm::Backend::kGloo;
   if (name == "nccl") {
     if (!HAVE_NCCL) {
-      throw ConfigError("backend 'nccl' requested, but this build has no CUDA/NCCL "
-                        "(DDPRUN_WITH_CUDA=OFF). ---> HINT: use --backend gloo, or a CUDA build.");
+      throw ConfigError(
+          "backend 'nccl' requested, but this build has no CUDA/NCCL "
+          "(DDPRUN_WITH_CUDA=OFF). ---> HINT: use --backend gloo, or a CUDA build.");
     }
     if (!cudaUsable()) {
-      throw ConfigError("backend 'nccl' needs CUDA, but no CUDA device is visible to this "
-                        "process. ---> HINT: use --backend gloo (CPU) or auto, or check the "
-                        "pod's nvidia.com/gpu limit and CUDA_VISIBLE_DEVICES.");
+      throw ConfigError(
+          "backend 'nccl' needs CUDA, but no CUDA device is visible to this "
+          "process. ---> HINT: use --backend gloo (CPU) or auto, or check the "
+          "pod's nvidia.com/gpu limit and CUDA_VISIBLE_DEVICES.");
     }
     return comm::Backend::kNccl;
   }
@@ -66,24 +68,22 @@ Distributed init(const InitOptions& options) {
   // Before the first step allocates: see Note [Keep freed tensor memory].
   const auto allocatorPlan = memory::planHostAllocator(environment);
   const bool keepsFreedBlocks = memory::applyHostAllocator(allocatorPlan);
-  log::debug("init", "event=host_allocator keep_freed_blocks={} reason=\"{}\"",
-             keepsFreedBlocks, allocatorPlan.reason);
+  log::debug("init", "event=host_allocator keep_freed_blocks={} reason=\"{}\"", keepsFreedBlocks,
+             allocatorPlan.reason);
   // "auto" defers to the launcher's --backend (DDPRUN_BACKEND) before choosing by device.
   const auto launcherBackend = env::lookup(environment, env::var::kBackend);
-  d.backend = resolveBackend(options.backend == "auto" && launcherBackend && !launcherBackend->empty()
-                                 ? *launcherBackend
-                                 : options.backend);
+  d.backend = resolveBackend(
+      options.backend == "auto" && launcherBackend && !launcherBackend->empty() ? *launcherBackend
+                                                                                : options.backend);
   const auto rendezvousTimeout =
-      options.rendezvousTimeout
-          .value_or(secondsFromEnv(environment, env::var::kRendezvousTimeout)
-                        .value_or(rendezvous::kDefaultRendezvousTimeout));
+      options.rendezvousTimeout.value_or(secondsFromEnv(environment, env::var::kRendezvousTimeout)
+                                             .value_or(rendezvous::kDefaultRendezvousTimeout));
   const auto collectiveTimeout =
-      options.collectiveTimeout
-          .value_or(secondsFromEnv(environment, env::var::kCollectiveTimeout)
-                        .value_or(comm::kDefaultCollectiveTimeout));
-  log::info("init", "{} backend={} rdzv_timeout_s={} collective_timeout_s={}",
-            env::describe(d.env), comm::backendName(d.backend),
-            rendezvousTimeout.count() / 1000.0, collectiveTimeout.count() / 1000.0);
+      options.collectiveTimeout.value_or(secondsFromEnv(environment, env::var::kCollectiveTimeout)
+                                             .value_or(comm::kDefaultCollectiveTimeout));
+  log::info("init", "{} backend={} rdzv_timeout_s={} collective_timeout_s={}", env::describe(d.env),
+            comm::backendName(d.backend), rendezvousTimeout.count() / 1000.0,
+            collectiveTimeout.count() / 1000.0);
 
   if (d.backend == comm::Backend::kNccl) {
 #if HAVE_CUDA

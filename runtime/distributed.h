@@ -50,8 +50,8 @@ struct InitOptions {
 };
 
 struct Distributed {
-  env::ClusterEnv env;               // as the environment gave it, never changed
-  rendezvous::Endpoint master;       // where rank 0's store turned out to be
+  env::ClusterEnv env;          // as the environment gave it, never changed
+  rendezvous::Endpoint master;  // where rank 0's store turned out to be
   comm::Backend backend = comm::Backend::kGloo;
   c10::Device device = c10::Device(c10::kCPU);  // where this rank's tensors live
   c10::intrusive_ptr<c10d::Store> store;

@@ -8,10 +8,10 @@
 #include <chrono>
 #include <iostream>
 
-#include <cxxopts.hpp>
 #include <fmt/format.h>
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/torch.h>
+#include <cxxopts.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include "models/model_zoo.h"
 #include "runtime/ddp/distributed_data_parallel.h"
@@ -24,7 +24,7 @@ namespace nn = torch::nn;
 
 struct Workload {
   nn::Sequential model;
-  torch::Tensor input;   // one rank's batch
+  torch::Tensor input;  // one rank's batch
   torch::Tensor labels;
 };
 
@@ -40,8 +40,8 @@ Workload makeWorkload(const std::string& name) {
             torch::randint(10, {64})};
   }
   if (name == "big") {  // 25.2M parameters, batch 8: communication >= compute
-    return {nn::Sequential(nn::Linear(1024, 4096), nn::ReLU(), nn::Linear(4096, 4096),
-                           nn::ReLU(), nn::Linear(4096, 1024), nn::ReLU(), nn::Linear(1024, 10)),
+    return {nn::Sequential(nn::Linear(1024, 4096), nn::ReLU(), nn::Linear(4096, 4096), nn::ReLU(),
+                           nn::Linear(4096, 1024), nn::ReLU(), nn::Linear(1024, 10)),
             torch::randn({8, 1024}), torch::randint(10, {8})};
   }
   throw std::invalid_argument("unknown --model " + name + ": mlp_small, lenet or big");
@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
     options.gradientAsBucketView = args["grad-view"].as<bool>();
     options.allgatherBucketsUpToBytes = args["allgather-buckets-up-to-bytes"].as<std::int64_t>();
     ddpModel = std::make_unique<ddp::DistributedDataParallel<nn::Sequential>>(work.model,
-                                                                             dist.group, options);
+                                                                              dist.group, options);
   }
   torch::optim::SGD optimizer(params, torch::optim::SGDOptions(0.01));
   torch::Tensor flat = torch::randn({numParams});

@@ -22,9 +22,9 @@
 #include <exception>
 #include <iostream>
 
-#include <cxxopts.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
+#include <cxxopts.hpp>
 
 #include "models/model_zoo.h"
 #include "runtime/ddp/distributed_data_parallel.h"

@@ -175,7 +175,8 @@ class RecordFileDataset : public ddp::train::Dataset {
   explicit RecordFileDataset(const std::string& path) : path_(path) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd_ < 0) {
-      throw ddp::PermanentError("cannot open the data file '" + path + "': " + std::strerror(errno));
+      throw ddp::PermanentError("cannot open the data file '" + path +
+                                "': " + std::strerror(errno));
     }
     const auto bytes = static_cast<std::int64_t>(std::filesystem::file_size(path));
     if (bytes % (kRecordFloats * 4) != 0) {
@@ -227,8 +228,8 @@ std::string writeRecords(const std::string& path, std::int64_t first, std::int64
 // The library's Trainer with this file's model, loss, metric and data set.
 int runTrainer(const Options& options) {
   auto dist = ddp::init();
-  const auto dir = std::filesystem::temp_directory_path() /
-                   ("custom_loop_" + std::to_string(::getpid()));
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("custom_loop_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
   const std::int64_t trainSamples = kSamples * 3 / 4;
   RecordFileDataset train(writeRecords((dir / "train.bin").string(), 0, trainSamples));

@@ -66,11 +66,12 @@ int run(const TrainConfig& config, const std::string& configText) {
     return result.stoppedBySignal == SIGINT ? ddp::kExitSigint : ddp::kExitSigterm;
   }
   if (dist.rank() == 0) {
-    std::cout << fmt::format("final model={} data={} world_size={} steps={} test_accuracy={:.4f} "
-                             "test_loss={:.4f} samples_per_s={:.0f} wall_s={:.1f}",
-                             config.model, config.data, dist.worldSize(), result.steps,
-                             result.test.value("accuracy"), result.test.loss, result.samplesPerSecond,
-                             result.wallSeconds)
+    std::cout << fmt::format(
+                     "final model={} data={} world_size={} steps={} test_accuracy={:.4f} "
+                     "test_loss={:.4f} samples_per_s={:.0f} wall_s={:.1f}",
+                     config.model, config.data, dist.worldSize(), result.steps,
+                     result.test.value("accuracy"), result.test.loss, result.samplesPerSecond,
+                     result.wallSeconds)
               << std::endl;
   }
   // Rank 0 hosts the store: nobody leaves before everybody is done with it.
@@ -99,8 +100,8 @@ int main(int argc, char** argv) {
     }
     // Note [Log level precedence]: the flag or the config file, else DDPRUN_LOG_LEVEL.
     const bool levelGiven = config.sources.at("log-level") != "default";
-    ddp::log::setup("-", ddp::log::resolveLevel(levelGiven ? std::optional(config.logLevel)
-                                                           : std::nullopt));
+    ddp::log::setup(
+        "-", ddp::log::resolveLevel(levelGiven ? std::optional(config.logLevel) : std::nullopt));
     return run(config, configText);
   } catch (const std::exception& e) {
     // Note [Two error families]: the family decides permanent (2) or transient (200).

@@ -7,9 +7,9 @@
 #include <sstream>
 #include <type_traits>
 
-#include <cxxopts.hpp>
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
+#include <cxxopts.hpp>
 
 #include "data/dataset.h"
 #include "models/model_zoo.h"
@@ -27,9 +27,10 @@ struct Setting {
   const std::string& source;
 
   [[noreturn]] void fail(const std::string& expected) const {
-    throw ConfigError(fmt::format("{}: expected {}, found '{}' (from {}). Run 'ddptrain --help' "
-                                  "for every option.",
-                                  key, expected, value, source));
+    throw ConfigError(
+        fmt::format("{}: expected {}, found '{}' (from {}). Run 'ddptrain --help' "
+                    "for every option.",
+                    key, expected, value, source));
   }
   std::int64_t integer(std::int64_t min) const {
     const auto parsed = ddp::env::parseInteger(value, min, std::numeric_limits<long long>::max());
@@ -73,7 +74,7 @@ struct Option {
   std::string help;
   std::function<void(C&, const Setting&)> apply;
   std::function<std::string(const C&)> format;  // the value as YAML, for toYaml and --help
-  bool isFlag = false;  // a boolean: `--key` alone means true
+  bool isFlag = false;                          // a boolean: `--key` alone means true
 };
 
 // Binders: each makes one option from the field it reads and writes (an accessor), so
@@ -96,15 +97,13 @@ Option number(std::string key, std::string help, Get get, double min, bool inclu
 
 template <typename Get>
 Option fraction(std::string key, std::string help, Get get) {
-  return {std::move(key), std::move(help),
-          [get](C& c, const Setting& s) { get(c) = s.fraction(); },
+  return {std::move(key), std::move(help), [get](C& c, const Setting& s) { get(c) = s.fraction(); },
           [get](const C& c) { return fmt::format("{}", get(const_cast<C&>(c))); }};
 }
 
 template <typename Get>
 Option boolean(std::string key, std::string help, Get get) {
-  return {std::move(key), std::move(help),
-          [get](C& c, const Setting& s) { get(c) = s.boolean(); },
+  return {std::move(key), std::move(help), [get](C& c, const Setting& s) { get(c) = s.boolean(); },
           [get](const C& c) { return std::string(get(const_cast<C&>(c)) ? "true" : "false"); },
           true};
 }
@@ -143,8 +142,8 @@ Option seconds(std::string key, std::string help, Get get) {
   return {std::move(key), std::move(help),
           [get](C& c, const Setting& s) {
             const auto value = s.integer(0);
-            get(c) = value == 0 ? std::nullopt
-                                : std::optional(std::chrono::milliseconds(value * 1000));
+            get(c) =
+                value == 0 ? std::nullopt : std::optional(std::chrono::milliseconds(value * 1000));
           },
           [get](const C& c) {
             const auto& value = get(const_cast<C&>(c));
@@ -152,7 +151,8 @@ Option seconds(std::string key, std::string help, Get get) {
           }};
 }
 
-#define FIELD(expr) [](C& c) -> auto& { return c.expr; }
+#define FIELD(expr) \
+  [](C & c) -> auto& { return c.expr; }
 
 // The one table of options, in --help and toYaml order.
 const std::vector<Option>& options() {
@@ -168,8 +168,8 @@ const std::vector<Option>& options() {
         choice("data", "data set kind: idx (MNIST-format directory), csv, text or synthetic",
                FIELD(data), ddp::data::datasetKinds()),
         string("data-path",
-             "idx: directory with train-*/t10k-* files; csv, text: the file (.gz or plain)",
-             FIELD(dataPath)),
+               "idx: directory with train-*/t10k-* files; csv, text: the file (.gz or plain)",
+               FIELD(dataPath)),
         string("data-dir", "the same as data-path (the name MNIST users know)", FIELD(dataPath)),
         fraction("test-fraction", "csv, text: share held out for evaluation, in (0, 1)",
                  FIELD(testFraction)),
@@ -220,18 +220,18 @@ const std::vector<Option>& options() {
                 FIELD(trainer.evalBatchSize), 1),
         integer("log-every", "steps between log lines (rank 0)", FIELD(trainer.logEvery), 1),
         string("metrics-file", "append metrics as JSON lines to this file (rank 0; empty: none)",
-             FIELD(trainer.metricsFile)),
+               FIELD(trainer.metricsFile)),
         choice("log-level", "debug, info, warn or error (else DDPRUN_LOG_LEVEL)", FIELD(logLevel),
                {"debug", "info", "warn", "error"}),
         // checkpoints
         string("checkpoint-dir", "where rank 0 writes checkpoints (empty: none)",
-             FIELD(trainer.checkpointDir)),
+               FIELD(trainer.checkpointDir)),
         integer("checkpoint-every", "steps between checkpoints (0: only at the end)",
                 FIELD(trainer.checkpointEvery), 0),
-        integer("keep-checkpoints", "checkpoints kept (the newest)",
-                FIELD(trainer.keepCheckpoints), 1),
+        integer("keep-checkpoints", "checkpoints kept (the newest)", FIELD(trainer.keepCheckpoints),
+                1),
         string("resume", "auto (newest valid checkpoint in checkpoint-dir), none, or a path",
-             FIELD(trainer.resume)),
+               FIELD(trainer.resume)),
         // data parallelism
         mebibytes("bucket-cap-mb", "gradient bucket size in MiB",
                   FIELD(trainer.ddp.bucketCapBytes)),
@@ -257,8 +257,8 @@ const std::vector<Option>& options() {
                                                                            : "none");
          }},
         // the process group
-        choice("backend", "gloo, nccl or auto (nccl when CUDA is available)",
-               FIELD(init.backend), {"auto", "gloo", "nccl"}),
+        choice("backend", "gloo, nccl or auto (nccl when CUDA is available)", FIELD(init.backend),
+               {"auto", "gloo", "nccl"}),
         seconds("rdzv-timeout", "seconds to wait for the master (0: DDPRUN_RDZV_TIMEOUT or 300)",
                 FIELD(init.rendezvousTimeout)),
         seconds("collective-timeout",
@@ -314,9 +314,10 @@ void applyYamlFile(TrainConfig& config, const std::string& path) {
     const auto where = fmt::format("{}:{}", path, item.first.Mark().line + 1);
     const Option* option = findOption(key);
     if (option == nullptr || key == "config") {
-      throw ConfigError(fmt::format("{}: unknown key '{}'. Keys are the long flag names without "
-                                    "'--'; run 'ddptrain --help' for the list.",
-                                    where, key));
+      throw ConfigError(
+          fmt::format("{}: unknown key '{}'. Keys are the long flag names without "
+                      "'--'; run 'ddptrain --help' for the list.",
+                      where, key));
     }
     if (!item.second.IsScalar()) {
       throw ConfigError(fmt::format("{}: '{}' expects a single value, found a {}", where, key,
@@ -370,8 +371,9 @@ ParsedCommandLine parseCommandLine(int argc, const char* const* argv) {
     throw ConfigError(std::string(e.what()) + ". Run 'ddptrain --help' for every option.");
   }
   if (!result.unmatched().empty()) {
-    throw ConfigError(fmt::format("unexpected argument '{}'. Run 'ddptrain --help' for every option.",
-                                  result.unmatched().front()));
+    throw ConfigError(
+        fmt::format("unexpected argument '{}'. Run 'ddptrain --help' for every option.",
+                    result.unmatched().front()));
   }
   parsed.help = result.count("help") > 0;
   parsed.version = result.count("version") > 0;

@@ -24,7 +24,7 @@ struct TrainConfig {
   std::int64_t gptHeads = 4;
   std::int64_t gptEmbedding = 128;
 
-  std::string data = "idx";   // one of data::datasetKinds()
+  std::string data = "idx";  // one of data::datasetKinds()
   std::string dataPath = "/usr/share/datasets/fashion-mnist";
   double testFraction = 0.2;
   std::int64_t blockSize = 64;
@@ -32,19 +32,19 @@ struct TrainConfig {
 
   ddp::train::TrainerOptions trainer;
   ddp::InitOptions init;
-  int threads = 0;            // 0: OMP_NUM_THREADS or torch's default
+  int threads = 0;  // 0: OMP_NUM_THREADS or torch's default
   std::string logLevel = "info";
 
-  std::string configFile;     // the YAML file read, "" if none
+  std::string configFile;  // the YAML file read, "" if none
   // Where each option's value came from: "default", "--flag" or "file:line".
   std::map<std::string, std::string> sources;
 };
 
 struct ParsedCommandLine {
   TrainConfig config;
-  bool help = false;          // --help: print helpText() and exit 0
-  bool version = false;       // --version
-  bool printConfig = false;   // --print-config: print toYaml(config) and exit 0
+  bool help = false;         // --help: print helpText() and exit 0
+  bool version = false;      // --version
+  bool printConfig = false;  // --print-config: print toYaml(config) and exit 0
 };
 
 // Throws ddp::ConfigError (exit code 2) for an unknown flag or key, a bad value, or an

@@ -2,10 +2,10 @@
 
 #include <cstdlib>
 
+#include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/torch.h>
 
 #include "runtime/config.h"
 #if HAVE_NCCL
@@ -25,9 +25,8 @@ std::shared_ptr<::gloo::transport::Device> createGlooDevice() {
   return c10d::ProcessGroupGloo::createDefaultDevice();
 }
 
-c10::intrusive_ptr<c10d::Backend> createGloo(const c10::intrusive_ptr<c10d::Store>& store,
-                                              int rank, int worldSize,
-                                              const ProcessGroupOptions& options) {
+c10::intrusive_ptr<c10d::Backend> createGloo(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                             int worldSize, const ProcessGroupOptions& options) {
   auto glooOptions = c10d::ProcessGroupGloo::Options::create(options.timeout);
   glooOptions->devices.push_back(createGlooDevice());
   glooOptions->threads = options.glooThreads;
@@ -35,16 +34,16 @@ c10::intrusive_ptr<c10d::Backend> createGloo(const c10::intrusive_ptr<c10d::Stor
 }
 
 #if HAVE_NCCL
-c10::intrusive_ptr<c10d::Backend> createNccl(const c10::intrusive_ptr<c10d::Store>& store,
-                                              int rank, int worldSize,
-                                              const ProcessGroupOptions& options) {
+c10::intrusive_ptr<c10d::Backend> createNccl(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                             int worldSize, const ProcessGroupOptions& options) {
   TORCH_CHECK(torch::cuda::is_available(),
               "backend 'nccl' needs CUDA, but no CUDA device is visible to this process "
-              "(rank ", rank, "). Use --backend gloo, or check the GPU resources of the pod.");
-  TORCH_CHECK(options.cudaDevice >= 0 &&
-                  options.cudaDevice < static_cast<int>(torch::cuda::device_count()),
-              "rank ", rank, " wants CUDA device ", options.cudaDevice, " but only ",
-              torch::cuda::device_count(), " are visible.");
+              "(rank ",
+              rank, "). Use --backend gloo, or check the GPU resources of the pod.");
+  TORCH_CHECK(
+      options.cudaDevice >= 0 && options.cudaDevice < static_cast<int>(torch::cuda::device_count()),
+      "rank ", rank, " wants CUDA device ", options.cudaDevice, " but only ",
+      torch::cuda::device_count(), " are visible.");
   auto ncclOptions = c10d::ProcessGroupNCCL::Options::create();
   ncclOptions->timeout = options.timeout;
   return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, worldSize, ncclOptions);
@@ -88,8 +87,9 @@ c10::intrusive_ptr<c10d::ProcessGroup> createProcessGroup(
       group->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
       break;
 #else
-      TORCH_CHECK(false, "backend 'nccl' was requested but this ddprun was built without "
-                         "CUDA/NCCL (DDPRUN_WITH_CUDA=OFF). Use --backend gloo.");
+      TORCH_CHECK(false,
+                  "backend 'nccl' was requested but this ddprun was built without "
+                  "CUDA/NCCL (DDPRUN_WITH_CUDA=OFF). Use --backend gloo.");
 #endif
     }
   }

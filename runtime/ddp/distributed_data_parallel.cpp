@@ -4,11 +4,11 @@
 #include <limits>
 #include <unordered_map>
 
+#include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
 #include <torch/csrc/distributed/c10d/logger.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
-#include <torch/torch.h>
 
 #include "runtime/log/logging.h"
 
@@ -21,8 +21,7 @@ constexpr std::size_t kBroadcastBucketBytes = 250 * 1024 * 1024;
 // Averages a bucket in a narrower float type: cast, pre-divide (keeps the sum in range),
 // allreduce, cast back into the bucket. c10d's FP16CompressCommHook does the same for
 // fp16; one class serves both types here.
-class CompressCommHook
-    : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>> {
+class CompressCommHook : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>> {
  public:
   CompressCommHook(c10::intrusive_ptr<c10d::ProcessGroup> group, at::ScalarType wireType)
       : CppCommHookInterface(std::move(group)), wireType_(wireType) {}
@@ -46,8 +45,7 @@ class CompressCommHook
 
 // The default averaging when no other hook is registered: see Note [Small buckets travel
 // as one allgather].
-class AverageCommHook
-    : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>> {
+class AverageCommHook : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10d::ProcessGroup>> {
  public:
   AverageCommHook(c10::intrusive_ptr<c10d::ProcessGroup> group, std::int64_t maxGatheredBytes)
       : CppCommHookInterface(std::move(group)), maxGatheredBytes_(maxGatheredBytes) {}
@@ -86,11 +84,11 @@ bool expectSmallBucket(const std::vector<at::Tensor>& params, const DdpOptions& 
                        int worldSize) {
   std::vector<int64_t> backwardOrder(params.size());
   for (size_t i = 0; i < params.size(); ++i) backwardOrder[i] = params.size() - 1 - i;
-  auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
-      params,
-      {static_cast<size_t>(options.bucketCapFirstBytes),
-       static_cast<size_t>(options.bucketCapBytes)},
-      {}, backwardOrder);
+  auto [buckets, limits] =
+      c10d::compute_bucket_assignment_by_size(params,
+                                              {static_cast<size_t>(options.bucketCapFirstBytes),
+                                               static_cast<size_t>(options.bucketCapBytes)},
+                                              {}, backwardOrder);
   for (const auto& bucket : buckets) {
     std::int64_t bytes = 0;
     for (auto index : bucket) bytes += params[index].numel() * params[index].element_size();
@@ -125,8 +123,9 @@ DdpEngine::DdpEngine(torch::nn::Module& module, c10::intrusive_ptr<c10d::Process
     reachedHooks_.push_back(params_[i].register_hook(
         [this, i](const at::Tensor&) { reached_[i].store(true, std::memory_order_relaxed); }));
   }
-  TORCH_CHECK(!params.empty(), "DistributedDataParallel: the module has no parameter that "
-                               "requires a gradient; there is nothing to synchronize.");
+  TORCH_CHECK(!params.empty(),
+              "DistributedDataParallel: the module has no parameter that "
+              "requires a gradient; there is nothing to synchronize.");
   for (const auto& buffer : module_.buffers(/*recurse=*/true)) buffers_.push_back(buffer);
 
   // Same model everywhere: shapes checked (a clear error naming the mismatch), then
@@ -160,9 +159,9 @@ DdpEngine::DdpEngine(torch::nn::Module& module, c10::intrusive_ptr<c10d::Process
   std::reverse(bucketIndices.begin(), bucketIndices.end());
   reducer_ = std::make_shared<c10d::Reducer>(
       params, std::move(bucketIndices), group_,
-      /*expect_sparse_gradients=*/std::vector<bool>(params.size(), false),
-      options.bucketCapBytes, options.findUnusedParameters, options.gradientAsBucketView,
-      std::move(names), options.bucketCapFirstBytes,
+      /*expect_sparse_gradients=*/std::vector<bool>(params.size(), false), options.bucketCapBytes,
+      options.findUnusedParameters, options.gradientAsBucketView, std::move(names),
+      options.bucketCapFirstBytes,
       /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
       /*bucket_bytes_cap_list=*/std::vector<int64_t>{});
   logger_ = std::make_shared<c10d::Logger>(reducer_);
@@ -174,14 +173,15 @@ DdpEngine::DdpEngine(torch::nn::Module& module, c10::intrusive_ptr<c10d::Process
     registerCommHook(std::make_unique<CompressCommHook>(
         group_, options.compression == GradCompression::kFp16 ? at::kHalf : at::kBFloat16));
   }
-  log::info("ddp", "event=ddp_ready params={} buffers={} bucket_cap_bytes={} "
+  log::info("ddp",
+            "event=ddp_ready params={} buffers={} bucket_cap_bytes={} "
             "bucket_cap_first_bytes={} allgather_buckets_up_to_bytes={} "
             "find_unused_parameters={} compression={}",
             params.size(), buffers_.size(), options.bucketCapBytes, options.bucketCapFirstBytes,
             options.allgatherBucketsUpToBytes, options.findUnusedParameters,
             options.compression == GradCompression::kNone   ? "none"
             : options.compression == GradCompression::kFp16 ? "fp16"
-                                                             : "bf16");
+                                                            : "bf16");
 }
 
 DdpEngine::~DdpEngine() {
@@ -213,7 +213,8 @@ void DdpEngine::guardUnused(Call&& call) {
     }
     TORCH_CHECK(false, "DistributedDataParallel: on rank ", group_->getRank(),
                 " parameters got no gradient in the previous iteration, so their buckets "
-                "were never reduced: ", names,
+                "were never reduced: ",
+                names,
                 ". ---> HINT: make every parameter take part in the loss, or set "
                 "DdpOptions::findUnusedParameters = true (PyTorch: find_unused_parameters).");
   }
@@ -223,8 +224,7 @@ void DdpEngine::beforeForward() {
   const bool training = torch::GradMode::is_enabled();
   // Last chance before the first backward, after the user had theirs.
   if (training && !commHookRegistered_ && expectSmallBucket_) {
-    registerCommHook(
-        std::make_unique<AverageCommHook>(group_, options_.allgatherBucketsUpToBytes));
+    registerCommHook(std::make_unique<AverageCommHook>(group_, options_.allgatherBucketsUpToBytes));
     allgatherHookInstalled_ = true;
     log::debug("ddp", "event=allgather_small_buckets up_to_bytes={}",
                options_.allgatherBucketsUpToBytes);
@@ -250,8 +250,9 @@ void DdpEngine::afterForward(const std::vector<at::Tensor>& outputs) {
   if (!torch::GradMode::is_enabled() || !syncEnabled_) return;
   for (size_t i = 0; i < params_.size(); ++i) reached_[i].store(false, std::memory_order_relaxed);
   if (options_.findUnusedParameters) {
-    TORCH_CHECK(!outputs.empty(), "findUnusedParameters needs the forward's output tensor(s) "
-                                  "to see which parameters it cannot reach.");
+    TORCH_CHECK(!outputs.empty(),
+                "findUnusedParameters needs the forward's output tensor(s) "
+                "to see which parameters it cannot reach.");
     guardUnused([&] { reducer_->prepare_for_backward(outputs); });
   } else {
     guardUnused([&] { reducer_->prepare_for_backward({}); });

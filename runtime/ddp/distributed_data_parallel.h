@@ -48,8 +48,8 @@
 #include <c10/util/intrusive_ptr.h>
 // Complete, not declared: the template below moves intrusive_ptr<ProcessGroup> in the
 // user's code, which may include nothing else of c10d.
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/nn/module.h>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 namespace c10d {
 class Reducer;

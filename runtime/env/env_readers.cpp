@@ -104,7 +104,8 @@ std::optional<RankLayout> readMpi(const EnvMap& env) {
   auto pmiRank = readInt(env, var::kPmiRank, 0, kIntMax);
   if (!pmiRank) pmiRank = readInt(env, var::kPmiId, 0, kIntMax);
   if (!pmiRank) {
-    if (auto size = lookup(env, var::kPmiSize)) throw missingPartner(var::kPmiRank, var::kPmiSize, *size);
+    if (auto size = lookup(env, var::kPmiSize))
+      throw missingPartner(var::kPmiRank, var::kPmiSize, *size);
     return openMpi;
   }
   RankLayout pmi = readLayout(env, EnvSource::kPmi, std::move(*pmiRank), var::kPmiSize,

@@ -48,8 +48,8 @@ void resolveTrainerV2Node(const EnvMap& env, NodeEnv& out) {
   if (auto nodeRank = readInt(env, var::kPetNodeRank, 0, kIntMax)) {
     if (nodeRank->value >= out.nnodes) {
       throw EnvError(nodeRank->name, nodeRank->raw,
-                     "a node rank below the node count " + std::to_string(out.nnodes) +
-                         " (from " + out.origins["nnodes"] + ")",
+                     "a node rank below the node count " + std::to_string(out.nnodes) + " (from " +
+                         out.origins["nnodes"] + ")",
                      "node " + nodeRank->raw + ", which does not exist",
                      "Check PET_NODE_RANK and PET_NNODES in the pod spec.");
     }

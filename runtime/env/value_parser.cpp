@@ -21,7 +21,8 @@ IntegerParse parseInteger(std::string_view text, long long min, long long max) {
     return {std::nullopt, "whitespace around the number"};
   }
   if (text.front() == '-' && allDigits(text.substr(1))) return {std::nullopt, "a negative number"};
-  if (!allDigits(text)) return {std::nullopt, "'" + shown + "', which is not a whole decimal number"};
+  if (!allDigits(text))
+    return {std::nullopt, "'" + shown + "', which is not a whole decimal number"};
   long long parsed = 0;
   const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), parsed);
   if (error != std::errc() || parsed > max) {

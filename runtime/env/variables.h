@@ -23,13 +23,13 @@ inline constexpr const char* kTorchelasticMaxRestarts = "TORCHELASTIC_MAX_RESTAR
 inline constexpr const char* kOmpNumThreads = "OMP_NUM_THREADS";
 
 // ddprun's own additions to the worker contract (launcher flag -> worker setting).
-inline constexpr const char* kRestartCount = "DDPRUN_RESTART_COUNT";       // attempt number
-inline constexpr const char* kBackend = "DDPRUN_BACKEND";                  // --backend
-inline constexpr const char* kRendezvousTimeout = "DDPRUN_RDZV_TIMEOUT";   // --rdzv-timeout, s
+inline constexpr const char* kRestartCount = "DDPRUN_RESTART_COUNT";            // attempt number
+inline constexpr const char* kBackend = "DDPRUN_BACKEND";                       // --backend
+inline constexpr const char* kRendezvousTimeout = "DDPRUN_RDZV_TIMEOUT";        // --rdzv-timeout, s
 inline constexpr const char* kCollectiveTimeout = "DDPRUN_COLLECTIVE_TIMEOUT";  // seconds
-inline constexpr const char* kLogLevel = "DDPRUN_LOG_LEVEL";               // --log-level
-inline constexpr const char* kErrorFile = "DDPRUN_ERROR_FILE";             // --error-file
-inline constexpr const char* kHostAllocator = "DDPRUN_HOST_ALLOCATOR";     // system | keep
+inline constexpr const char* kLogLevel = "DDPRUN_LOG_LEVEL";                    // --log-level
+inline constexpr const char* kErrorFile = "DDPRUN_ERROR_FILE";                  // --error-file
+inline constexpr const char* kHostAllocator = "DDPRUN_HOST_ALLOCATOR";          // system | keep
 
 // Kubeflow's torchrun arguments as variables (PyTorchJob with nprocPerNode/elastic,
 // Trainer v2): torchrun reads every flag's default from PET_<FLAG>.

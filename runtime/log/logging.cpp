@@ -52,8 +52,8 @@ spdlog::level::level_enum toSpdlog(Level level) {
 spdlog::logger& get() {
   std::lock_guard<std::mutex> lock(setupMutex);
   if (!logger) {
-    logger = std::make_shared<spdlog::logger>(
-        "ddprun", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    logger = std::make_shared<spdlog::logger>("ddprun",
+                                              std::make_shared<spdlog::sinks::stderr_sink_mt>());
     logger->set_pattern(pattern("-"));
     activeLevel = levelFromEnvOrInfo();
     logger->set_level(toSpdlog(activeLevel));
@@ -70,7 +70,7 @@ Level parseLevel(std::string_view name) {
   if (name == "error") return Level::kError;
   if (name == "off") return Level::kOff;
   throw ConfigError("unknown log level '" + std::string(name) +
-                              "': expected one of debug, info, warn, error, off");
+                    "': expected one of debug, info, warn, error, off");
 }
 
 Level resolveLevel(const std::optional<std::string>& flag) {
@@ -82,7 +82,8 @@ Level resolveLevel(const std::optional<std::string>& flag) {
     return parseLevel(value);
   } catch (const ConfigError&) {
     throw ConfigError((fromFlag ? std::string("--log-level=") : std::string("DDPRUN_LOG_LEVEL=")) +
-                      value + ": expected one of debug, info, warn, error, off; found an unknown "
+                      value +
+                      ": expected one of debug, info, warn, error, off; found an unknown "
                       "level.");
   }
 }

@@ -14,8 +14,8 @@
 // them without a fault (after a few steps: glibc first parks memalign's small leftovers
 // in its tcache). The price: the process keeps its peak heap, as a caching allocator
 // does; measured on the 25M-parameter benchmark, 1.03 GB instead of 0.86 GB per rank,
-// flat from step 40 to 150, for a 1.3x faster step. DDPRUN_HOST_ALLOCATOR=system leaves glibc as it is; the runtime also
-// leaves it when the user tuned malloc themselves (MALLOC_*_ or GLIBC_TUNABLES
+// flat from step 40 to 150, for a 1.3x faster step. DDPRUN_HOST_ALLOCATOR=system leaves glibc as it
+// is; the runtime also leaves it when the user tuned malloc themselves (MALLOC_*_ or GLIBC_TUNABLES
 // glibc.malloc.*) or preloads another allocator.
 #pragma once
 

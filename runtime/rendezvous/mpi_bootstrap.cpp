@@ -32,9 +32,10 @@ MpiSession::MpiSession() {
   if (!initialized) {
     int provided = 0;
     if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SINGLE, &provided) != MPI_SUCCESS) {
-      throw RendezvousError("MPI_Init_thread failed: cannot use MPI to find the master. "
-                            "---> HINT: set MASTER_ADDR and MASTER_PORT to skip the MPI "
-                            "bootstrap.");
+      throw RendezvousError(
+          "MPI_Init_thread failed: cannot use MPI to find the master. "
+          "---> HINT: set MASTER_ADDR and MASTER_PORT to skip the MPI "
+          "bootstrap.");
     }
     initializedHere_ = true;
   }
@@ -68,9 +69,10 @@ void MpiSession::abort(int exitCode) {
 }
 #else
 MpiSession::MpiSession() {
-  throw RendezvousError("this ddprun was built without MPI (DDPRUN_WITH_MPI=OFF), so under "
-                        "mpirun it cannot find the master by itself. ---> HINT: set "
-                        "MASTER_ADDR and MASTER_PORT.");
+  throw RendezvousError(
+      "this ddprun was built without MPI (DDPRUN_WITH_MPI=OFF), so under "
+      "mpirun it cannot find the master by itself. ---> HINT: set "
+      "MASTER_ADDR and MASTER_PORT.");
 }
 MpiSession::~MpiSession() = default;
 std::string MpiSession::broadcastEndpoint(const std::string&) { return {}; }

@@ -19,8 +19,7 @@ TcpStoreOptions storeOptionsFor(const env::ClusterEnv& env, const ConnectOptions
 
 // The MPI bootstrap (Note at the top of mpi_bootstrap.h): rank 0 hosts the store on a free
 // port (or MASTER_PORT) and broadcasts host:port; the others connect to it.
-void connectThroughMpi(const env::ClusterEnv& env, const ConnectOptions& options,
-                       Rendezvous& out) {
+void connectThroughMpi(const env::ClusterEnv& env, const ConnectOptions& options, Rendezvous& out) {
   auto& mpi = *out.mpi;
   if (mpi.rank() != env.rank || mpi.size() != env.worldSize) {
     throw ConfigError(fmt::format(
@@ -33,14 +32,14 @@ void connectThroughMpi(const env::ClusterEnv& env, const ConnectOptions& options
   std::string endpoint;
   if (env.rank == 0) {
     out.store = connectTcpStore(storeOptions);
-    endpoint = fmt::format("{}:{}", thisHostAddress(),
-                           c10::static_intrusive_pointer_cast<c10d::TCPStore>(out.store)->getPort());
+    endpoint =
+        fmt::format("{}:{}", thisHostAddress(),
+                    c10::static_intrusive_pointer_cast<c10d::TCPStore>(out.store)->getPort());
   }
   endpoint = mpi.broadcastEndpoint(endpoint);
   const auto colon = endpoint.rfind(':');
   out.master = {endpoint.substr(0, colon),
-                static_cast<std::uint16_t>(std::stoi(endpoint.substr(colon + 1))),
-                "mpi-bootstrap"};
+                static_cast<std::uint16_t>(std::stoi(endpoint.substr(colon + 1))), "mpi-bootstrap"};
   log::info("rendezvous", "event=mpi_bootstrap master={}", endpoint);
   if (env.rank != 0) {
     storeOptions.masterAddr = out.master.host;
@@ -61,8 +60,7 @@ Rendezvous connect(const env::ClusterEnv& env, const ConnectOptions& options) {
     } catch (const std::exception& e) {
       // Ends every rank: a rank leaving through MPI_Finalize would wait for the others,
       // which may be waiting for it (rank 0's store), and mpirun would hang.
-      log::error("rendezvous", "{} ---> aborting the MPI job (exit {})", e.what(),
-                 exitCodeFor(e));
+      log::error("rendezvous", "{} ---> aborting the MPI job (exit {})", e.what(), exitCodeFor(e));
       out.mpi->abort(exitCodeFor(e));
     }
     return out;
@@ -74,9 +72,10 @@ Rendezvous connect(const env::ClusterEnv& env, const ConnectOptions& options) {
   const bool anyPort = env.worldSize == 1 && !env.masterPortFromEnvironment;
   storeOptions.masterPort = anyPort ? std::uint16_t{0} : env.masterPort;
   auto store = connectTcpStore(storeOptions);
-  out.master = {env.masterAddr, anyPort && env.rank == 0 ? static_cast<std::uint16_t>(store->getPort())
-                                                         : env.masterPort,
-                anyPort ? "free port" : "environment"};
+  out.master = {
+      env.masterAddr,
+      anyPort && env.rank == 0 ? static_cast<std::uint16_t>(store->getPort()) : env.masterPort,
+      anyPort ? "free port" : "environment"};
   out.store = std::move(store);
   return out;
 }

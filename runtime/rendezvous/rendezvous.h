@@ -35,8 +35,8 @@ struct Endpoint {
 
 struct Rendezvous {
   c10::intrusive_ptr<c10d::Store> store;
-  Endpoint master;                     // where rank 0's store listens
-  std::shared_ptr<MpiSession> mpi;     // set when MPI found the master; keep it alive
+  Endpoint master;                  // where rank 0's store listens
+  std::shared_ptr<MpiSession> mpi;  // set when MPI found the master; keep it alive
 };
 
 struct ConnectOptions {

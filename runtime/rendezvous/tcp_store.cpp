@@ -129,9 +129,10 @@ c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& option
     }
     const auto sleep = std::min<std::chrono::milliseconds>(
         delay, std::chrono::duration_cast<std::chrono::milliseconds>(left));
-    log::info("rendezvous", "event=master_unreachable attempt={} master={}:{} cause=\"{}\" "
-              "retry_in_ms={}", attempt, options.masterAddr, options.masterPort, cause,
-              sleep.count());
+    log::info("rendezvous",
+              "event=master_unreachable attempt={} master={}:{} cause=\"{}\" "
+              "retry_in_ms={}",
+              attempt, options.masterAddr, options.masterPort, cause, sleep.count());
     std::this_thread::sleep_for(sleep);
     delay = std::min(delay * 2, kMaxRetryDelay);
   }

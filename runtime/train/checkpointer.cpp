@@ -11,14 +11,14 @@
 #include <fstream>
 #include <regex>
 
-#include <fmt/format.h>
-#include <nlohmann/json.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <caffe2/serialize/inline_container.h>
+#include <fmt/format.h>
 #include <torch/csrc/jit/serialization/export.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include "runtime/log/logging.h"
 
@@ -74,8 +74,8 @@ std::vector<char> readFile(const fs::path& path) {
   std::vector<char> bytes(fs::file_size(path));
   in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (in.gcount() != static_cast<std::streamsize>(bytes.size())) {
-    throw CheckpointError(fmt::format("cannot read '{}': expected {} bytes, got {}",
-                                      path.string(), bytes.size(), in.gcount()));
+    throw CheckpointError(fmt::format("cannot read '{}': expected {} bytes, got {}", path.string(),
+                                      bytes.size(), in.gcount()));
   }
   return bytes;
 }
@@ -87,7 +87,9 @@ std::vector<char> readFile(const fs::path& path) {
 std::vector<char> pickleForTorchLoad(const c10::IValue& payload) {
   std::vector<char> pickled;
   torch::jit::Pickler pickler(
-      [&](const char* bytes, std::size_t size) { pickled.insert(pickled.end(), bytes, bytes + size); },
+      [&](const char* bytes, std::size_t size) {
+        pickled.insert(pickled.end(), bytes, bytes + size);
+      },
       /*tensor_table=*/nullptr, /*type_renamer=*/nullptr, /*memoized_class_types=*/nullptr,
       /*get_tensor_id=*/nullptr, /*tag_aggregates=*/false);
   pickler.protocol();
@@ -112,10 +114,10 @@ CheckpointInfo readManifest(const fs::path& checkpoint) {
   const auto manifestPath = manifestPathFor(checkpoint.string());
   std::ifstream in(manifestPath);
   if (!in) {
-    throw CheckpointError(fmt::format(
-        "checkpoint '{}' has no manifest '{}', so its checksum cannot be verified (an "
-        "unfinished write, or a file copied without it)",
-        checkpoint.string(), manifestPath));
+    throw CheckpointError(
+        fmt::format("checkpoint '{}' has no manifest '{}', so its checksum cannot be verified (an "
+                    "unfinished write, or a file copied without it)",
+                    checkpoint.string(), manifestPath));
   }
   try {
     const auto json = nlohmann::json::parse(in);
@@ -138,7 +140,8 @@ CheckpointInfo readManifest(const fs::path& checkpoint) {
 // differ otherwise.
 std::vector<char> readVerified(const CheckpointInfo& info) {
   if (!fs::exists(info.path)) {
-    throw CheckpointError(fmt::format("checkpoint '{}' is missing (its manifest exists)", info.path));
+    throw CheckpointError(
+        fmt::format("checkpoint '{}' is missing (its manifest exists)", info.path));
   }
   auto bytes = readFile(info.path);
   if (bytes.size() != info.bytes) {
@@ -147,9 +150,9 @@ std::vector<char> readVerified(const CheckpointInfo& info) {
   }
   const auto crc = crc32Of(bytes.data(), bytes.size());
   if (crc != info.crc32) {
-    throw CheckpointError(fmt::format(
-        "checkpoint '{}' is corrupt: CRC-32 {:#010x}, the manifest says {:#010x}", info.path,
-        crc, info.crc32));
+    throw CheckpointError(
+        fmt::format("checkpoint '{}' is corrupt: CRC-32 {:#010x}, the manifest says {:#010x}",
+                    info.path, crc, info.crc32));
   }
   return bytes;
 }
@@ -173,8 +176,7 @@ Checkpointer::Checkpointer(CheckpointerOptions options,
                            c10::intrusive_ptr<c10d::ProcessGroup> group, c10::Device device)
     : options_(std::move(options)), group_(std::move(group)), device_(device) {
   if (options_.keepLast < 1) {
-    throw ConfigError(
-        fmt::format("keep-checkpoints must be >= 1, got {}", options_.keepLast));
+    throw ConfigError(fmt::format("keep-checkpoints must be >= 1, got {}", options_.keepLast));
   }
 }
 
@@ -202,8 +204,8 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) {
-    throw CheckpointError(fmt::format("cannot create checkpoint directory '{}': {}",
-                                      dir.string(), ec.message()));
+    throw CheckpointError(
+        fmt::format("cannot create checkpoint directory '{}': {}", dir.string(), ec.message()));
   }
   // Note [Saving a step twice]: a run restarted after it finished resumes at its last step
   // and saves it again, with the same state (training is deterministic). Replacing it
@@ -232,7 +234,8 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
                                        {"step", step},
                                        {"bytes", info.bytes},
                                        {"crc32", info.crc32}}
-                            .dump(2) + "\n";
+                            .dump(2) +
+                        "\n";
   writeAtomically(manifestPathFor(info.path), manifest.data(), manifest.size());
   log::info("checkpoint", "event=saved step={} path={} bytes={} crc32={:#010x}", step, info.path,
             info.bytes, info.crc32);

@@ -1,6 +1,5 @@
 #include "runtime/train/distributed_sampler.h"
 
-
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -17,19 +16,19 @@ DistributedSampler::DistributedSampler(std::int64_t datasetSize, int worldSize, 
         fmt::format("DistributedSampler: the data set is empty (size {})", datasetSize));
   }
   if (worldSize < 1 || rank < 0 || rank >= worldSize) {
-    throw ConfigError(fmt::format(
-        "DistributedSampler: rank {} of world size {}: expected 0 <= rank < world size",
-        rank, worldSize));
+    throw ConfigError(
+        fmt::format("DistributedSampler: rank {} of world size {}: expected 0 <= rank < world size",
+                    rank, worldSize));
   }
   if (options.dropLast && datasetSize < worldSize) {
-    throw ConfigError(fmt::format(
-        "DistributedSampler: {} samples cannot be split over {} ranks with drop-last "
-        "(every rank would get none); use padding or fewer ranks",
-        datasetSize, worldSize));
+    throw ConfigError(
+        fmt::format("DistributedSampler: {} samples cannot be split over {} ranks with drop-last "
+                    "(every rank would get none); use padding or fewer ranks",
+                    datasetSize, worldSize));
   }
   // As torch.utils.data.DistributedSampler computes num_samples.
-  numSamples_ = options.dropLast ? datasetSize / worldSize
-                                 : (datasetSize + worldSize - 1) / worldSize;
+  numSamples_ =
+      options.dropLast ? datasetSize / worldSize : (datasetSize + worldSize - 1) / worldSize;
 }
 
 void DistributedSampler::setEpoch(std::int64_t epoch) {

@@ -18,14 +18,16 @@ std::unique_ptr<torch::optim::Optimizer> makeOptimizer(const OptimizerOptions& o
         params, torch::optim::SGDOptions(o.lr).momentum(o.momentum).weight_decay(o.weightDecay));
   }
   if (o.name == "adam") {
-    return std::make_unique<torch::optim::Adam>(
-        params, torch::optim::AdamOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(
-                    o.weightDecay));
+    return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(o.lr)
+                                                            .betas({o.beta1, o.beta2})
+                                                            .eps(o.eps)
+                                                            .weight_decay(o.weightDecay));
   }
   if (o.name == "adamw") {
-    return std::make_unique<torch::optim::AdamW>(
-        params, torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(
-                    o.weightDecay));
+    return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(o.lr)
+                                                             .betas({o.beta1, o.beta2})
+                                                             .eps(o.eps)
+                                                             .weight_decay(o.weightDecay));
   }
   throw ConfigError(fmt::format("optimizer '{}': expected sgd, adam or adamw", o.name));
 }

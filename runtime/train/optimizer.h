@@ -15,9 +15,9 @@ namespace ddp::train {
 struct OptimizerOptions {
   std::string name = "sgd";  // sgd | adam | adamw
   double lr = 0.05;
-  double momentum = 0.9;     // sgd
+  double momentum = 0.9;  // sgd
   double weightDecay = 0.0;
-  double beta1 = 0.9;        // adam, adamw
+  double beta1 = 0.9;  // adam, adamw
   double beta2 = 0.999;
   double eps = 1e-8;
 };

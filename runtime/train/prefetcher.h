@@ -45,9 +45,9 @@ class BatchPrefetcher {
   std::deque<at::Tensor> pending_;  // scheduled, not read yet
   std::deque<Batch> ready_;         // read, not taken yet
   std::exception_ptr error_;
-  std::size_t generation_ = 0;      // bumped by schedule(): a read in flight is then stale
+  std::size_t generation_ = 0;  // bumped by schedule(): a read in flight is then stale
   bool stopping_ = false;
-  std::thread thread_;              // last: starts once the members above exist
+  std::thread thread_;  // last: starts once the members above exist
 };
 
 }  // namespace ddp::train

@@ -71,8 +71,8 @@ void loadOptimizerState(torch::optim::Optimizer& optimizer, const OptimizerOptio
   for (const auto& item : dict.at("state").toGenericDict()) {
     const auto i = item.key().toInt();
     if (i < 0 || i >= static_cast<std::int64_t>(params.size())) {
-      throw CheckpointError(fmt::format("optimizer state for parameter {}, the model has {}", i,
-                                        params.size()));
+      throw CheckpointError(
+          fmt::format("optimizer state for parameter {}, the model has {}", i, params.size()));
     }
     const auto entry = item.value().toGenericDict();
     auto tensor = [&](const char* key) { return entry.at(key).toTensor().to(device).clone(); };
@@ -110,22 +110,24 @@ void loadModelState(torch::nn::Module& module, const GenericDict& saved) {
   torch::NoGradGuard noGrad;
   auto state = namedState(module);
   if (static_cast<std::size_t>(saved.size()) != state.size()) {
-    throw CheckpointError(fmt::format(
-        "the checkpoint holds {} tensors, the model has {}: it was written for another "
-        "model (--model) or model configuration",
-        saved.size(), state.size()));
+    throw CheckpointError(
+        fmt::format("the checkpoint holds {} tensors, the model has {}: it was written for another "
+                    "model (--model) or model configuration",
+                    saved.size(), state.size()));
   }
   for (auto& [name, tensor] : state) {
     auto found = saved.find(name);
     if (found == saved.end()) {
-      throw CheckpointError(fmt::format("the checkpoint has no tensor '{}': it was written for "
-                                        "another model (--model)",
-                                        name));
+      throw CheckpointError(
+          fmt::format("the checkpoint has no tensor '{}': it was written for "
+                      "another model (--model)",
+                      name));
     }
     const auto value = found->value().toTensor();
     if (value.sizes() != tensor.sizes()) {
       throw CheckpointError(fmt::format("'{}' has shape [{}] in the checkpoint, [{}] in the model",
-                                        name, fmt::join(value.sizes(), ","), fmt::join(tensor.sizes(), ",")));
+                                        name, fmt::join(value.sizes(), ","),
+                                        fmt::join(tensor.sizes(), ",")));
     }
     tensor.copy_(value);
   }
@@ -144,7 +146,6 @@ void setCpuRngState(const at::Tensor& state) {
   std::lock_guard<std::mutex> lock(generator.mutex());
   generator.set_state(state);
 }
-
 
 c10::IValue makeCheckpointPayload(const TrainObjects& objects, const TrainProgress& progress,
                                   const std::vector<at::Tensor>& rngStates,
@@ -205,7 +206,8 @@ TrainProgress restoreCheckpoint(const c10::IValue& payload, const std::string& p
   if (progress.worldSize == worldSize && static_cast<int>(rngs.size()) == worldSize) {
     setCpuRngState(rngs.get(rank).toTensor());
   } else {
-    log::warn("train", "event=world_size_changed checkpoint_world_size={} world_size={} "
+    log::warn("train",
+              "event=world_size_changed checkpoint_world_size={} world_size={} "
               "(the data order differs from the original run from here on)",
               progress.worldSize, worldSize);
   }

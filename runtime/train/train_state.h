@@ -42,7 +42,7 @@ struct TrainProgress {
   std::int64_t epoch = 0;
   std::int64_t samplerStart = 0;  // the position in this epoch's shard of each rank
   std::uint64_t seed = 0;
-  std::int64_t numSamples = 0;    // samples in each rank's shard
+  std::int64_t numSamples = 0;  // samples in each rank's shard
   std::int64_t worldSize = 1;
 };
 

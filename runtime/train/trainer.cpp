@@ -7,8 +7,8 @@
 #include <fstream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "runtime/log/logging.h"
 #include "runtime/train/checkpointer.h"
@@ -122,8 +122,7 @@ struct Trainer::Run {
       throw ConfigError(fmt::format(
           "each rank's shard holds {} samples ({} in the training set over {} ranks), fewer "
           "than one step needs (batch-size {} x grad-accumulation {}); lower the batch size",
-          sampler.numSamples(), train.size(), dist.worldSize(), o.batchSize,
-          o.gradAccumulation));
+          sampler.numSamples(), train.size(), dist.worldSize(), o.batchSize, o.gradAccumulation));
     }
     totalSteps = o.maxSteps > 0 ? o.maxSteps : o.epochs * stepsPerEpoch;
     if (!o.checkpointDir.empty()) {
@@ -161,7 +160,7 @@ double EvalMetrics::value(const std::string& name) const {
 }
 
 void installStopSignalHandlers() {
-  struct sigaction action{};
+  struct sigaction action {};
   action.sa_handler = onStopSignal;
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
@@ -179,8 +178,9 @@ Trainer::Trainer(Distributed& dist, TrainableModel model, TrainerOptions options
   const auto& o = options_;
   if (o.batchSize < 1 || o.gradAccumulation < 1 || o.epochs < 1 || o.maxSteps < 0 ||
       o.logEvery < 1 || o.evalEvery < 0 || o.checkpointEvery < 0 || o.evalBatchSize < 1) {
-    throw ConfigError("trainer options out of range (batch size, accumulation, epochs and "
-                      "log interval must be >= 1; step counts >= 0)");
+    throw ConfigError(
+        "trainer options out of range (batch size, accumulation, epochs and "
+        "log interval must be >= 1; step counts >= 0)");
   }
   checkSchedule(o.schedule);
   if (!objective_.loss) throw ConfigError("the trainer's objective has no loss function");
@@ -227,10 +227,9 @@ std::int64_t Trainer::resume(Run& run) {
     loaded = Checkpointer(CheckpointerOptions{}, dist_.group, dist_.device).load(o.resume);
   }
   if (!loaded) return -1;
-  const auto progress =
-      restoreCheckpoint(loaded->payload, loaded->info.path,
-                        {model_.module(), *run.optimizer, o.optimizer}, dist_.rank(),
-                        dist_.worldSize(), dist_.device);
+  const auto progress = restoreCheckpoint(loaded->payload, loaded->info.path,
+                                          {model_.module(), *run.optimizer, o.optimizer},
+                                          dist_.rank(), dist_.worldSize(), dist_.device);
   run.step = progress.step;
   if (dist_.rank() == 0) {
     log::info("train", "event=resumed step={} epoch={} path={}", progress.step, progress.epoch,
@@ -301,7 +300,8 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
   MetricsFile metrics(rank == 0 ? o.metricsFile : "");
   StopVote stopVote(*dist_.group, dist_.device);
   if (rank == 0) {
-    log::info("train", "event=start steps={} steps_per_epoch={} batch_per_rank={} "
+    log::info("train",
+              "event=start steps={} steps_per_epoch={} batch_per_rank={} "
               "grad_accumulation={} global_batch={} optimizer={} lr={} schedule={} from_step={}",
               run.totalSteps, run.stepsPerEpoch, o.batchSize, o.gradAccumulation,
               run.samplesPerStep * world, o.optimizer.name, o.optimizer.lr, o.schedule.name,
@@ -331,11 +331,18 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
       const double samplesPerS = window.steps * run.samplesPerStep * world / wall;
       const double stepMs = 1000 * wall / window.steps;
       if (rank == 0) {
-        log::info("train", "epoch={} step={}/{} loss={:.4f} lr={:.5g} samples_per_s={:.0f} "
-                  "step_ms={:.2f}", epoch, run.step, run.totalSteps, loss, lr, samplesPerS, stepMs);
+        log::info("train",
+                  "epoch={} step={}/{} loss={:.4f} lr={:.5g} samples_per_s={:.0f} "
+                  "step_ms={:.2f}",
+                  epoch, run.step, run.totalSteps, loss, lr, samplesPerS, stepMs);
       }
-      metrics.record({{"kind", "train"}, {"epoch", epoch}, {"step", run.step}, {"loss", loss},
-                      {"lr", lr}, {"samples_per_s", samplesPerS}, {"step_ms", stepMs}});
+      metrics.record({{"kind", "train"},
+                      {"epoch", epoch},
+                      {"step", run.step},
+                      {"loss", loss},
+                      {"lr", lr},
+                      {"samples_per_s", samplesPerS},
+                      {"step_ms", stepMs}});
       window = LossWindow{};
     }
     if (o.evalEvery > 0 && run.step % o.evalEvery == 0 && !lastStep) {
@@ -371,7 +378,9 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
       trainSeconds > 0 ? runSteps * run.samplesPerStep * world / trainSeconds : 0;
   if (result.stoppedBySignal == 0) {
     result.test = evaluate(test);
-    nlohmann::json line{{"kind", "final"}, {"step", run.step}, {"test_loss", result.test.loss},
+    nlohmann::json line{{"kind", "final"},
+                        {"step", run.step},
+                        {"test_loss", result.test.loss},
                         {"samples_per_s", result.samplesPerSecond}};
     for (const auto& [name, value] : result.test.values) line["test_" + name] = value;
     metrics.record(line);

@@ -43,31 +43,31 @@ namespace ddp::train {
 
 struct TrainerOptions {
   int epochs = 2;
-  std::int64_t maxSteps = 0;        // > 0: stop after this many steps instead
-  std::int64_t batchSize = 64;      // samples per rank per micro-batch
-  int gradAccumulation = 1;         // micro-batches per optimizer step
+  std::int64_t maxSteps = 0;    // > 0: stop after this many steps instead
+  std::int64_t batchSize = 64;  // samples per rank per micro-batch
+  int gradAccumulation = 1;     // micro-batches per optimizer step
   OptimizerOptions optimizer;
   ScheduleOptions schedule;
-  double clipGradNorm = 0.0;        // > 0: clip the global L2 norm of the gradients
-  std::int64_t evalEvery = 0;       // > 0: also evaluate every N steps
+  double clipGradNorm = 0.0;   // > 0: clip the global L2 norm of the gradients
+  std::int64_t evalEvery = 0;  // > 0: also evaluate every N steps
   std::int64_t evalBatchSize = 1000;
   std::int64_t logEvery = 100;
-  std::string metricsFile;          // rank 0 appends one JSON object per line; "" = none
+  std::string metricsFile;  // rank 0 appends one JSON object per line; "" = none
   std::uint64_t seed = 42;
   bool shuffle = true;
-  bool dropLast = false;            // sampler: drop the tail instead of padding
-  std::string checkpointDir;        // "" = no checkpoints
-  std::int64_t checkpointEvery = 0; // > 0: every N steps (and always at the end)
+  bool dropLast = false;             // sampler: drop the tail instead of padding
+  std::string checkpointDir;         // "" = no checkpoints
+  std::int64_t checkpointEvery = 0;  // > 0: every N steps (and always at the end)
   int keepCheckpoints = 3;
   std::string resume = "auto";      // auto | none | a checkpoint path
   std::size_t prefetchBatches = 2;  // micro-batches read ahead (0: read in the loop)
   DdpOptions ddp;
-  std::string configText;           // the resolved configuration, stored in checkpoints
+  std::string configText;  // the resolved configuration, stored in checkpoints
 };
 
 struct EvalMetrics {
-  double loss = 0;                        // mean loss per target
-  std::map<std::string, double> values;   // each Objective metric, per target
+  double loss = 0;                       // mean loss per target
+  std::map<std::string, double> values;  // each Objective metric, per target
 
   // values.at(name), or an error naming the metrics there are.
   double value(const std::string& name) const;
@@ -103,12 +103,12 @@ class TrainableModel {
 };
 
 struct TrainResult {
-  std::int64_t steps = 0;       // optimizer steps done, in total (including resumed ones)
-  std::int64_t resumedFrom = -1;// the checkpoint's step, -1 when started fresh
+  std::int64_t steps = 0;         // optimizer steps done, in total (including resumed ones)
+  std::int64_t resumedFrom = -1;  // the checkpoint's step, -1 when started fresh
   EvalMetrics test;
   double samplesPerSecond = 0;  // this run's training throughput, all ranks together
   double wallSeconds = 0;
-  int stoppedBySignal = 0;      // SIGTERM/SIGINT that stopped the run, 0 if it finished
+  int stoppedBySignal = 0;  // SIGTERM/SIGINT that stopped the run, 0 if it finished
 };
 
 class Trainer {

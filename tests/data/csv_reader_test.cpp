@@ -44,11 +44,12 @@ TEST_P(SklearnFileTest, HasTheDocumentedShape) {
 
 INSTANTIATE_TEST_SUITE_P(
     RealFiles, SklearnFileTest,
-    ::testing::Values(SklearnFile{"iris.csv", 150, 4, 3, {50, 50, 50}},
-                      SklearnFile{"wine_data.csv", 178, 13, 3, {59, 71, 48}},
-                      SklearnFile{"breast_cancer.csv", 569, 30, 2, {212, 357}},
-                      SklearnFile{"digits.csv.gz", 1797, 64, 10,
-                                  {178, 182, 177, 183, 181, 182, 181, 179, 174, 180}}),
+    ::testing::Values(
+        SklearnFile{"iris.csv", 150, 4, 3, {50, 50, 50}},
+        SklearnFile{"wine_data.csv", 178, 13, 3, {59, 71, 48}},
+        SklearnFile{"breast_cancer.csv", 569, 30, 2, {212, 357}},
+        SklearnFile{
+            "digits.csv.gz", 1797, 64, 10, {178, 182, 177, 183, 181, 182, 181, 179, 174, 180}}),
     [](const auto& info) { return info.param.name.substr(0, info.param.name.find('.')); });
 
 TEST(SklearnIrisTest, ReadsHeaderNamesAndValues) {

@@ -23,9 +23,9 @@ inline const std::string kOpticksText =
 // Debian's dataset-fashion-mnist.
 inline const std::string kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
-#define DDPRUN_SKIP_UNLESS_EXISTS(path, package)                                          \
-  if (!std::filesystem::exists(path)) GTEST_SKIP() << (path) << " missing: apt-get install " \
-                                                   << (package) << " (scripts/setup.sh)"
+#define DDPRUN_SKIP_UNLESS_EXISTS(path, package) \
+  if (!std::filesystem::exists(path))            \
+  GTEST_SKIP() << (path) << " missing: apt-get install " << (package) << " (scripts/setup.sh)"
 
 class TempDir {
  public:

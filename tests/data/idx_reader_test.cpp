@@ -53,8 +53,8 @@ TEST_F(IdxReaderTest, ReadsPlainAndGzipAlike) {
   for (bool gzip : {false, true}) {
     auto array = readIdxFile(write(gzip ? "a.gz" : "a", bytes, gzip));
     EXPECT_EQ(array.dims, (std::vector<std::int64_t>{2, 2, 3}));
-    EXPECT_TRUE(torch::equal(array.values,
-                             (torch::arange(12, torch::kInt32) * 20).to(torch::kUInt8).view({2, 2, 3})));
+    EXPECT_TRUE(torch::equal(
+        array.values, (torch::arange(12, torch::kInt32) * 20).to(torch::kUInt8).view({2, 2, 3})));
   }
 }
 

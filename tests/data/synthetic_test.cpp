@@ -54,8 +54,8 @@ TEST(SyntheticTest, TheSeedDecidesEverything) {
 
 TEST(SyntheticTest, TrainAndTestShareNoSample) {
   const auto data = makeSyntheticDataset(small({3, 8, 8}));
-  const auto train = data.train.inputs.flatten(1);  // [600, 192]
-  const auto test = data.test.inputs.flatten(1);    // [200, 192]
+  const auto train = data.train.inputs.flatten(1);   // [600, 192]
+  const auto test = data.test.inputs.flatten(1);     // [200, 192]
   const auto distances = torch::cdist(test, train);  // [200, 600]
   EXPECT_GT(distances.min().item<float>(), 1.0f);
 }

@@ -51,9 +51,10 @@ TEST(OpticksTextTest, EveryByteBecomesOneTokenOfASortedVocabulary) {
 TEST(CharWindowsTest, TargetsAreTheInputsShiftedByOne) {
   const auto tokens = torch::arange(23, torch::kInt64);  // 4 windows of 5, 3 tokens left over
   const auto windows = cutWindows(tokens, 4);
-  EXPECT_TRUE(torch::equal(windows.inputs, torch::tensor({0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13,
-                                                          15, 16, 17, 18}, torch::kInt64)
-                                               .view({4, 4})));
+  EXPECT_TRUE(torch::equal(
+      windows.inputs,
+      torch::tensor({0, 1, 2, 3, 5, 6, 7, 8, 10, 11, 12, 13, 15, 16, 17, 18}, torch::kInt64)
+          .view({4, 4})));
   EXPECT_TRUE(torch::equal(windows.targets, windows.inputs + 1));
   EXPECT_EQ(cutWindows(tokens.narrow(0, 0, 4), 4).inputs.size(0), 0);
 }

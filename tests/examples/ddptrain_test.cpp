@@ -40,21 +40,18 @@ class DdptrainTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir_); }
 
   // Starts `world` ranks of ddptrain with `args`, `extraEnv` on top of the launch's.
-  std::vector<std::unique_ptr<ChildProcess>> start(const Args& args, int world = 2,
-                                                   const std::map<std::string, std::string>& extraEnv = {}) {
+  std::vector<std::unique_ptr<ChildProcess>> start(
+      const Args& args, int world = 2, const std::map<std::string, std::string>& extraEnv = {}) {
     const auto port = std::to_string(findFreePort());
     std::vector<std::unique_ptr<ChildProcess>> ranks;
     for (int rank = 0; rank < world; ++rank) {
       Args argv{DDPTRAIN_BINARY};
       argv.insert(argv.end(), args.begin(), args.end());
-      std::map<std::string, std::string> env{{"RANK", std::to_string(rank)},
-                                             {"WORLD_SIZE", std::to_string(world)},
-                                             {"LOCAL_RANK", std::to_string(rank)},
-                                             {"LOCAL_WORLD_SIZE", std::to_string(world)},
-                                             {"MASTER_ADDR", "127.0.0.1"},
-                                             {"MASTER_PORT", port},
-                                             {"GLOO_SOCKET_IFNAME", "lo"},
-                                             {"OMP_NUM_THREADS", "1"}};
+      std::map<std::string, std::string> env{
+          {"RANK", std::to_string(rank)},       {"WORLD_SIZE", std::to_string(world)},
+          {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", std::to_string(world)},
+          {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", port},
+          {"GLOO_SOCKET_IFNAME", "lo"},         {"OMP_NUM_THREADS", "1"}};
       for (const auto& [name, value] : extraEnv) env[name] = value;
       ranks.push_back(std::make_unique<ChildProcess>(argv, env));
     }
@@ -70,9 +67,26 @@ class DdptrainTest : public ::testing::Test {
 
   // A short CNN run on Fashion-MNIST that checkpoints every 10 steps into `dir`.
   Args resumableRun(const fs::path& dir) const {
-    return {"--model", "cnn", "--data", "idx", "--data-dir", kFashion, "--max-steps", "80",
-            "--batch-size", "32", "--checkpoint-dir", dir.string(), "--checkpoint-every", "10",
-            "--keep-checkpoints", "20", "--log-every", "1000", "--seed", "7"};
+    return {"--model",
+            "cnn",
+            "--data",
+            "idx",
+            "--data-dir",
+            kFashion,
+            "--max-steps",
+            "80",
+            "--batch-size",
+            "32",
+            "--checkpoint-dir",
+            dir.string(),
+            "--checkpoint-every",
+            "10",
+            "--keep-checkpoints",
+            "20",
+            "--log-every",
+            "1000",
+            "--seed",
+            "7"};
   }
 
   static bool waitForFile(const fs::path& path, std::chrono::seconds timeout) {
@@ -212,8 +226,9 @@ TEST_F(DdptrainTest, CorruptNewestCheckpointIsReportedAndThePreviousOneUsed) {
   auto results = run(args);
   for (auto& r : results) ASSERT_EQ(r.exitCode, 0) << r.output;
   const auto& log = results[0].output;
-  EXPECT_NE(log.find("event=corrupt checkpoint '" + checkpointFile(dir_, 30) + "' is corrupt: CRC-32"),
-            std::string::npos)
+  EXPECT_NE(
+      log.find("event=corrupt checkpoint '" + checkpointFile(dir_, 30) + "' is corrupt: CRC-32"),
+      std::string::npos)
       << log;
   EXPECT_NE(log.find("event=resumed step=20"), std::string::npos) << log;
 }
@@ -245,14 +260,16 @@ TEST_F(DdptrainTest, PythonTorchLoadReadsTheCheckpointWithEqualTensors) {
 // ddp::init() once reset the level to DDPRUN_LOG_LEVEL or info, so --log-level debug
 // showed no debug line.
 TEST_F(DdptrainTest, LogLevelFlagWinsOverTheVariableAndSurvivesInit) {
-  const Args quick{"--model", "mlp", "--data", "synthetic", "--synthetic-samples", "256",
-                   "--max-steps", "2", "--log-every", "1"};
+  const Args quick{"--model", "mlp",         "--data", "synthetic",   "--synthetic-samples",
+                   "256",     "--max-steps", "2",      "--log-every", "1"};
   auto withFlag = [&](const std::string& level) {
     Args args = quick;
     args.insert(args.end(), {"--log-level", level});
     return args;
   };
-  auto debugLines = [](const ProcessResult& r) { return r.output.find("] [debug] [") != std::string::npos; };
+  auto debugLines = [](const ProcessResult& r) {
+    return r.output.find("] [debug] [") != std::string::npos;
+  };
 
   auto results = run(withFlag("debug"), 1, {{"DDPRUN_LOG_LEVEL", "warn"}});
   ASSERT_EQ(results[0].exitCode, 0) << results[0].output;
@@ -274,9 +291,9 @@ TEST_F(DdptrainTest, LogLevelFlagWinsOverTheVariableAndSurvivesInit) {
 }
 
 TEST_F(DdptrainTest, BadConfigurationExitsWithTheUsageCode) {
-  for (const Args& args : {Args{"--lr", "fast"}, Args{"--model", "transformer"},
-                           Args{"--data", "csv", "--data-path", "/nonexistent.csv"},
-                           Args{"--no-such-flag"}}) {
+  for (const Args& args :
+       {Args{"--lr", "fast"}, Args{"--model", "transformer"},
+        Args{"--data", "csv", "--data-path", "/nonexistent.csv"}, Args{"--no-such-flag"}}) {
     auto results = run(args, 1);
     EXPECT_EQ(results[0].exitCode, 2) << results[0].output;
     EXPECT_NE(results[0].output.find("ddptrain: "), std::string::npos) << results[0].output;

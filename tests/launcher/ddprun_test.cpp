@@ -147,9 +147,13 @@ TEST(LauncherTest, NodeRankOffsetsGlobalRanks) {
 
 TEST(LauncherTest, TakesTheNodeFromThePyTorchJobEnvironment) {
   auto result = runDdprun({"/bin/sh", "-c", "echo \"rank=$RANK world=$WORLD_SIZE\""},
-                          {{"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", "23456"},
-                           {"WORLD_SIZE", "4"}, {"RANK", "1"}, {"PET_NODE_RANK", "1"},
-                           {"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "2"}});
+                          {{"MASTER_ADDR", "127.0.0.1"},
+                           {"MASTER_PORT", "23456"},
+                           {"WORLD_SIZE", "4"},
+                           {"RANK", "1"},
+                           {"PET_NODE_RANK", "1"},
+                           {"PET_NNODES", "2"},
+                           {"PET_NPROC_PER_NODE", "2"}});
   SCOPED_TRACE(result.output);
   ASSERT_EQ(result.exitCode, 0);
   EXPECT_NE(result.output.find("[rank2]: rank=2 world=4"), std::string::npos);
@@ -157,9 +161,9 @@ TEST(LauncherTest, TakesTheNodeFromThePyTorchJobEnvironment) {
 }
 
 TEST(LauncherTest, SetsOmpNumThreadsOnlyWhenUnset) {
-  auto withValue = runDdprun({"--nproc-per-node", "2", "--", "/bin/sh", "-c",
-                              "echo omp=$OMP_NUM_THREADS"},
-                             {{"OMP_NUM_THREADS", "7"}});
+  auto withValue =
+      runDdprun({"--nproc-per-node", "2", "--", "/bin/sh", "-c", "echo omp=$OMP_NUM_THREADS"},
+                {{"OMP_NUM_THREADS", "7"}});
   EXPECT_EQ(count(withValue.output, "omp=7"), 2) << withValue.output;
   EXPECT_EQ(withValue.output.find("OMP_NUM_THREADS is unset"), std::string::npos);
 }
@@ -169,9 +173,10 @@ TEST(LauncherTest, SetsOmpNumThreadsOnlyWhenUnset) {
 TEST(OutputTest, LinesArePrefixedAndStdoutAndStderrKeptApart) {
   TempDir dir;
   ChildProcess shell({"/bin/sh", "-c",
-                      std::string("exec ") + DDPRUN_BINARY + " --nproc-per-node 2 -- /bin/sh -c "
-                      "'echo out-$RANK; echo err-$RANK >&2; printf tail-$RANK' >" + (dir / "out") +
-                      " 2>" + (dir / "err")},
+                      std::string("exec ") + DDPRUN_BINARY +
+                          " --nproc-per-node 2 -- /bin/sh -c "
+                          "'echo out-$RANK; echo err-$RANK >&2; printf tail-$RANK' >" +
+                          (dir / "out") + " 2>" + (dir / "err")},
                      {});
   ASSERT_EQ(shell.wait(30s).exitCode, 0);
   const auto out = readFile(dir / "out"), err = readFile(dir / "err");
@@ -219,10 +224,11 @@ TEST(OutputTest, AClosedConsoleDoesNotStopTheTraining) {
   TempDir dir;
   // `ddprun ... | head -n 1`: the console pipe closes after the first line.
   ChildProcess shell({"/bin/sh", "-c",
-                      "(" + std::string(DDPRUN_BINARY) + " --nproc-per-node 2 -- /bin/sh -c "
-                      "'i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done; "
-                      "touch " + (dir / "done-") + "$RANK'; echo $? >" + (dir / "rc") +
-                      ") | head -n 1"},
+                      "(" + std::string(DDPRUN_BINARY) +
+                          " --nproc-per-node 2 -- /bin/sh -c "
+                          "'i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done; "
+                          "touch " +
+                          (dir / "done-") + "$RANK'; echo $? >" + (dir / "rc") + ") | head -n 1"},
                      {});
   ASSERT_EQ(shell.wait(30s).exitCode, 0);
   EXPECT_EQ(readFile(dir / "rc"), "0\n");
@@ -262,8 +268,7 @@ TEST(FailureTest, FirstFailureTearsDownTheOthersAndIsReported) {
   EXPECT_EQ(report["exitCode"], 3);
   EXPECT_TRUE(report["signal"].is_null());
   EXPECT_EQ(report["launcherExitCode"], 3);
-  EXPECT_EQ(report["lastLines"],
-            nlohmann::json::array({"about to fail", "[stderr] cannot go on"}));
+  EXPECT_EQ(report["lastLines"], nlohmann::json::array({"about to fail", "[stderr] cannot go on"}));
 }
 
 TEST(FailureTest, WorkerKilledBySignalGives128PlusSignal) {
@@ -281,8 +286,8 @@ TEST(FailureTest, WorkerKilledBySignalGives128PlusSignal) {
 TEST(FailureTest, GroupRestartsAfterAWorkerIsKilledAndCompletes) {
   const auto start = std::chrono::steady_clock::now();
   // Attempt 0: rank 1 is SIGKILLed mid-run while the others work; attempt 1 succeeds.
-  auto result = runDdprun({"--nproc-per-node", "3", "--max-restarts", "2", "--grace-period",
-                           "10", "--", "/bin/sh", "-c",
+  auto result = runDdprun({"--nproc-per-node", "3", "--max-restarts", "2", "--grace-period", "10",
+                           "--", "/bin/sh", "-c",
                            "echo attempt=$TORCHELASTIC_RESTART_COUNT; "
                            "if [ \"$TORCHELASTIC_RESTART_COUNT\" = 0 ]; then "
                            "  if [ \"$RANK\" = 1 ]; then sleep 0.5; kill -9 $$; fi; "
@@ -356,9 +361,10 @@ TEST(SignalTest, SigtermIsForwardedAndEverythingExits143WithNoOrphan) {
 
 TEST(SignalTest, WorkerIgnoringSigtermIsKilledAfterGracePeriod) {
   const auto start = std::chrono::steady_clock::now();
-  ChildProcess launcher({DDPRUN_BINARY, "--nproc-per-node", "2", "--grace-period", "1", "--",
-                         "/bin/sh", "-c", "trap '' TERM; echo pid=$$; while true; do sleep 0.05; done"},
-                        {});
+  ChildProcess launcher(
+      {DDPRUN_BINARY, "--nproc-per-node", "2", "--grace-period", "1", "--", "/bin/sh", "-c",
+       "trap '' TERM; echo pid=$$; while true; do sleep 0.05; done"},
+      {});
   std::this_thread::sleep_for(1000ms);
   kill(launcher.pid(), SIGTERM);
   auto result = launcher.wait(20s);
@@ -413,9 +419,9 @@ TEST_P(DryRunTest, PrintsThePlanAndStartsNothing) {
   EXPECT_EQ(plan["nodeRank"], c.nodeRank);
   EXPECT_EQ(plan["nprocPerNode"], c.nproc);
   EXPECT_EQ(plan["worldSize"], c.nnodes * c.nproc);
-  EXPECT_EQ(plan["masterAddr"].get<std::string>() + ":" +
-                std::to_string(plan["masterPort"].get<int>()),
-            c.master);
+  EXPECT_EQ(
+      plan["masterAddr"].get<std::string>() + ":" + std::to_string(plan["masterPort"].get<int>()),
+      c.master);
   ASSERT_EQ(plan["workers"].size(), static_cast<size_t>(c.nproc));
   for (int local = 0; local < c.nproc; ++local) {
     const auto& w = plan["workers"][local];
@@ -434,32 +440,75 @@ INSTANTIATE_TEST_SUITE_P(
     Sources, DryRunTest,
     ::testing::Values(
         DryRunCase{"Default", {}, {}, "default", 1, 0, 1, "127.0.0.1:29500"},
-        DryRunCase{"Flags", {}, {"--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "3",
-                                  "--master-addr", "10.0.0.1", "--master-port", "1234"},
-                   "flags", 2, 1, 3, "10.0.0.1:1234"},
+        DryRunCase{"Flags",
+                   {},
+                   {"--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "3", "--master-addr",
+                    "10.0.0.1", "--master-port", "1234"},
+                   "flags",
+                   2,
+                   1,
+                   3,
+                   "10.0.0.1:1234"},
         DryRunCase{"PyTorchJob",
-                   {{"MASTER_ADDR", "job-master-0"}, {"MASTER_PORT", "23456"}, {"WORLD_SIZE", "6"},
-                    {"RANK", "1"}, {"PET_NODE_RANK", "1"}, {"PET_NNODES", "3"},
-                    {"PET_NPROC_PER_NODE", "2"}, {"PET_MASTER_ADDR", "job-master-0"},
+                   {{"MASTER_ADDR", "job-master-0"},
+                    {"MASTER_PORT", "23456"},
+                    {"WORLD_SIZE", "6"},
+                    {"RANK", "1"},
+                    {"PET_NODE_RANK", "1"},
+                    {"PET_NNODES", "3"},
+                    {"PET_NPROC_PER_NODE", "2"},
+                    {"PET_MASTER_ADDR", "job-master-0"},
                     {"PET_MASTER_PORT", "23456"}},
-                   {}, "pytorchjob", 3, 1, 2, "job-master-0:23456"},
+                   {},
+                   "pytorchjob",
+                   3,
+                   1,
+                   2,
+                   "job-master-0:23456"},
         DryRunCase{"PyTorchJobBeforeV17",
-                   {{"MASTER_ADDR", "job-master-0"}, {"MASTER_PORT", "23456"}, {"WORLD_SIZE", "3"},
+                   {{"MASTER_ADDR", "job-master-0"},
+                    {"MASTER_PORT", "23456"},
+                    {"WORLD_SIZE", "3"},
                     {"RANK", "2"}},
-                   {}, "pytorchjob", 3, 2, 1, "job-master-0:23456"},
+                   {},
+                   "pytorchjob",
+                   3,
+                   2,
+                   1,
+                   "job-master-0:23456"},
         DryRunCase{"TrainerV2",
-                   {{"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "2"}, {"PET_NODE_RANK", "1"},
-                    {"PET_MASTER_ADDR", "tj-node-0-0.tj"}, {"PET_MASTER_PORT", "29500"}},
-                   {}, "trainer-v2", 2, 1, 2, "tj-node-0-0.tj:29500"},
+                   {{"PET_NNODES", "2"},
+                    {"PET_NPROC_PER_NODE", "2"},
+                    {"PET_NODE_RANK", "1"},
+                    {"PET_MASTER_ADDR", "tj-node-0-0.tj"},
+                    {"PET_MASTER_PORT", "29500"}},
+                   {},
+                   "trainer-v2",
+                   2,
+                   1,
+                   2,
+                   "tj-node-0-0.tj:29500"},
         DryRunCase{"OpenMpi",
-                   {{"OMPI_COMM_WORLD_RANK", "2"}, {"OMPI_COMM_WORLD_SIZE", "4"},
-                    {"OMPI_COMM_WORLD_LOCAL_RANK", "0"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "1"},
+                   {{"OMPI_COMM_WORLD_RANK", "2"},
+                    {"OMPI_COMM_WORLD_SIZE", "4"},
+                    {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
+                    {"OMPI_COMM_WORLD_LOCAL_SIZE", "1"},
                     {"MASTER_ADDR", "job-worker-0.job"}},
-                   {}, "openmpi", 4, 2, 1, "job-worker-0.job:29500"},
-        DryRunCase{"Pmi",
-                   {{"PMI_RANK", "1"}, {"PMI_SIZE", "2"}, {"MASTER_ADDR", "h0"},
-                    {"MASTER_PORT", "5000"}},
-                   {"--nproc-per-node", "2"}, "pmi", 2, 1, 2, "h0:5000"}));
+                   {},
+                   "openmpi",
+                   4,
+                   2,
+                   1,
+                   "job-worker-0.job:29500"},
+        DryRunCase{
+            "Pmi",
+            {{"PMI_RANK", "1"}, {"PMI_SIZE", "2"}, {"MASTER_ADDR", "h0"}, {"MASTER_PORT", "5000"}},
+            {"--nproc-per-node", "2"},
+            "pmi",
+            2,
+            1,
+            2,
+            "h0:5000"}));
 
 // --- usage errors --------------------------------------------------------------------------
 
@@ -481,32 +530,40 @@ TEST_P(UsageErrorTest, ExitsWith2AndSaysWhy) {
 INSTANTIATE_TEST_SUITE_P(
     BadInput, UsageErrorTest,
     ::testing::Values(
-        UsageCase{{"--nproc-per-node", "abc", "true"}, {}, "--nproc-per-node=abc: expected a number"},
+        UsageCase{
+            {"--nproc-per-node", "abc", "true"}, {}, "--nproc-per-node=abc: expected a number"},
         UsageCase{{"--nproc-per-node", "0", "true"}, {}, "--nproc-per-node=0: expected a number"},
-        UsageCase{{"--nnodes", "2", "--node-rank", "2", "--master-addr", "h", "true"}, {},
+        UsageCase{{"--nnodes", "2", "--node-rank", "2", "--master-addr", "h", "true"},
+                  {},
                   "node rank 2 (from --node-rank) must be below the node count 2"},
         UsageCase{{"--nnodes", "1:4", "true"}, {}, "elastic ranges are not supported"},
         UsageCase{{"--nnodes", "2", "true"}, {}, "MASTER_ADDR (unset)"},
-        UsageCase{{"--master-port", "70000", "true"}, {},
+        UsageCase{{"--master-port", "70000", "true"},
+                  {},
                   "--master-port=70000: expected a decimal integer in [1, 65535]"},
         UsageCase{{"--max-restarts", "-1", "true"}, {}, "--max-restarts=-1"},
         UsageCase{{"--backend", "mpi", "true"}, {}, "--backend=mpi: expected gloo, nccl or auto"},
         UsageCase{{"--redirects", "3", "true"}, {}, "there is no --log-dir"},
         UsageCase{{"--bogus", "true"}, {}, "bogus"},
         UsageCase{{"--nproc-per-node", "2"}, {}, "no PROGRAM given"},
-        UsageCase{{"true"}, {{"RANK", "3"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m"}},
+        UsageCase{{"true"},
+                  {{"RANK", "3"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m"}},
                   "RANK=3: expected a value below WORLD_SIZE=2"},
         // The launcher once passed these on and every worker failed on them instead.
-        UsageCase{{"true"}, {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m:29500"}},
+        UsageCase{{"true"},
+                  {{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m:29500"}},
                   "MASTER_ADDR=m:29500: expected a host without a port; found host:port"},
-        UsageCase{{"--nproc-per-node", "2", "true"}, {{"MASTER_ADDR", "m 0"}},
+        UsageCase{{"--nproc-per-node", "2", "true"},
+                  {{"MASTER_ADDR", "m 0"}},
                   "MASTER_ADDR=m 0: expected the host name or IP address of rank 0; found "
                   "whitespace"},
-        UsageCase{{"true"}, {{"PET_MAX_RESTARTS", "-1"}},
+        UsageCase{{"true"},
+                  {{"PET_MAX_RESTARTS", "-1"}},
                   "PET_MAX_RESTARTS=-1: expected a decimal integer in [0, 1000]; found a "
                   "negative number"},
         UsageCase{{"--log-level", "loud", "true"}, {}, "--log-level=loud: expected one of debug"},
-        UsageCase{{"true"}, {{"DDPRUN_LOG_LEVEL", "loud"}},
+        UsageCase{{"true"},
+                  {{"DDPRUN_LOG_LEVEL", "loud"}},
                   "DDPRUN_LOG_LEVEL=loud: expected one of debug"},
         UsageCase{{"true"}, {{"RANK", "zero"}, {"WORLD_SIZE", "2"}}, "RANK=zero"},
         UsageCase{{"true"}, {{"LOCAL_RANK", "0"}}, "inside another launcher's worker"}));
@@ -516,9 +573,25 @@ INSTANTIATE_TEST_SUITE_P(
 const std::string kFashion = "/usr/share/datasets/fashion-mnist";
 
 Args ddptrainArgs(const fs::path& checkpoints) {
-  return {DDPTRAIN_BINARY, "--model", "cnn", "--data", "idx", "--data-dir", kFashion,
-          "--max-steps", "150", "--batch-size", "32", "--checkpoint-dir", checkpoints.string(),
-          "--checkpoint-every", "10", "--log-every", "1000", "--seed", "3"};
+  return {DDPTRAIN_BINARY,
+          "--model",
+          "cnn",
+          "--data",
+          "idx",
+          "--data-dir",
+          kFashion,
+          "--max-steps",
+          "150",
+          "--batch-size",
+          "32",
+          "--checkpoint-dir",
+          checkpoints.string(),
+          "--checkpoint-every",
+          "10",
+          "--log-every",
+          "1000",
+          "--seed",
+          "3"};
 }
 
 bool waitFor(const std::function<bool()>& condition, std::chrono::seconds timeout) {
@@ -533,8 +606,15 @@ bool waitFor(const std::function<bool()>& condition, std::chrono::seconds timeou
 TEST(DdptrainUnderDdprunTest, KilledWorkerIsRestartedAndTheRunResumesAndCompletes) {
   if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   TempDir dir;
-  Args args{DDPRUN_BINARY, "--standalone", "--nproc-per-node", "2", "--max-restarts", "1",
-            "--grace-period", "20", "--"};
+  Args args{DDPRUN_BINARY,
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--max-restarts",
+            "1",
+            "--grace-period",
+            "20",
+            "--"};
   for (auto& a : ddptrainArgs(dir.path())) args.push_back(a);
   ChildProcess launcher(args, {{"GLOO_SOCKET_IFNAME", "lo"}});
   ASSERT_TRUE(waitFor([&] { return fs::exists(dir / "checkpoint-00000020.pt.json"); }, 120s));

@@ -8,10 +8,10 @@ namespace ddp::launcher {
 namespace {
 
 TEST(LaunchFlagsTest, ValueTakingFlagsComeFromTheTable) {
-  for (const char* arg : {"--nproc-per-node", "--nproc_per_node", "--nnodes", "--node_rank",
-                          "--master-addr", "--master_port", "--max-restarts", "--rdzv-timeout",
-                          "--backend", "--grace-period", "--log-dir", "--log_dir", "--redirects",
-                          "-r", "--error-file", "--log-level"}) {
+  for (const char* arg :
+       {"--nproc-per-node", "--nproc_per_node", "--nnodes", "--node_rank", "--master-addr",
+        "--master_port", "--max-restarts", "--rdzv-timeout", "--backend", "--grace-period",
+        "--log-dir", "--log_dir", "--redirects", "-r", "--error-file", "--log-level"}) {
     EXPECT_TRUE(flagTakesValue(arg)) << arg;
   }
   for (const char* arg : {"--standalone", "--dry-run", "--help", "--version", "train.py", "-x"}) {
@@ -38,8 +38,10 @@ TEST(LaunchFlagsTest, EveryTorchrunFlagFallsBackToItsPetVariable) {
 }
 
 TEST(LaunchFlagsTest, TheFlagWinsOverItsVariable) {
-  const env::EnvMap env{{"PET_MAX_RESTARTS", "3"}, {"PET_LOG_DIR", "/logs"},
-                        {"PET_REDIRECTS", "1"}, {"DDPRUN_ERROR_FILE", "/dev/termination-log"}};
+  const env::EnvMap env{{"PET_MAX_RESTARTS", "3"},
+                        {"PET_LOG_DIR", "/logs"},
+                        {"PET_REDIRECTS", "1"},
+                        {"DDPRUN_ERROR_FILE", "/dev/termination-log"}};
   const auto fromEnv = readLaunchCommand({}, env);
   EXPECT_EQ(fromEnv.plan.maxRestarts, 3);
   EXPECT_EQ(fromEnv.plan.maxRestartsOrigin, "PET_MAX_RESTARTS");

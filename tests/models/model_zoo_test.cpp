@@ -60,10 +60,9 @@ TEST_P(ModelShapeTest, EveryParameterGetsAGradient) {
   const auto& spec = GetParam();
   auto model = createModel(spec);
   const auto logits = model->forward(inputFor(spec));
-  const auto targets = torch::randint(spec.numClasses, logits.sizes().slice(0, logits.dim() - 1),
-                                      torch::kInt64);
-  torch::nn::functional::cross_entropy(logits.reshape({-1, spec.numClasses}),
-                                       targets.reshape({-1}))
+  const auto targets =
+      torch::randint(spec.numClasses, logits.sizes().slice(0, logits.dim() - 1), torch::kInt64);
+  torch::nn::functional::cross_entropy(logits.reshape({-1, spec.numClasses}), targets.reshape({-1}))
       .backward();
   for (const auto& parameter : model->named_parameters()) {
     const auto& grad = parameter.value().grad();
@@ -102,8 +101,8 @@ TEST(ModelZooTest, ParameterCountsAsComputedByHand) {
   // gpt: embeddings (V + T) * E; per block 2 LayerNorms (2 * 2E), attention E*3E + 3E and
   // E*E + E, mlp E*4E + 4E and 4E*E + E; head LayerNorm 2E and E*V + V.
   const std::int64_t v = 65, t = 64, e = 128, layers = 2;
-  const std::int64_t block = 4 * e + (e * 3 * e + 3 * e) + (e * e + e) + (e * 4 * e + 4 * e) +
-                             (4 * e * e + e);
+  const std::int64_t block =
+      4 * e + (e * 3 * e + 3 * e) + (e * e + e) + (e * 4 * e + 4 * e) + (4 * e * e + e);
   EXPECT_EQ(parameterCount(*createModel({"gpt", {t}, v})),
             (v + t) * e + layers * block + 2 * e + e * v + v);
 }

@@ -18,14 +18,10 @@ std::string worker() { return executableDir() + "/distributed_worker"; }
 
 // torchrun-style variables for `rank` of `worldSize` on loopback.
 Env rankEnv(int rank, int worldSize, const std::string& port) {
-  return {{"RANK", std::to_string(rank)},
-          {"WORLD_SIZE", std::to_string(worldSize)},
-          {"LOCAL_RANK", std::to_string(rank)},
-          {"LOCAL_WORLD_SIZE", std::to_string(worldSize)},
-          {"MASTER_ADDR", "127.0.0.1"},
-          {"MASTER_PORT", port},
-          {"GLOO_SOCKET_IFNAME", "lo"},
-          {"OMP_NUM_THREADS", "1"}};
+  return {{"RANK", std::to_string(rank)},       {"WORLD_SIZE", std::to_string(worldSize)},
+          {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", std::to_string(worldSize)},
+          {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", port},
+          {"GLOO_SOCKET_IFNAME", "lo"},         {"OMP_NUM_THREADS", "1"}};
 }
 
 void expectVerified(ProcessResult& result, const std::string& line) {
@@ -61,12 +57,18 @@ TEST(DistributedTest, PyTorchJobEnvironment) {
   const auto port = std::to_string(findFreePort());
   std::vector<std::unique_ptr<ChildProcess>> pods;
   for (int rank = 0; rank < 2; ++rank) {
-    pods.push_back(std::make_unique<ChildProcess>(
-        std::vector<std::string>{worker()},
-        Env{{"RANK", std::to_string(rank)}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "localhost"},
-            {"MASTER_PORT", port}, {"PET_NODE_RANK", std::to_string(rank)}, {"PET_NNODES", "2"},
-            {"PET_NPROC_PER_NODE", "1"}, {"PET_MASTER_ADDR", "localhost"},
-            {"PET_MASTER_PORT", port}, {"PYTHONUNBUFFERED", "1"}, {"GLOO_SOCKET_IFNAME", "lo"}}));
+    pods.push_back(std::make_unique<ChildProcess>(std::vector<std::string>{worker()},
+                                                  Env{{"RANK", std::to_string(rank)},
+                                                      {"WORLD_SIZE", "2"},
+                                                      {"MASTER_ADDR", "localhost"},
+                                                      {"MASTER_PORT", port},
+                                                      {"PET_NODE_RANK", std::to_string(rank)},
+                                                      {"PET_NNODES", "2"},
+                                                      {"PET_NPROC_PER_NODE", "1"},
+                                                      {"PET_MASTER_ADDR", "localhost"},
+                                                      {"PET_MASTER_PORT", port},
+                                                      {"PYTHONUNBUFFERED", "1"},
+                                                      {"GLOO_SOCKET_IFNAME", "lo"}}));
   }
   for (int rank = 0; rank < 2; ++rank) {
     auto result = pods[rank]->wait(90s);
@@ -142,9 +144,13 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfigCase{"NonNumericRank", {{"RANK", "abc"}, {"WORLD_SIZE", "2"}}, "gloo", "RANK=abc"},
         BadConfigCase{"NcclWithoutCuda", {}, "nccl", "no CUDA device is visible"},
         BadConfigCase{"UnknownBackend", {}, "mpi-ish", "unknown backend 'mpi-ish'"},
-        BadConfigCase{"BadTimeout", {{"DDPRUN_RDZV_TIMEOUT", "soon"}}, "gloo",
+        BadConfigCase{"BadTimeout",
+                      {{"DDPRUN_RDZV_TIMEOUT", "soon"}},
+                      "gloo",
                       "DDPRUN_RDZV_TIMEOUT=soon: expected a positive number of seconds"},
-        BadConfigCase{"UnknownHostAllocator", {{"DDPRUN_HOST_ALLOCATOR", "jemalloc"}}, "gloo",
+        BadConfigCase{"UnknownHostAllocator",
+                      {{"DDPRUN_HOST_ALLOCATOR", "jemalloc"}},
+                      "gloo",
                       "DDPRUN_HOST_ALLOCATOR=jemalloc: expected 'keep'"}),
     [](const auto& info) { return info.param.name; });
 
@@ -154,13 +160,13 @@ TEST_P(MpirunTest, MasterFoundThroughMpi) {
   const int n = GetParam();
   // No MASTER_ADDR: rank 0 hosts the store and broadcasts host:port through MPI.
   ChildProcess mpirun({MPIEXEC_EXECUTABLE, "--allow-run-as-root", "--oversubscribe", "-np",
-                       std::to_string(n), "--mca", "btl", "self,tcp", "-x",
-                       "GLOO_SOCKET_IFNAME=lo", "-x", "OMP_NUM_THREADS=1", worker(), "gloo"},
+                       std::to_string(n), "--mca", "btl", "self,tcp", "-x", "GLOO_SOCKET_IFNAME=lo",
+                       "-x", "OMP_NUM_THREADS=1", worker(), "gloo"},
                       {});
   auto result = mpirun.wait(120s);
   for (int rank = 0; rank < n; ++rank) {
-    expectVerified(result, "rank " + std::to_string(rank) + "/" + std::to_string(n) +
-                               " source=openmpi");
+    expectVerified(result,
+                   "rank " + std::to_string(rank) + "/" + std::to_string(n) + " source=openmpi");
   }
   EXPECT_NE(result.output.find("event=mpi_bootstrap master="), std::string::npos);
 }
@@ -170,12 +176,12 @@ TEST_P(MpirunTest, MasterFoundThroughMpi) {
 // MPI_Finalize while rank 0's store waits for rank 1.
 TEST(MpirunFailureTest, UnreachableMasterAbortsTheJobWithTheTransientCode) {
   const auto start = std::chrono::steady_clock::now();
-  ChildProcess mpirun({"/usr/bin/unshare", "--uts", "/bin/sh", "-c",
-                       "hostname ddprun-no-such-host.invalid && exec \"$0\" \"$@\"",
-                       MPIEXEC_EXECUTABLE, "--allow-run-as-root", "--oversubscribe", "-np", "2",
-                       "--mca", "btl", "self,tcp", "-x", "GLOO_SOCKET_IFNAME=lo", "-x",
-                       "DDPRUN_RDZV_TIMEOUT=3", worker(), "gloo"},
-                      {});
+  ChildProcess mpirun(
+      {"/usr/bin/unshare", "--uts", "/bin/sh", "-c",
+       "hostname ddprun-no-such-host.invalid && exec \"$0\" \"$@\"", MPIEXEC_EXECUTABLE,
+       "--allow-run-as-root", "--oversubscribe", "-np", "2", "--mca", "btl", "self,tcp", "-x",
+       "GLOO_SOCKET_IFNAME=lo", "-x", "DDPRUN_RDZV_TIMEOUT=3", worker(), "gloo"},
+      {});
   auto result = mpirun.wait(60s);
   const auto elapsed = std::chrono::steady_clock::now() - start;
   SCOPED_TRACE(result.output);
@@ -207,13 +213,14 @@ TEST_P(PythonPeerTest, PyTorchJoinsTheSameGroup) {
   }
   auto pythonResult = python->wait(120s);
   auto ourResult = ours->wait(120s);
-  expectVerified(pythonResult, "python rank " + std::to_string(pythonRank) +
-                                   "/2: all collectives verified");
+  expectVerified(pythonResult,
+                 "python rank " + std::to_string(pythonRank) + "/2: all collectives verified");
   expectVerified(ourResult, "rank " + std::to_string(1 - pythonRank) + "/2 source=torchrun");
 }
 
-INSTANTIATE_TEST_SUITE_P(PythonRank, PythonPeerTest, ::testing::Values(0, 1),
-                         [](const auto& info) { return "python_rank" + std::to_string(info.param); });
+INSTANTIATE_TEST_SUITE_P(PythonRank, PythonPeerTest, ::testing::Values(0, 1), [](const auto& info) {
+  return "python_rank" + std::to_string(info.param);
+});
 
 }  // namespace
 }  // namespace ddp::testing

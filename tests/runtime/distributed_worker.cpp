@@ -5,9 +5,9 @@
 #include <iostream>
 #include <string>
 
+#include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/torch.h>
 
 #include "runtime/distributed.h"
 
@@ -73,8 +73,7 @@ int main(int argc, char** argv) {
   }
   // allgather: slot r holds rank r's tensor [r, 10r, 100r].
   {
-    std::vector<torch::Tensor> input{
-        torch::tensor({rank, 10 * rank, 100 * rank}, torch::kInt32)};
+    std::vector<torch::Tensor> input{torch::tensor({rank, 10 * rank, 100 * rank}, torch::kInt32)};
     std::vector<std::vector<torch::Tensor>> output(1);
     for (int r = 0; r < worldSize; ++r) output[0].push_back(torch::empty({3}, torch::kInt32));
     group->allgather(output, input)->wait();
@@ -85,7 +84,8 @@ int main(int argc, char** argv) {
   }
   group->barrier()->wait();
   if (failures) return 1;
-  std::cout << "rank " << rank << "/" << worldSize << " source=" << ddp::env::sourceName(d.env.source)
-            << " master=" << d.env.masterAddr << ": all collectives verified" << std::endl;
+  std::cout << "rank " << rank << "/" << worldSize
+            << " source=" << ddp::env::sourceName(d.env.source) << " master=" << d.env.masterAddr
+            << ": all collectives verified" << std::endl;
   return 0;
 }

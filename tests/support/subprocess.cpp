@@ -21,8 +21,7 @@ extern char** environ;
 
 namespace ddp::testing {
 
-ChildProcess::ChildProcess(std::vector<std::string> argv,
-                           std::map<std::string, std::string> env) {
+ChildProcess::ChildProcess(std::vector<std::string> argv, std::map<std::string, std::string> env) {
   std::map<std::string, std::string> merged;
   for (char** e = environ; *e; ++e) {
     std::string entry(*e);

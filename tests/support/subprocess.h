@@ -13,10 +13,10 @@
 namespace ddp::testing {
 
 struct ProcessResult {
-  int exitCode = -1;    // valid when termSignal == 0
-  int termSignal = 0;   // the signal that killed it, 0 if it exited
+  int exitCode = -1;   // valid when termSignal == 0
+  int termSignal = 0;  // the signal that killed it, 0 if it exited
   bool timedOut = false;
-  std::string output;   // stdout and stderr together
+  std::string output;  // stdout and stderr together
 };
 
 class ChildProcess {

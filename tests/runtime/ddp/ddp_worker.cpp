@@ -15,9 +15,9 @@
 #include <mutex>
 
 #include <fmt/format.h>
+#include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
-#include <torch/torch.h>
 
 #include "models/model_zoo.h"
 #include "runtime/ddp/distributed_data_parallel.h"
@@ -49,7 +49,11 @@ TORCH_MODULE(BranchyNet);
 torch::Tensor formula(std::vector<std::int64_t> shape, double a, double b, double scale) {
   std::int64_t n = 1;
   for (auto s : shape) n *= s;
-  return (torch::arange(n, torch::kFloat64) * a + b).sin().mul(scale).to(torch::kFloat32).view(shape);
+  return (torch::arange(n, torch::kFloat64) * a + b)
+      .sin()
+      .mul(scale)
+      .to(torch::kFloat32)
+      .view(shape);
 }
 
 double maxAbsDiff(torch::nn::Module& a, torch::nn::Module& b) {
@@ -177,11 +181,12 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
   const bool compressed = mode == "fp16" || mode == "bf16";
   const double atol = compressed ? (mode == "fp16" ? 2e-3 : 2e-2) : 1e-6;
   const bool ok = allClose(*model, *reference, compressed ? 0 : 1e-5, atol);
-  std::cout << fmt::format("rank {}/{} mode={} steps={} allgather_small_buckets={} "
-                           "max_abs_diff={:.3e} {}",
-                           rank, n, mode, kSteps,
-                           ddpModel.engine().averagesSmallBucketsByAllgather() ? "yes" : "no",
-                           diff, ok ? "within tolerance" : "OUT OF TOLERANCE")
+  std::cout << fmt::format(
+                   "rank {}/{} mode={} steps={} allgather_small_buckets={} "
+                   "max_abs_diff={:.3e} {}",
+                   rank, n, mode, kSteps,
+                   ddpModel.engine().averagesSmallBucketsByAllgather() ? "yes" : "no", diff,
+                   ok ? "within tolerance" : "OUT OF TOLERANCE")
             << std::endl;
   if (mode == "overlap") {
     // The last step's events (its buckets were rebuilt after the first step).
@@ -195,8 +200,8 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
     }
     std::cout << std::endl;
     const bool overlapped = firstLaunch >= 0 && firstLaunch < lastGrad;
-    std::cout << "first bucket launched before the last gradient: "
-              << (overlapped ? "yes" : "no") << std::endl;
+    std::cout << "first bucket launched before the last gradient: " << (overlapped ? "yes" : "no")
+              << std::endl;
     if (!overlapped) return 1;
   }
   if (mode == "pyref" && rank == 0) {

@@ -17,10 +17,10 @@ using namespace std::chrono_literals;
 using Env = std::map<std::string, std::string>;
 
 Env rankEnv(int rank, int worldSize, const std::string& port) {
-  return {{"RANK", std::to_string(rank)},         {"WORLD_SIZE", std::to_string(worldSize)},
-          {"LOCAL_RANK", std::to_string(rank)},   {"LOCAL_WORLD_SIZE", std::to_string(worldSize)},
-          {"MASTER_ADDR", "127.0.0.1"},           {"MASTER_PORT", port},
-          {"GLOO_SOCKET_IFNAME", "lo"},           {"OMP_NUM_THREADS", "1"}};
+  return {{"RANK", std::to_string(rank)},       {"WORLD_SIZE", std::to_string(worldSize)},
+          {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", std::to_string(worldSize)},
+          {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", port},
+          {"GLOO_SOCKET_IFNAME", "lo"},         {"OMP_NUM_THREADS", "1"}};
 }
 
 // Starts `worldSize` ranks of argv and returns their results in rank order.
@@ -63,28 +63,23 @@ TEST_P(EquivalenceTest, MatchesSingleProcessOnTheGlobalBatch) {
               << (at == std::string::npos ? "no result" : result.output.substr(at, 24)) << "\n";
     EXPECT_EQ(result.exitCode, 0) << result.output;
     EXPECT_NE(result.output.find("within tolerance"), std::string::npos) << result.output;
-    EXPECT_NE(result.output.find(std::string("allgather_small_buckets=") +
-                                 (c.allgather ? "yes" : "no")),
-              std::string::npos)
+    EXPECT_NE(
+        result.output.find(std::string("allgather_small_buckets=") + (c.allgather ? "yes" : "no")),
+        std::string::npos)
         << result.output;
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Cases, EquivalenceTest,
-    ::testing::Values(EquivalenceCase{"mlp", "plain", 2, true},
-                      EquivalenceCase{"mlp", "plain", 3, false},
-                      EquivalenceCase{"cnn", "plain", 2, true},
-                      EquivalenceCase{"cnn", "plain", 3, true},
-                      EquivalenceCase{"mlp", "nosync", 2, true},
-                      EquivalenceCase{"mlp", "nosync", 3, false},
-                      EquivalenceCase{"cnn", "nosync", 2, true},
-                      EquivalenceCase{"mlp", "fp16", 2, false},
-                      EquivalenceCase{"mlp", "bf16", 2, false},
-                      EquivalenceCase{"cnn", "grad_view", 2, true},
-                      EquivalenceCase{"branchy", "find_unused", 2, true},
-                      EquivalenceCase{"mlp", "ring", 2, false},
-                      EquivalenceCase{"cnn", "ring", 3, false}),
+    ::testing::Values(
+        EquivalenceCase{"mlp", "plain", 2, true}, EquivalenceCase{"mlp", "plain", 3, false},
+        EquivalenceCase{"cnn", "plain", 2, true}, EquivalenceCase{"cnn", "plain", 3, true},
+        EquivalenceCase{"mlp", "nosync", 2, true}, EquivalenceCase{"mlp", "nosync", 3, false},
+        EquivalenceCase{"cnn", "nosync", 2, true}, EquivalenceCase{"mlp", "fp16", 2, false},
+        EquivalenceCase{"mlp", "bf16", 2, false}, EquivalenceCase{"cnn", "grad_view", 2, true},
+        EquivalenceCase{"branchy", "find_unused", 2, true},
+        EquivalenceCase{"mlp", "ring", 2, false}, EquivalenceCase{"cnn", "ring", 3, false}),
     [](const auto& info) {
       return info.param.model + "_" + info.param.mode + "_world" +
              std::to_string(info.param.worldSize);
@@ -128,8 +123,10 @@ TEST(DdpTest, MatchesPyTorchDistributedDataParallel) {
   const auto theirs = (dir / ("ddp_torch_" + std::to_string(getpid()))).string();
   auto ourResults = runRanks(2, {worker(), "mlp", "pyref", ours});
   auto torchResults = runRanks(2, {DDPRUN_PYTHON, PYTHON_DDP_REFERENCE, theirs});
-  for (auto& r : ourResults) ASSERT_EQ(r.exitCode, 0) << "ours, signal " << r.termSignal << ": " << r.output;
-  for (auto& r : torchResults) ASSERT_EQ(r.exitCode, 0) << "torch, signal " << r.termSignal << ": " << r.output;
+  for (auto& r : ourResults)
+    ASSERT_EQ(r.exitCode, 0) << "ours, signal " << r.termSignal << ": " << r.output;
+  for (auto& r : torchResults)
+    ASSERT_EQ(r.exitCode, 0) << "torch, signal " << r.termSignal << ": " << r.output;
   auto a = readFloats(ours), b = readFloats(theirs);
   std::filesystem::remove(ours);
   std::filesystem::remove(theirs);

@@ -30,17 +30,29 @@ TEST(HostAllocatorPlanTest, EachEnvironmentGetsItsPlan) {
       {"default", {}, true, "DDPRUN_HOST_ALLOCATOR=keep"},
       {"keep", {{"DDPRUN_HOST_ALLOCATOR", "keep"}}, true, "DDPRUN_HOST_ALLOCATOR=keep"},
       {"system", {{"DDPRUN_HOST_ALLOCATOR", "system"}}, false, "DDPRUN_HOST_ALLOCATOR=system"},
-      {"user mmap threshold", {{"MALLOC_MMAP_THRESHOLD_", "65536"}}, false,
+      {"user mmap threshold",
+       {{"MALLOC_MMAP_THRESHOLD_", "65536"}},
+       false,
        "MALLOC_MMAP_THRESHOLD_ is set"},
-      {"user trim threshold", {{"MALLOC_TRIM_THRESHOLD_", "0"}}, false,
+      {"user trim threshold",
+       {{"MALLOC_TRIM_THRESHOLD_", "0"}},
+       false,
        "MALLOC_TRIM_THRESHOLD_ is set"},
-      {"tunables for malloc", {{"GLIBC_TUNABLES", "glibc.malloc.arena_max=2"}}, false,
+      {"tunables for malloc",
+       {{"GLIBC_TUNABLES", "glibc.malloc.arena_max=2"}},
+       false,
        "GLIBC_TUNABLES sets glibc.malloc.*"},
-      {"tunables for something else", {{"GLIBC_TUNABLES", "glibc.pthread.rseq=0"}}, true,
+      {"tunables for something else",
+       {{"GLIBC_TUNABLES", "glibc.pthread.rseq=0"}},
+       true,
        "DDPRUN_HOST_ALLOCATOR=keep"},
-      {"jemalloc preloaded", {{"LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}},
-       false, "LD_PRELOAD has jemalloc"},
-      {"tcmalloc preloaded", {{"LD_PRELOAD", "libtcmalloc_minimal.so.4"}}, false,
+      {"jemalloc preloaded",
+       {{"LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}},
+       false,
+       "LD_PRELOAD has jemalloc"},
+      {"tcmalloc preloaded",
+       {{"LD_PRELOAD", "libtcmalloc_minimal.so.4"}},
+       false,
        "LD_PRELOAD has tcmalloc"},
       {"other preload", {{"LD_PRELOAD", "libfaketime.so"}}, true, "DDPRUN_HOST_ALLOCATOR=keep"},
   };
@@ -110,8 +122,7 @@ int steadyStateFaultsInChild(const env::EnvMap& environment) {
 TEST(HostAllocatorEffectTest, KeptBlockIsReusedWithoutPageFaults) {
   const int kept = steadyStateFaultsInChild({});
   ASSERT_NE(kept, 255) << "glibc refused the thresholds";
-  EXPECT_LE(kept, 8) << "the last " << kMeasuredRounds << " rounds faulted " << kept
-                     << " pages";
+  EXPECT_LE(kept, 8) << "the last " << kMeasuredRounds << " rounds faulted " << kept << " pages";
 }
 
 TEST(HostAllocatorEffectTest, SystemModeFaultsEveryRound) {

@@ -34,12 +34,12 @@ std::uint16_t closedPort() {
 }
 
 TEST(TcpStoreTest, MasterOnPortZeroServesAClient) {
-  auto master = connectTcpStore({.masterAddr = "127.0.0.1", .masterPort = 0, .rank = 0,
-                                 .worldSize = 2, .timeout = 5s});
+  auto master = connectTcpStore(
+      {.masterAddr = "127.0.0.1", .masterPort = 0, .rank = 0, .worldSize = 2, .timeout = 5s});
   const auto port = static_cast<std::uint16_t>(master->getPort());
   ASSERT_GT(port, 0);
-  auto client = connectTcpStore({.masterAddr = "127.0.0.1", .masterPort = port, .rank = 1,
-                                 .worldSize = 2, .timeout = 5s});
+  auto client = connectTcpStore(
+      {.masterAddr = "127.0.0.1", .masterPort = port, .rank = 1, .worldSize = 2, .timeout = 5s});
   client->set("key", std::vector<uint8_t>{1, 2, 3});
   EXPECT_EQ(master->get("key"), (std::vector<uint8_t>{1, 2, 3}));
 }
@@ -48,7 +48,10 @@ TEST(TcpStoreTest, ClientGivesUpAfterItsTimeoutNamingTheMasterAndTheCause) {
   const auto port = closedPort();
   const auto start = std::chrono::steady_clock::now();
   try {
-    connectTcpStore({.masterAddr = "127.0.0.1", .masterPort = port, .rank = 1, .worldSize = 2,
+    connectTcpStore({.masterAddr = "127.0.0.1",
+                     .masterPort = port,
+                     .rank = 1,
+                     .worldSize = 2,
                      .timeout = 400ms});
     FAIL() << "expected a RendezvousError";
   } catch (const RendezvousError& e) {
@@ -57,9 +60,9 @@ TEST(TcpStoreTest, ClientGivesUpAfterItsTimeoutNamingTheMasterAndTheCause) {
     EXPECT_GE(elapsed, 400ms);
     EXPECT_LT(elapsed, 3s) << "the timeout is kept";
     EXPECT_EQ(what.rfind("rendezvous timed out after 0.", 0), 0u) << what;
-    EXPECT_NE(what.find("rank 1 could not reach the master's store at 127.0.0.1:" +
-                        std::to_string(port)),
-              std::string::npos)
+    EXPECT_NE(
+        what.find("rank 1 could not reach the master's store at 127.0.0.1:" + std::to_string(port)),
+        std::string::npos)
         << what;
     EXPECT_NE(what.find("last: Connection refused (nothing listens on the port yet))"),
               std::string::npos)
@@ -77,13 +80,12 @@ TEST(TcpStoreTest, MasterOnATakenPortSaysSo) {
     FAIL() << "expected a RendezvousError";
   } catch (const RendezvousError& e) {
     const std::string what = e.what();
-    EXPECT_EQ(what.rfind("rank 0 could not host the rendezvous store on port " +
-                             std::to_string(port) + ": ",
-                         0),
-              0u)
+    EXPECT_EQ(
+        what.rfind(
+            "rank 0 could not host the rendezvous store on port " + std::to_string(port) + ": ", 0),
+        0u)
         << what;
-    EXPECT_NE(what.find("another process (an earlier run?) may hold the port"),
-              std::string::npos)
+    EXPECT_NE(what.find("another process (an earlier run?) may hold the port"), std::string::npos)
         << what;
   }
 }

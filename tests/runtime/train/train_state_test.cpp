@@ -49,14 +49,14 @@ TEST(TrainStateTest, RestoresModelOptimizerProgressAndGenerator) {
     auto saved = makeModel();
     auto savedOptimizer = makeOptimizer(options, saved->parameters());
     train(saved, *savedOptimizer);
-    const TrainProgress progress{.step = 30, .epoch = 2, .samplerStart = 64, .seed = 7,
-                                 .numSamples = 500, .worldSize = 2};
+    const TrainProgress progress{
+        .step = 30, .epoch = 2, .samplerStart = 64, .seed = 7, .numSamples = 500, .worldSize = 2};
     torch::manual_seed(99);
     const auto rank1Generator = cpuRngState();
     const auto expectedDraw = torch::rand({4});
-    const auto payload = throughPickle(makeCheckpointPayload(
-        {*saved, *savedOptimizer, options}, progress, {torch::zeros_like(rank1Generator), rank1Generator},
-        "lr: 0.1\n"));
+    const auto payload = throughPickle(
+        makeCheckpointPayload({*saved, *savedOptimizer, options}, progress,
+                              {torch::zeros_like(rank1Generator), rank1Generator}, "lr: 0.1\n"));
 
     torch::manual_seed(2);
     auto restored = makeModel();
@@ -90,8 +90,8 @@ TEST(TrainStateTest, AnotherWorldSizeKeepsTheGenerator) {
   OptimizerOptions options;
   auto model = makeModel();
   auto optimizer = makeOptimizer(options, model->parameters());
-  const auto payload = makeCheckpointPayload({*model, *optimizer, options},
-                                             {.worldSize = 2}, {cpuRngState(), cpuRngState()}, "");
+  const auto payload = makeCheckpointPayload({*model, *optimizer, options}, {.worldSize = 2},
+                                             {cpuRngState(), cpuRngState()}, "");
   torch::manual_seed(3);
   const auto before = cpuRngState();
   restoreCheckpoint(payload, "x.pt", {*model, *optimizer, options}, 0, /*worldSize=*/4,

@@ -22,7 +22,9 @@ struct TwoLayerImpl : torch::nn::Module {
     first = register_module("first", torch::nn::Linear(3, 16));
     second = register_module("second", torch::nn::Linear(16, 1));
   }
-  at::Tensor forward(const at::Tensor& x) { return second->forward(torch::tanh(first->forward(x))); }
+  at::Tensor forward(const at::Tensor& x) {
+    return second->forward(torch::tanh(first->forward(x)));
+  }
   torch::nn::Linear first{nullptr}, second{nullptr};
 };
 
@@ -33,8 +35,8 @@ class LinearFunctionDataset : public Dataset {
   std::int64_t size() const override { return size_; }
   Batch read(const at::Tensor& indices) override {
     ++reads;
-    auto x = torch::sin(indices.to(torch::kFloat32).unsqueeze(1) *
-                        torch::tensor({0.1f, 0.37f, 0.71f}));
+    auto x =
+        torch::sin(indices.to(torch::kFloat32).unsqueeze(1) * torch::tensor({0.1f, 0.37f, 0.71f}));
     auto y = (x * torch::tensor({1.0f, -2.0f, 0.5f})).sum(1, /*keepdim=*/true);
     return {x, y};
   }
@@ -112,8 +114,9 @@ TEST_F(TrainerTest, ResumedRunEndsWithTheWeightsOfAnUninterruptedOne) {
 }
 
 TEST_F(TrainerTest, RefusesAnObjectiveWithoutLoss) {
-  EXPECT_THROW(Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), options("", 1), Objective{}),
-               ConfigError);
+  EXPECT_THROW(
+      Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), options("", 1), Objective{}),
+      ConfigError);
 }
 
 }  // namespace
