@@ -4,8 +4,9 @@
 //
 //   ddprun [options] [--] PROGRAM [ARGS...]
 //
-// Without flags, the node's place in the job comes from the environment (Note [Node-level
-// resolution] in launcher/launch_plan.h).
+// Flags are declared once in launcher/launch_flags.cpp. Without them, the node's place in the
+// job comes from the environment (Note [Environment precedence] in runtime/env/cluster_env.h,
+// the node column).
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>

@@ -43,7 +43,7 @@ now() { date +%s; }
 
 # --- 1. Debian packages ------------------------------------------------------------
 apt_packages=(
-  build-essential cmake ninja-build ccache pkg-config
+  build-essential cmake ninja-build ccache pkg-config clang-format
   libgtest-dev libgmock-dev libbenchmark-dev
   openmpi-bin libopenmpi-dev
   libgloo-dev libcxxopts-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libyaml-cpp-dev zlib1g-dev
