@@ -18,6 +18,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "runtime/error.h"
+
 namespace ddp::train {
 
 struct SamplerOptions {

@@ -109,6 +109,8 @@ struct Trainer::Run {
   std::shared_ptr<ForwardingModule> forwarding;
   std::unique_ptr<DistributedDataParallel<std::shared_ptr<ForwardingModule>>> ddp;
   BatchPrefetcher prefetcher;
+  MetricsFile metrics;
+  LossWindow window;
 
   Run(const TrainerOptions& o, Distributed& dist, const TrainableModel& model, Dataset& train)
       : sampler(train.size(), dist.worldSize(), dist.rank(),
@@ -117,7 +119,8 @@ struct Trainer::Run {
         stepsPerEpoch(sampler.numSamples() / samplesPerStep),
         optimizer(makeOptimizer(o.optimizer, model.module().parameters())),
         forwarding(std::make_shared<ForwardingModule>(model)),
-        prefetcher(train, o.prefetchBatches) {
+        prefetcher(train, o.prefetchBatches),
+        metrics(dist.rank() == 0 ? o.metricsFile : "") {
     if (stepsPerEpoch < 1) {
       throw ConfigError(fmt::format(
           "each rank's shard holds {} samples ({} in the training set over {} ranks), fewer "
@@ -286,6 +289,50 @@ void Trainer::saveCheckpoint(Run& run) {
                                       progress, all[0], options_.configText));
 }
 
+// Collective (the mean loss over the ranks); rank 0 logs and records it.
+void Trainer::reportWindow(Run& run, double lr) {
+  const int world = dist_.worldSize();
+  auto& window = run.window;
+  std::vector<at::Tensor> lossSum{
+      torch::tensor({window.lossSum / window.steps}, torch::kFloat64).to(dist_.device)};
+  dist_.group->allreduce(lossSum)->wait();
+  const double wall = seconds(Clock::now() - window.start);
+  const double loss = lossSum[0].cpu().item<double>() / world;
+  const double samplesPerS = window.steps * run.samplesPerStep * world / wall;
+  const double stepMs = 1000 * wall / window.steps;
+  const std::int64_t epoch = (run.step - 1) / run.stepsPerEpoch;
+  if (dist_.rank() == 0) {
+    log::info("train",
+              "epoch={} step={}/{} loss={:.4f} lr={:.5g} samples_per_s={:.0f} step_ms={:.2f}",
+              epoch, run.step, run.totalSteps, loss, lr, samplesPerS, stepMs);
+  }
+  run.metrics.record({{"kind", "train"},
+                      {"epoch", epoch},
+                      {"step", run.step},
+                      {"loss", loss},
+                      {"lr", lr},
+                      {"samples_per_s", samplesPerS},
+                      {"step_ms", stepMs}});
+  window = LossWindow{};
+}
+
+// Collective; rank 0 logs and records the evaluation as `kind` (with the run's throughput
+// when given).
+EvalMetrics Trainer::reportEvaluation(Run& run, Dataset& test, const char* kind,
+                                      std::optional<double> samplesPerSecond) {
+  const auto m = evaluate(test);
+  nlohmann::json line{{"kind", kind}, {"step", run.step}, {"test_loss", m.loss}};
+  if (samplesPerSecond) line["samples_per_s"] = *samplesPerSecond;
+  std::string text = fmt::format("test_loss={:.4f}", m.loss);
+  for (const auto& [name, value] : m.values) {
+    line["test_" + name] = value;
+    text += fmt::format(" test_{}={:.4f}", name, value);
+  }
+  if (dist_.rank() == 0) log::info("train", "event={} step={} {}", kind, run.step, text);
+  run.metrics.record(line);
+  return m;
+}
+
 TrainResult Trainer::fit(Dataset& train, Dataset& test) {
   const auto& o = options_;
   const auto start = Clock::now();
@@ -297,7 +344,6 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
   result.resumedFrom = resume(run);
   run.ddp = std::make_unique<DistributedDataParallel<std::shared_ptr<ForwardingModule>>>(
       run.forwarding, dist_.group, o.ddp);
-  MetricsFile metrics(rank == 0 ? o.metricsFile : "");
   StopVote stopVote(*dist_.group, dist_.device);
   if (rank == 0) {
     log::info("train",
@@ -308,53 +354,21 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
               run.step);
   }
 
-  LossWindow window;
   std::int64_t runSteps = 0;
   const auto loopStart = Clock::now();
   while (run.step < run.totalSteps) {
-    const std::int64_t epoch = run.step / run.stepsPerEpoch;
     const double lr = learningRate(o.schedule, o.optimizer.lr, run.step, run.totalSteps);
     setLearningRate(*run.optimizer, lr);
-    window.lossSum += trainStep(run);
-    ++window.steps;
+    run.window.lossSum += trainStep(run);
+    ++run.window.steps;
     ++run.step;
     ++runSteps;
     const int stopSignal = stopVote.exchange(stopSignalReceived());
     const bool lastStep = run.step == run.totalSteps;
 
-    if (run.step % o.logEvery == 0 || lastStep) {
-      std::vector<at::Tensor> lossSum{
-          torch::tensor({window.lossSum / window.steps}, torch::kFloat64).to(dist_.device)};
-      dist_.group->allreduce(lossSum)->wait();
-      const double wall = seconds(Clock::now() - window.start);
-      const double loss = lossSum[0].cpu().item<double>() / world;
-      const double samplesPerS = window.steps * run.samplesPerStep * world / wall;
-      const double stepMs = 1000 * wall / window.steps;
-      if (rank == 0) {
-        log::info("train",
-                  "epoch={} step={}/{} loss={:.4f} lr={:.5g} samples_per_s={:.0f} "
-                  "step_ms={:.2f}",
-                  epoch, run.step, run.totalSteps, loss, lr, samplesPerS, stepMs);
-      }
-      metrics.record({{"kind", "train"},
-                      {"epoch", epoch},
-                      {"step", run.step},
-                      {"loss", loss},
-                      {"lr", lr},
-                      {"samples_per_s", samplesPerS},
-                      {"step_ms", stepMs}});
-      window = LossWindow{};
-    }
+    if (run.step % o.logEvery == 0 || lastStep) reportWindow(run, lr);
     if (o.evalEvery > 0 && run.step % o.evalEvery == 0 && !lastStep) {
-      const auto m = evaluate(test);
-      nlohmann::json line{{"kind", "eval"}, {"step", run.step}, {"test_loss", m.loss}};
-      std::string text = fmt::format("test_loss={:.4f}", m.loss);
-      for (const auto& [name, value] : m.values) {
-        line["test_" + name] = value;
-        text += fmt::format(" test_{}={:.4f}", name, value);
-      }
-      if (rank == 0) log::info("train", "event=eval step={} {}", run.step, text);
-      metrics.record(line);
+      reportEvaluation(run, test, "eval");
     }
     if (stopSignal != 0) {
       result.stoppedBySignal = stopSignal;
@@ -377,13 +391,7 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
   result.samplesPerSecond =
       trainSeconds > 0 ? runSteps * run.samplesPerStep * world / trainSeconds : 0;
   if (result.stoppedBySignal == 0) {
-    result.test = evaluate(test);
-    nlohmann::json line{{"kind", "final"},
-                        {"step", run.step},
-                        {"test_loss", result.test.loss},
-                        {"samples_per_s", result.samplesPerSecond}};
-    for (const auto& [name, value] : result.test.values) line["test_" + name] = value;
-    metrics.record(line);
+    result.test = reportEvaluation(run, test, "final", result.samplesPerSecond);
   }
   result.wallSeconds = seconds(Clock::now() - start);
   return result;

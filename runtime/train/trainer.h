@@ -139,6 +139,9 @@ class Trainer {
   std::int64_t resume(Run& run);
   double trainStep(Run& run);
   void saveCheckpoint(Run& run);
+  void reportWindow(Run& run, double lr);
+  EvalMetrics reportEvaluation(Run& run, Dataset& test, const char* kind,
+                               std::optional<double> samplesPerSecond = std::nullopt);
 };
 
 // Installs the SIGTERM/SIGINT handlers that request a stop (Note [Stopping on a signal]);

@@ -143,7 +143,7 @@ void expectInvalid(const ModelSpec& spec, const std::string& expected) {
   try {
     createModel(spec);
     ADD_FAILURE() << specName(spec) << ": no error";
-  } catch (const std::invalid_argument& e) {
+  } catch (const ModelSpecError& e) {
     EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
   }
 }
@@ -189,7 +189,7 @@ TEST(ModelZooTest, DescribeNamesTheLayoutAndTheParameterCount) {
 TEST(ModelZooTest, TheImageOverloadBuildsTheSameModel) {
   auto old = createModel("cnn", InputShape{}, 10);
   EXPECT_EQ(parameterCount(*old), parameterCount(*createModel({"cnn", {1, 28, 28}, 10})));
-  EXPECT_THROW(createModel("nope", InputShape{}, 10), std::invalid_argument);
+  EXPECT_THROW(createModel("nope", InputShape{}, 10), ModelSpecError);
 }
 
 }  // namespace

@@ -28,8 +28,9 @@ TEST(ErrorFamiliesTest, PermanentErrorsExit2) {
 TEST(ErrorFamiliesTest, TransientErrorsExit200) {
   EXPECT_EQ(exitCodeFor(rendezvous::RendezvousError("x")), kExitTransient);
   EXPECT_EQ(exitCodeFor(train::CheckpointError("x")), kExitTransient);
-  EXPECT_EQ(exitCodeFor(c10::DistBackendError({__func__, __FILE__, __LINE__}, "collective timed out")),
-            kExitTransient);
+  EXPECT_EQ(
+      exitCodeFor(c10::DistBackendError({__func__, __FILE__, __LINE__}, "collective timed out")),
+      kExitTransient);
   EXPECT_EQ(exitCodeFor(std::runtime_error("unforeseen")), kExitTransient);
 }
 

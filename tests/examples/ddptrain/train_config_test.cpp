@@ -337,7 +337,7 @@ TEST_F(TrainConfigTest, ToYamlLoadedWithConfigGivesTheSameYaml) {
   EXPECT_EQ(second.trainer.resume, "none");
   EXPECT_EQ(second.trainer.ddp.bucketCapBytes, 524288);
   EXPECT_EQ(second.init.collectiveTimeout->count(), 600000);
-  EXPECT_EQ(second.sources.at("lr"), file + ":16");
+  EXPECT_EQ(second.sources.at("lr"), file + ":17");
   // One line per option, every source the file.
   const auto entries = yamlEntries(yaml);
   EXPECT_EQ(entries.size(), second.sources.size());

@@ -319,7 +319,7 @@ TEST_F(CheckpointerTest, KeepLastBelowOneIsRejected) {
   try {
     checkpointer(/*keepLast=*/0);
     ADD_FAILURE() << "no exception";
-  } catch (const std::invalid_argument& e) {
+  } catch (const ConfigError& e) {
     EXPECT_STREQ(e.what(), "keep-checkpoints must be >= 1, got 0");
   }
 }

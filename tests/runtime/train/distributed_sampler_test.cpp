@@ -44,12 +44,12 @@ std::vector<Indices> allShards(std::int64_t size, int worldSize, SamplerOptions 
   return shards;
 }
 
-// The message of the std::invalid_argument `f` throws, or a description of what it did.
+// The message of the ConfigError `f` throws, or a description of what it did.
 template <typename F>
 std::string invalidArgumentOf(F&& f) {
   try {
     f();
-  } catch (const std::invalid_argument& e) {
+  } catch (const ConfigError& e) {
     return e.what();
   } catch (const std::exception& e) {
     return std::string("unexpected exception type: ") + e.what();
