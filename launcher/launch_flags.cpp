@@ -81,9 +81,9 @@ const std::vector<FlagSpec>& launchFlagSpecs() {
       {"grace-period", "SECONDS", "", false, "30",
        "seconds between SIGTERM and SIGKILL at teardown; keep it below the pod's "
        "terminationGracePeriodSeconds"},
-      {"log-dir", "DIR", "PET_LOG_DIR", false, "",
+      {"log-dir", "DIR", var::kPetLogDir, false, "",
        "also write each worker's output to DIR/attempt_<restart>/rank_<rank>/{stdout,stderr}.log"},
-      {"redirects", "0-3", "PET_REDIRECTS", false, "0",
+      {"redirects", "0-3", var::kPetRedirects, false, "0",
        "streams that go to the log files only, not the console: 0 none, 1 stdout, 2 stderr, "
        "3 both (needs --log-dir)",
        'r'},

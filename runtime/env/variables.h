@@ -40,6 +40,8 @@ inline constexpr const char* kPetMasterAddr = "PET_MASTER_ADDR";
 inline constexpr const char* kPetMasterPort = "PET_MASTER_PORT";
 inline constexpr const char* kPetMaxRestarts = "PET_MAX_RESTARTS";
 inline constexpr const char* kPetStandalone = "PET_STANDALONE";
+inline constexpr const char* kPetLogDir = "PET_LOG_DIR";
+inline constexpr const char* kPetRedirects = "PET_REDIRECTS";
 
 // MPI launchers: Open MPI, and MPICH / Intel MPI (Hydra).
 inline constexpr const char* kOmpiRank = "OMPI_COMM_WORLD_RANK";

@@ -2,6 +2,7 @@
 // without LibTorch's include path.
 #include "runtime/log/logging.h"
 
+#include "runtime/env/variables.h"
 #include "runtime/error.h"
 
 #include <cstdlib>
@@ -24,7 +25,7 @@ std::string pattern(std::string_view rankTag) {
 // DDPRUN_LOG_LEVEL for a program that never called setup(); a bad value counts as unset
 // here (nothing can report it yet), resolveLevel() reports it.
 Level levelFromEnvOrInfo() {
-  const char* value = std::getenv("DDPRUN_LOG_LEVEL");
+  const char* value = std::getenv(env::var::kLogLevel);
   if (!value || !*value) return Level::kInfo;
   try {
     return parseLevel(value);
@@ -74,7 +75,7 @@ Level parseLevel(std::string_view name) {
 }
 
 Level resolveLevel(const std::optional<std::string>& flag) {
-  const char* variable = std::getenv("DDPRUN_LOG_LEVEL");
+  const char* variable = std::getenv(env::var::kLogLevel);
   const bool fromFlag = flag.has_value();
   if (!fromFlag && (!variable || !*variable)) return Level::kInfo;
   const std::string value = fromFlag ? *flag : std::string(variable);

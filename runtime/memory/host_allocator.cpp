@@ -4,13 +4,14 @@
 #include <malloc.h>
 #endif
 
-#include "runtime/exit_codes.h"
+#include "runtime/env/variables.h"
+#include "runtime/error.h"
 
 namespace ddp::memory {
 
 HostAllocatorPlan planHostAllocator(const env::EnvMap& environment) {
   HostAllocatorPlan plan;
-  const auto mode = env::lookup(environment, "DDPRUN_HOST_ALLOCATOR").value_or("keep");
+  const auto mode = env::lookup(environment, env::var::kHostAllocator).value_or("keep");
   if (mode == "system") {
     plan.reason = "DDPRUN_HOST_ALLOCATOR=system";
     return plan;
