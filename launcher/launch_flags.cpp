@@ -13,9 +13,13 @@ struct FlagValue {
   std::string text;
   std::string origin;  // "--name" or the variable
 
-  [[noreturn]] void fail(const std::string& expected, const std::string& found) const {
-    throw LaunchError(
-        env::describeBadValue(origin, text, expected, found, "Run 'ddprun --help' for the flags."));
+  [[noreturn]] void fail(const std::string& expected, const std::string& found,
+                         const std::string& flagHint = "Run 'ddprun --help' for the flags.") const {
+    const bool fromFlag = origin.rfind("--", 0) == 0;
+    throw LaunchError(env::describeBadValue(
+        origin, text, expected, found,
+        fromFlag ? flagHint
+                 : "Fix " + origin + " where it is set (pod spec or shell), or pass the flag."));
   }
   int integer(int min, int max) const {
     const auto parsed = env::parseInteger(text, min, max);
@@ -120,7 +124,13 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
   if (auto v = read("nproc-per-node")) plan.nprocPerNode = v->text;
   if (auto v = read("nnodes")) plan.nnodes = parseNnodes(*v);
   if (auto v = read("node-rank")) plan.nodeRank = v->integer(0, 65535);
-  if (auto v = read("master-addr")) plan.masterAddr = v->text;
+  if (auto v = read("master-addr")) {
+    if (const auto problem = env::checkBareHost(v->text)) {
+      v->fail(problem->expected, problem->found,
+              "Put the host in --master-addr and the port in --master-port.");
+    }
+    plan.masterAddr = v->text;
+  }
   if (auto v = read("master-port")) plan.masterPort = v->integer(1, 65535);
   if (auto v = read("max-restarts")) {
     plan.maxRestarts = v->integer(0, 1000);

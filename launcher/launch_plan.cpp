@@ -156,7 +156,12 @@ LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::NodeEnv& node,
 
 LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::EnvMap& env,
                              const DeviceCounts& devices) {
-  return resolveLaunchPlan(flags, env::resolveNodeEnv(env), devices);
+  const env::NodeFlags given{.nnodes = flags.nnodes.has_value(),
+                             .nodeRank = flags.nodeRank.has_value(),
+                             .nprocPerNode = flags.nprocPerNode.has_value(),
+                             .masterAddr = flags.masterAddr.has_value() || flags.standalone,
+                             .masterPort = flags.masterPort.has_value() || flags.standalone};
+  return resolveLaunchPlan(flags, env::resolveNodeEnv(env, given), devices);
 }
 
 std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int localRank,

@@ -9,10 +9,13 @@
 //                   ExitCode restart policy treats as final.
 //                   ConfigError (options, timeouts, backend), env::EnvError (a variable),
 //                   launcher::LaunchError (a flag), data::DataError (input files),
-//                   models::ModelSpecError (a model that cannot be built).
+//                   models::ModelSpecError (a model that cannot be built),
+//                   train::CheckpointMismatchError (a checkpoint of another model or
+//                   optimizer: every restart would read it again).
 //   TransientError  another attempt may succeed; exit kExitTransient (200), retryable.
 //                   rendezvous::RendezvousError (master unreachable), train::CheckpointError
-//                   (checkpoint I/O, a corrupt file).
+//                   (checkpoint I/O, a corrupt file: the volume may recover, an older
+//                   checkpoint may be used).
 //
 // Errors that are not ours are transient: c10::DistError (a collective timed out, a peer
 // was lost) above all, and also anything unforeseen, because a retry that fails again

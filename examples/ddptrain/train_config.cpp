@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 #include <cxxopts.hpp>
 
@@ -32,10 +33,26 @@ struct Setting {
                     "for every option.",
                     key, expected, value, source));
   }
-  std::int64_t integer(std::int64_t min) const {
-    const auto parsed = ddp::env::parseInteger(value, min, std::numeric_limits<long long>::max());
-    if (!parsed.value) fail(fmt::format("an integer >= {}", min));
+  // The one integer parser (env/value_parser.h) within the field's own range.
+  std::int64_t integer(std::int64_t min, std::int64_t max) const {
+    const auto parsed = ddp::env::parseInteger(value, min, max);
+    if (!parsed.value) {
+      fail(max == std::numeric_limits<std::int64_t>::max()
+               ? fmt::format("an integer >= {}", min)
+               : fmt::format("an integer in [{}, {}]", min, max));
+    }
     return *parsed.value;
+  }
+  // Seeds take the whole unsigned 64-bit range.
+  std::uint64_t unsignedInteger() const {
+    std::uint64_t out = 0;
+    const bool digits =
+        !value.empty() && value.find_first_not_of("0123456789") == std::string::npos;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
+    if (!digits || ec != std::errc() || end != value.data() + value.size()) {
+      fail("an integer in [0, 18446744073709551615]");
+    }
+    return out;
   }
   double number(double min, bool inclusive = true) const {
     double out = 0;
@@ -83,7 +100,14 @@ template <typename Get>
 Option integer(std::string key, std::string help, Get get, std::int64_t min) {
   return {std::move(key), std::move(help),
           [get, min](C& c, const Setting& s) {
-            get(c) = static_cast<std::remove_reference_t<decltype(get(c))>>(s.integer(min));
+            using Field = std::remove_reference_t<decltype(get(c))>;
+            if constexpr (std::is_same_v<Field, std::uint64_t>) {
+              get(c) = s.unsignedInteger();
+            } else {
+              constexpr auto max = static_cast<std::int64_t>(std::min<std::uint64_t>(
+                  std::numeric_limits<Field>::max(), std::numeric_limits<std::int64_t>::max()));
+              get(c) = static_cast<Field>(s.integer(min, max));
+            }
           },
           [get](const C& c) { return std::to_string(get(const_cast<C&>(c))); }};
 }
@@ -141,7 +165,7 @@ template <typename Get>
 Option seconds(std::string key, std::string help, Get get) {
   return {std::move(key), std::move(help),
           [get](C& c, const Setting& s) {
-            const auto value = s.integer(0);
+            const auto value = s.integer(0, std::numeric_limits<std::int64_t>::max() / 1000);
             get(c) =
                 value == 0 ? std::nullopt : std::optional(std::chrono::milliseconds(value * 1000));
           },
@@ -159,13 +183,16 @@ const std::vector<Option>& options() {
   static const std::vector<Option> table = [] {
     std::vector<Option> t = {
         // model
-        choice("model", "model (models/model_zoo.h)", FIELD(model), ddp::models::modelNames()),
+        choice("model", fmt::format("model: {}", fmt::join(ddp::models::modelNames(), ", ")),
+               FIELD(model), ddp::models::modelNames()),
         integer("gpt-layers", "gpt: transformer blocks", FIELD(gptLayers), 1),
         integer("gpt-heads", "gpt: attention heads (must divide gpt-embedding)", FIELD(gptHeads),
                 1),
         integer("gpt-embedding", "gpt: embedding width", FIELD(gptEmbedding), 1),
         // data
-        choice("data", "data set kind: idx (MNIST-format directory), csv, text or synthetic",
+        choice("data",
+               fmt::format("data set kind: {} (idx: an MNIST-format directory)",
+                           fmt::join(ddp::data::datasetKinds(), ", ")),
                FIELD(data), ddp::data::datasetKinds()),
         string("data-path",
                "idx: directory with train-*/t10k-* files; csv, text: the file (.gz or plain)",
@@ -221,8 +248,8 @@ const std::vector<Option>& options() {
         integer("log-every", "steps between log lines (rank 0)", FIELD(trainer.logEvery), 1),
         string("metrics-file", "append metrics as JSON lines to this file (rank 0; empty: none)",
                FIELD(trainer.metricsFile)),
-        choice("log-level", "debug, info, warn or error (else DDPRUN_LOG_LEVEL)", FIELD(logLevel),
-               {"debug", "info", "warn", "error"}),
+        choice("log-level", "debug, info, warn, error or off (else DDPRUN_LOG_LEVEL)",
+               FIELD(logLevel), {"debug", "info", "warn", "error", "off"}),
         // checkpoints
         string("checkpoint-dir", "where rank 0 writes checkpoints (empty: none)",
                FIELD(trainer.checkpointDir)),

@@ -8,22 +8,15 @@
 namespace ddp::env::detail {
 namespace {
 
-bool isSpace(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
-
 std::optional<std::string> readAddr(const EnvMap& env, const std::string& name,
                                     const std::string& portName) {
   auto addr = lookup(env, name);
   if (!addr) return std::nullopt;
-  const std::string expected = "the host name or IP address of rank 0";
-  const std::string hint = "Set " + name + " to the host of rank 0, e.g. <job>-master-0.";
-  if (addr->empty()) throw EnvError(name, *addr, expected, "an empty value", hint);
-  if (std::any_of(addr->begin(), addr->end(), isSpace)) {
-    throw EnvError(name, *addr, expected, "whitespace", hint);
-  }
-  // One colon is host:port; IPv6 addresses have at least two.
-  if (std::count(addr->begin(), addr->end(), ':') == 1) {
-    throw EnvError(name, *addr, "a host without a port", "host:port",
-                   "Put the host in " + name + " and the port in " + portName + ".");
+  if (const auto problem = checkBareHost(*addr)) {
+    const std::string hint = problem->found == "host:port"
+                                 ? "Put the host in " + name + " and the port in " + portName + "."
+                                 : "Set " + name + " to the host of rank 0, e.g. <job>-master-0.";
+    throw EnvError(name, *addr, problem->expected, problem->found, hint);
   }
   return addr;
 }
@@ -137,11 +130,13 @@ std::optional<NprocPerNode> readNprocPerNode(const EnvMap& env) {
   return NprocPerNode{*raw, static_cast<int>(*count), false};
 }
 
-MasterVars readMaster(const EnvMap& env, bool checkPet) {
+MasterVars readMaster(const EnvMap& env, bool checkPet, bool readAddrs, bool readPorts) {
   MasterVars out;
-  const auto addr = readAddr(env, var::kMasterAddr, var::kMasterPort);
-  std::optional<std::string> petAddr;
-  if (checkPet || !addr) petAddr = readAddr(env, var::kPetMasterAddr, var::kPetMasterPort);
+  std::optional<std::string> addr, petAddr;
+  if (readAddrs) addr = readAddr(env, var::kMasterAddr, var::kMasterPort);
+  if (readAddrs && (checkPet || !addr)) {
+    petAddr = readAddr(env, var::kPetMasterAddr, var::kPetMasterPort);
+  }
   if (addr && petAddr && *addr != *petAddr) {
     throw EnvError(var::kPetMasterAddr, *petAddr,
                    std::string("the same host as ") + var::kMasterAddr + "=" + *addr,
@@ -151,6 +146,7 @@ MasterVars readMaster(const EnvMap& env, bool checkPet) {
     out.addr = addr ? *addr : *petAddr;
     out.addrOrigin = addr ? var::kMasterAddr : var::kPetMasterAddr;
   }
+  if (!readPorts) return out;
   const auto port = readInt(env, var::kMasterPort, 1, kPortMax);
   std::optional<IntVar> petPort;
   if (checkPet || !port) petPort = readInt(env, var::kPetMasterPort, 1, kPortMax);

@@ -67,6 +67,8 @@ struct MasterVars {
   std::string addrOrigin;  // the variable addr came from
   std::optional<IntVar> port;
 };
-MasterVars readMaster(const EnvMap& env, bool checkPet);
+// `readAddrs`/`readPorts` false leave that half unread (a launcher flag decides it).
+MasterVars readMaster(const EnvMap& env, bool checkPet, bool readAddrs = true,
+                      bool readPorts = true);
 
 }  // namespace ddp::env::detail

@@ -39,14 +39,14 @@ void resolvePyTorchJobNode(const EnvMap& env, NodeEnv& out) {
   setNodes(out, *petNnodes, nodeRank);
 }
 
-void resolveTrainerV2Node(const EnvMap& env, NodeEnv& out) {
+void resolveTrainerV2Node(const EnvMap& env, const NodeFlags& given, NodeEnv& out) {
   out.source = EnvSource::kTrainerV2;
   if (auto nnodes = readNnodes(env)) {
     out.nnodes = nnodes->value;
     out.origins["nnodes"] = nnodes->name;
   }
   if (auto nodeRank = readInt(env, var::kPetNodeRank, 0, kIntMax)) {
-    if (nodeRank->value >= out.nnodes) {
+    if (!given.nnodes && !given.nodeRank && nodeRank->value >= out.nnodes) {
       throw EnvError(nodeRank->name, nodeRank->raw,
                      "a node rank below the node count " + std::to_string(out.nnodes) + " (from " +
                          out.origins["nnodes"] + ")",
@@ -60,7 +60,7 @@ void resolveTrainerV2Node(const EnvMap& env, NodeEnv& out) {
 
 }  // namespace
 
-NodeEnv resolveNodeEnv(const EnvMap& env) {
+NodeEnv resolveNodeEnv(const EnvMap& env, const NodeFlags& given) {
   if (auto localRank = lookup(env, var::kLocalRank)) {
     throw EnvError(var::kLocalRank, *localRank, "a node's environment (no LOCAL_RANK)",
                    "the environment of a worker that a launcher already started",
@@ -81,13 +81,13 @@ NodeEnv resolveNodeEnv(const EnvMap& env) {
     resolvePyTorchJobNode(env, out);
   } else if (env.count(var::kPetNnodes) != 0 || env.count(var::kPetNodeRank) != 0 ||
              env.count(var::kPetNprocPerNode) != 0 || env.count(var::kPetMasterAddr) != 0) {
-    resolveTrainerV2Node(env, out);
+    resolveTrainerV2Node(env, given, out);
   }
-  if (const auto nproc = readNprocPerNode(env)) {
+  if (const auto nproc = given.nprocPerNode ? std::nullopt : readNprocPerNode(env)) {
     out.nprocPerNode = nproc->raw;
     out.origins["nprocPerNode"] = var::kPetNprocPerNode;
   }
-  const auto master = readMaster(env, /*checkPet=*/true);
+  const auto master = readMaster(env, /*checkPet=*/true, !given.masterAddr, !given.masterPort);
   if (master.addr) {
     out.masterAddr = master.addr;
     out.origins["masterAddr"] = master.addrOrigin;

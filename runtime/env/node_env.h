@@ -28,8 +28,18 @@ struct NodeEnv {
   std::map<std::string, std::string> origins;
 };
 
+// What the launcher's flags already decide. Those variables are left unread, as in
+// torchrun: a flag wins, and a variable nobody uses cannot fail the launch.
+struct NodeFlags {
+  bool nnodes = false;
+  bool nodeRank = false;
+  bool nprocPerNode = false;
+  bool masterAddr = false;
+  bool masterPort = false;
+};
+
 // See Note [Environment precedence], the node column. Throws EnvError; refuses a
 // worker's environment (LOCAL_RANK set).
-NodeEnv resolveNodeEnv(const EnvMap& env);
+NodeEnv resolveNodeEnv(const EnvMap& env, const NodeFlags& given = {});
 
 }  // namespace ddp::env

@@ -32,6 +32,17 @@ IntegerParse parseInteger(std::string_view text, long long min, long long max) {
   return {parsed, ""};
 }
 
+std::optional<HostProblem> checkBareHost(std::string_view host) {
+  const std::string expected = "the host name or IP address of rank 0";
+  if (host.empty()) return HostProblem{expected, "an empty value"};
+  if (std::any_of(host.begin(), host.end(), isSpace)) return HostProblem{expected, "whitespace"};
+  // One colon is host:port; IPv6 addresses have at least two.
+  if (std::count(host.begin(), host.end(), ':') == 1) {
+    return HostProblem{"a host without a port", "host:port"};
+  }
+  return std::nullopt;
+}
+
 std::string integerExpectation(long long min, long long max) {
   return "a decimal integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
 }

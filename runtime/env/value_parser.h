@@ -25,6 +25,15 @@ IntegerParse parseInteger(std::string_view text, long long min, long long max);
 // "a decimal integer in [min, max]", the `expected` of a parseInteger failure.
 std::string integerExpectation(long long min, long long max);
 
+// Why `host` is not a bare host name or IP address (an IPv6 address has two colons or
+// more): {expected, found}, or nullopt when it is one. Used for MASTER_ADDR,
+// PET_MASTER_ADDR and --master-addr alike.
+struct HostProblem {
+  std::string expected;
+  std::string found;
+};
+std::optional<HostProblem> checkBareHost(std::string_view host);
+
 std::string describeBadValue(const std::string& name, const std::optional<std::string>& value,
                              const std::string& expected, const std::string& found,
                              const std::string& hint);

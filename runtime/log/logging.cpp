@@ -82,10 +82,11 @@ Level resolveLevel(const std::optional<std::string>& flag) {
   try {
     return parseLevel(value);
   } catch (const ConfigError&) {
-    throw ConfigError((fromFlag ? std::string("--log-level=") : std::string("DDPRUN_LOG_LEVEL=")) +
-                      value +
-                      ": expected one of debug, info, warn, error, off; found an unknown "
-                      "level.");
+    throw ConfigError(
+        (fromFlag ? std::string("--log-level=") : std::string("DDPRUN_LOG_LEVEL=")) + value +
+        ": expected one of debug, info, warn, error, off; found an unknown "
+        "level. " +
+        (fromFlag ? "Pass one of those." : "Fix DDPRUN_LOG_LEVEL where it is set, or unset it."));
   }
 }
 

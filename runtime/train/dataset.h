@@ -22,9 +22,12 @@ class Dataset {
   // Samples in the data set; indices run from 0 to size() - 1.
   virtual std::int64_t size() const = 0;
   // The samples at `indices` (int64 [B], on the CPU), stacked in that order. Called from
-  // the prefetch thread, one call at a time: it must not depend on state that the training
-  // thread changes. Throw a PermanentError (e.g. data::DataError) for input that cannot be
-  // used.
+  // the prefetch thread, one call at a time, up to an epoch ahead of training: it must not
+  // depend on state that the training thread changes, and it must be a function of the
+  // indices alone (no draws from torch's global generator: a random augmentation seeds its
+  // own generator from the indices), or a resumed run reads other data than the run it
+  // resumes. Throw a PermanentError (e.g. data::DataError) for input that cannot be used,
+  // a TransientError for I/O that may recover.
   virtual Batch read(const at::Tensor& indices) = 0;
 };
 

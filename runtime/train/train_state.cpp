@@ -62,7 +62,7 @@ void loadOptimizerState(torch::optim::Optimizer& optimizer, const OptimizerOptio
                         const GenericDict& dict, const c10::Device& device) {
   const auto name = dict.at("name").toStringRef();
   if (name != o.name) {
-    throw CheckpointError(fmt::format(
+    throw CheckpointMismatchError(fmt::format(
         "the checkpoint holds {} optimizer state, this run uses --optimizer {}; resume with "
         "--optimizer {} or start fresh with --resume none",
         name, o.name, name));
@@ -71,7 +71,7 @@ void loadOptimizerState(torch::optim::Optimizer& optimizer, const OptimizerOptio
   for (const auto& item : dict.at("state").toGenericDict()) {
     const auto i = item.key().toInt();
     if (i < 0 || i >= static_cast<std::int64_t>(params.size())) {
-      throw CheckpointError(
+      throw CheckpointMismatchError(
           fmt::format("optimizer state for parameter {}, the model has {}", i, params.size()));
     }
     const auto entry = item.value().toGenericDict();
@@ -110,7 +110,7 @@ void loadModelState(torch::nn::Module& module, const GenericDict& saved) {
   torch::NoGradGuard noGrad;
   auto state = namedState(module);
   if (static_cast<std::size_t>(saved.size()) != state.size()) {
-    throw CheckpointError(
+    throw CheckpointMismatchError(
         fmt::format("the checkpoint holds {} tensors, the model has {}: it was written for another "
                     "model (--model) or model configuration",
                     saved.size(), state.size()));
@@ -118,16 +118,16 @@ void loadModelState(torch::nn::Module& module, const GenericDict& saved) {
   for (auto& [name, tensor] : state) {
     auto found = saved.find(name);
     if (found == saved.end()) {
-      throw CheckpointError(
+      throw CheckpointMismatchError(
           fmt::format("the checkpoint has no tensor '{}': it was written for "
                       "another model (--model)",
                       name));
     }
     const auto value = found->value().toTensor();
     if (value.sizes() != tensor.sizes()) {
-      throw CheckpointError(fmt::format("'{}' has shape [{}] in the checkpoint, [{}] in the model",
-                                        name, fmt::join(value.sizes(), ","),
-                                        fmt::join(tensor.sizes(), ",")));
+      throw CheckpointMismatchError(
+          fmt::format("'{}' has shape [{}] in the checkpoint, [{}] in the model", name,
+                      fmt::join(value.sizes(), ","), fmt::join(tensor.sizes(), ",")));
     }
     tensor.copy_(value);
   }
@@ -180,14 +180,15 @@ TrainProgress restoreCheckpoint(const c10::IValue& payload, const std::string& p
                                 const TrainObjects& objects, int rank, int worldSize,
                                 const c10::Device& device) {
   if (!payload.isGenericDict()) {
-    throw CheckpointError(fmt::format("'{}' is not a ddprun checkpoint (not a dict)", path));
+    throw CheckpointMismatchError(
+        fmt::format("'{}' is not a ddprun checkpoint (not a dict)", path));
   }
   const auto dict = payload.toGenericDict();
   const auto format = dict.contains("format") && dict.at("format").isString()
                           ? dict.at("format").toStringRef()
                           : std::string("none");
   if (format != kCheckpointFormat) {
-    throw CheckpointError(
+    throw CheckpointMismatchError(
         fmt::format("'{}' is not a ddprun checkpoint (format '{}', expected '{}')", path, format,
                     kCheckpointFormat));
   }

@@ -30,11 +30,20 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include "runtime/error.h"
 #include "runtime/train/optimizer.h"
 
 namespace ddp::train {
 
 inline constexpr const char* kCheckpointFormat = "ddprun-checkpoint-v1";
+
+// A checkpoint that does not fit this run: another format, model (tensor names, count or
+// shapes) or optimizer. Permanent, unlike CheckpointError (I/O, corruption): a restart
+// would read the same file and fail the same way.
+class CheckpointMismatchError : public PermanentError {
+ public:
+  using PermanentError::PermanentError;
+};
 
 // Where a run is, besides its tensors.
 struct TrainProgress {
@@ -61,8 +70,8 @@ c10::IValue makeCheckpointPayload(const TrainObjects& objects, const TrainProgre
 
 // Every rank: restores model tensors, optimizer state (onto `device`) and, when the world
 // size is the one that wrote it, this rank's generator. Returns the saved progress.
-// Throws CheckpointError when the payload does not fit: another format, another model
-// (names, count or shapes of tensors), another optimizer. `path` names it in errors.
+// Throws CheckpointMismatchError when the payload does not fit: another format, another
+// model (names, count or shapes of tensors), another optimizer. `path` names it in errors.
 TrainProgress restoreCheckpoint(const c10::IValue& payload, const std::string& path,
                                 const TrainObjects& objects, int rank, int worldSize,
                                 const c10::Device& device);

@@ -1,6 +1,7 @@
 #include "runtime/train/trainer.h"
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -45,7 +46,9 @@ class ForwardingModule : public torch::nn::Module {
 class StopVote {
  public:
   StopVote(c10d::ProcessGroup& group, c10::Device device) : group_(group), device_(device) {}
-  ~StopVote() { finish(); }
+  // Never waits: unwinding after a lost peer must not block on (or rethrow from) the vote
+  // that went out with the failed step; the group's teardown ends it.
+  ~StopVote() = default;
 
   // The signal all ranks agreed on one step ago (0: none); sends this step's vote.
   int exchange(int localSignal) {
@@ -60,8 +63,8 @@ class StopVote {
     return agreed;
   }
   void finish() {
-    if (pending_) pending_->wait();
-    pending_.reset();
+    auto pending = std::move(pending_);
+    if (pending) pending->wait();
   }
 
  private:
@@ -77,7 +80,12 @@ class MetricsFile {
   explicit MetricsFile(const std::string& path) {
     if (path.empty()) return;
     out_.open(path, std::ios::app);
-    if (!out_) throw ConfigError(fmt::format("cannot open --metrics-file '{}'", path));
+    if (!out_) {
+      throw ConfigError(
+          fmt::format("cannot open the metrics file '{}' for appending: {}. Check "
+                      "that its directory exists and is writable.",
+                      path, std::strerror(errno)));
+    }
   }
   void record(const nlohmann::json& line) {
     if (out_.is_open()) out_ << line.dump() << std::endl;
@@ -179,14 +187,25 @@ Trainer::Trainer(Distributed& dist, TrainableModel model, TrainerOptions options
       options_(std::move(options)),
       objective_(std::move(objective)) {
   const auto& o = options_;
-  if (o.batchSize < 1 || o.gradAccumulation < 1 || o.epochs < 1 || o.maxSteps < 0 ||
-      o.logEvery < 1 || o.evalEvery < 0 || o.checkpointEvery < 0 || o.evalBatchSize < 1) {
+  auto atLeast = [](const char* name, std::int64_t value, std::int64_t min) {
+    if (value >= min) return;
     throw ConfigError(
-        "trainer options out of range (batch size, accumulation, epochs and "
-        "log interval must be >= 1; step counts >= 0)");
-  }
+        fmt::format("TrainerOptions::{} = {}: expected at least {}.", name, value, min));
+  };
+  atLeast("batchSize", o.batchSize, 1);
+  atLeast("gradAccumulation", o.gradAccumulation, 1);
+  atLeast("epochs", o.epochs, 1);
+  atLeast("maxSteps", o.maxSteps, 0);
+  atLeast("logEvery", o.logEvery, 1);
+  atLeast("evalEvery", o.evalEvery, 0);
+  atLeast("evalBatchSize", o.evalBatchSize, 1);
+  atLeast("checkpointEvery", o.checkpointEvery, 0);
   checkSchedule(o.schedule);
-  if (!objective_.loss) throw ConfigError("the trainer's objective has no loss function");
+  if (!objective_.loss) {
+    throw ConfigError(
+        "the trainer's Objective has no loss: set Objective::loss, or pass "
+        "classification() or regression().");
+  }
 }
 
 EvalMetrics Trainer::evaluate(Dataset& data) {

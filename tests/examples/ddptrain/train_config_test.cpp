@@ -178,6 +178,19 @@ TEST_F(TrainConfigTest, FlagsOfEveryKind) {
   EXPECT_TRUE(parse({"--version"}).version);
 }
 
+// Integers are checked against the field they land in: no silent wrap of an int, and the
+// seed keeps the whole unsigned 64-bit range.
+TEST_F(TrainConfigTest, IntegersFitTheirField) {
+  EXPECT_EQ(parse({"--seed", "18446744073709551615"}).config.trainer.seed, 18446744073709551615ull);
+  EXPECT_EQ(configErrorOf({"--seed", "-1"}),
+            "seed: expected an integer in [0, 18446744073709551615], found '-1' (from --seed)" +
+                std::string(kHelpHint));
+  EXPECT_EQ(configErrorOf({"--epochs", "4294967297"}),
+            "epochs: expected an integer in [1, 2147483647], found '4294967297' (from --epochs)" +
+                std::string(kHelpHint));
+  EXPECT_EQ(parse({"--epochs", "2147483647"}).config.trainer.epochs, 2147483647);
+}
+
 TEST_F(TrainConfigTest, UnknownFlagIsAConfigError) {
   EXPECT_EQ(configErrorOf({"--learning-rate", "0.1"}),
             "Option \u2018learning-rate\u2019 does not exist" + std::string(kHelpHint));

@@ -54,10 +54,10 @@ TEST(LogLevelTest, ABadLevelNamesWhereItCameFrom) {
   ScopedLevelVariable bad("loud");
   EXPECT_EQ(configErrorOf(std::nullopt),
             "DDPRUN_LOG_LEVEL=loud: expected one of debug, info, warn, error, off; found an "
-            "unknown level.");
+            "unknown level. Fix DDPRUN_LOG_LEVEL where it is set, or unset it.");
   EXPECT_EQ(configErrorOf("chatty"),
             "--log-level=chatty: expected one of debug, info, warn, error, off; found an "
-            "unknown level.");
+            "unknown level. Pass one of those.");
   EXPECT_EQ(resolveLevel("error"), Level::kError) << "a good flag makes the variable moot";
 }
 

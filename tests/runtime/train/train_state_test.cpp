@@ -36,10 +36,11 @@ c10::IValue throughPickle(const c10::IValue& payload) {
 std::string errorOf(const std::function<void()>& call) {
   try {
     call();
-  } catch (const CheckpointError& e) {
+  } catch (const CheckpointMismatchError& e) {
+    EXPECT_EQ(exitCodeFor(e), kExitUsage) << "a restart would read the same file";
     return e.what();
   }
-  return "no CheckpointError";
+  return "no CheckpointMismatchError";
 }
 
 TEST(TrainStateTest, RestoresModelOptimizerProgressAndGenerator) {
