@@ -264,6 +264,24 @@ class ImageLayoutTest(unittest.TestCase):
                 self.assertEqual(layout.runtime["from"], "debian:bookworm-slim AS runtime")
                 print(f"{name}: {len(layout.files)} files, dirs {sorted(layout.dirs)}")
 
+    def test_every_context_copy_passes_every_ignore_file(self):
+        # docker reads Dockerfile.<flavor>.dockerignore, podman and buildah docker/.dockerignore
+        # (docker/build.sh): a COPY source that one of them leaves out breaks that engine only.
+        # The files list what is sent: "*", then "!path" lines.
+        for flavor in ("cpu", "cuda"):
+            copies = []
+            for keyword, args in instructions((REPO / f"docker/Dockerfile.{flavor}").read_text()):
+                words = shlex.split(args) if keyword == "COPY" else []
+                if words and not any(w.startswith("--from=") for w in words):
+                    copies.append([w for w in words if not w.startswith("--")][0])
+            for ignore in (f"docker/Dockerfile.{flavor}.dockerignore", "docker/.dockerignore"):
+                allowed = [line[1:].rstrip("/") for line in (REPO / ignore).read_text().splitlines()
+                           if line.startswith("!")]
+                for src in copies:
+                    with self.subTest(dockerfile=flavor, ignore=ignore, copy=src):
+                        self.assertTrue(any(src == a or src.startswith(a + "/") for a in allowed),
+                                        f"COPY {src}: {ignore} does not send it; add '!{src}'")
+
     def test_every_manifest_path_is_in_its_image(self):
         by_name = layouts()
         for job_file in k8s_jobs.JOB_FILES:
