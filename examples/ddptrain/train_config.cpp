@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <limits>
 #include <sstream>
@@ -323,6 +324,15 @@ void apply(TrainConfig& config, const Option& option, const std::string& value,
 }
 
 void applyYamlFile(TrainConfig& config, const std::string& path) {
+  // yaml-cpp reads a directory or a FIFO as a stream: say what the path is instead.
+  std::error_code error;
+  const auto status = std::filesystem::status(path, error);
+  if (!error && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+    throw ConfigError(
+        fmt::format("--config '{}': expected a YAML file, found a {}. Pass the "
+                    "path of the file.",
+                    path, std::filesystem::is_directory(status) ? "directory" : "special file"));
+  }
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -337,8 +347,14 @@ void applyYamlFile(TrainConfig& config, const std::string& path) {
                                   path, root.IsSequence() ? "list" : "scalar"));
   }
   for (const auto& item : root) {
-    const auto key = item.first.as<std::string>();
     const auto where = fmt::format("{}:{}", path, item.first.Mark().line + 1);
+    if (!item.first.IsScalar()) {  // YAML's complex keys ("? [a]")
+      throw ConfigError(
+          fmt::format("{}: expected an option name as the key, found a {}. Keys "
+                      "are the long flag names without '--'.",
+                      where, item.first.IsSequence() ? "list" : "mapping"));
+    }
+    const auto key = item.first.Scalar();
     const Option* option = findOption(key);
     if (option == nullptr || key == "config") {
       throw ConfigError(

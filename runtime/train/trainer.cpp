@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -200,6 +201,13 @@ Trainer::Trainer(Distributed& dist, TrainableModel model, TrainerOptions options
   atLeast("evalEvery", o.evalEvery, 0);
   atLeast("evalBatchSize", o.evalBatchSize, 1);
   atLeast("checkpointEvery", o.checkpointEvery, 0);
+  // samplesPerStep = batchSize x gradAccumulation must not overflow (it divides the shard).
+  if (o.batchSize > std::numeric_limits<std::int64_t>::max() / o.gradAccumulation) {
+    throw ConfigError(
+        fmt::format("TrainerOptions::batchSize {} x gradAccumulation {} overflows "
+                    "64 bits: expected a product a data set can hold. Lower them.",
+                    o.batchSize, o.gradAccumulation));
+  }
   checkSchedule(o.schedule);
   if (!objective_.loss) {
     throw ConfigError(

@@ -248,6 +248,19 @@ TEST_F(TrainConfigTest, BadValuesNameOptionValueAndSource) {
             list + ":2: 'lr' expects a single value, found a list");
 }
 
+// Once these ended in SIGABRT (an uncaught yaml-cpp conversion; a directory read as a
+// stream), and after the single catch in main in exit 200, as if a retry could help.
+TEST_F(TrainConfigTest, ComplexKeysAndDirectoriesAreConfigErrors) {
+  const auto complex = writeFile("complex.yaml", "? [a]\n: 1\n");
+  EXPECT_EQ(configErrorOf({"--config", complex}),
+            complex +
+                ":1: expected an option name as the key, found a list. Keys are the long "
+                "flag names without '--'.");
+  EXPECT_EQ(configErrorOf({"--config", dir_.string()}),
+            "--config '" + dir_.string() +
+                "': expected a YAML file, found a directory. Pass the path of the file.");
+}
+
 TEST_F(TrainConfigTest, ConfigFileMustBeAReadableMapping) {
   const auto list = writeFile("list.yaml", "- lr\n- epochs\n");
   EXPECT_EQ(configErrorOf({"--config", list}),

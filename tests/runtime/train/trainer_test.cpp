@@ -113,6 +113,19 @@ TEST_F(TrainerTest, ResumedRunEndsWithTheWeightsOfAnUninterruptedOne) {
   }
 }
 
+// Once: samplesPerStep wrapped to 0 and the shard was divided by it (SIGFPE).
+TEST_F(TrainerTest, RefusesABatchThatOverflows) {
+  auto o = options("", 1);
+  o.batchSize = 4611686018427387904;  // 2^62
+  o.gradAccumulation = 4;
+  try {
+    Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), o, regression());
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("overflows 64 bits"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(TrainerTest, RefusesAnObjectiveWithoutLoss) {
   EXPECT_THROW(
       Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), options("", 1), Objective{}),
