@@ -1,7 +1,5 @@
 #include "runtime/env/env_readers.h"
 
-#include <algorithm>
-
 #include "runtime/env/value_parser.h"
 #include "runtime/env/variables.h"
 

@@ -25,10 +25,8 @@ std::string pattern(std::string_view rankTag) {
 // DDPRUN_LOG_LEVEL for a program that never called setup(); a bad value counts as unset
 // here (nothing can report it yet), resolveLevel() reports it.
 Level levelFromEnvOrInfo() {
-  const char* value = std::getenv(env::var::kLogLevel);
-  if (!value || !*value) return Level::kInfo;
   try {
-    return parseLevel(value);
+    return resolveLevel(std::nullopt);
   } catch (const ConfigError&) {
     return Level::kInfo;
   }
