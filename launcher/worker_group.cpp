@@ -247,7 +247,7 @@ class Attempt {
 }  // namespace
 
 bool isRetryable(const ExitStatus& status) {
-  return status.signal != 0 || status.exitCode != kExitUsage;
+  return status.signal != 0 || !isPermanentExitCode(status.exitCode);
 }
 
 AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals) {

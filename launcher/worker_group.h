@@ -13,8 +13,8 @@
 //   SIGTERM/SIGINT/SIGHUP to the launcher  -> kInterrupted: the same signal to every
 //                                             worker, SIGKILL after the grace period
 // Policy (runWithRestarts): a failed attempt is retried with the restart count + 1 while
-// restarts remain, unless the worker exited kExitUsage (2), a permanent error that a restart
-// cannot fix. Workers resume from their newest checkpoint (ddptrain's --resume auto).
+// restarts remain, unless the worker exited a permanent code (2, 3, 4: isPermanentExitCode)
+// that a restart cannot fix. Workers resume from their newest checkpoint (--resume auto).
 #pragma once
 
 #include <sys/types.h>
@@ -85,7 +85,7 @@ AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalCh
 using AttemptRunner = std::function<AttemptResult(int restartCount)>;
 RunResult runWithRestarts(int maxRestarts, const AttemptRunner& runAttemptFn);
 
-// Whether a failure may be retried: anything but the permanent kExitUsage.
+// Whether a failure may be retried: anything but the permanent codes (isPermanentExitCode).
 bool isRetryable(const ExitStatus& status);
 
 }  // namespace ddp::launcher

@@ -5,13 +5,18 @@
 // Every error the project throws on purpose derives from ddp::Error through one of two
 // families, and the family alone decides the exit code (exitCodeFor):
 //
-//   PermanentError  retrying cannot help; exit kExitUsage (2), which the operators'
-//                   ExitCode restart policy treats as final.
+//   PermanentError  retrying cannot help; exit kExitUsage (2) or the error's own
+//                   permanent code (3: training failed, 4: restarts exhausted), which
+//                   the operators' ExitCode restart policy treats as final.
 //                   ConfigError (options, timeouts, backend), env::EnvError (a variable),
 //                   launcher::LaunchError (a flag), data::DataError (input files),
 //                   models::ModelSpecError (a model that cannot be built),
 //                   train::CheckpointMismatchError (a checkpoint of another model or
-//                   optimizer: every restart would read it again).
+//                   optimizer: every restart would read it again), train::
+//                   CheckpointUsageError (a --resume file that is not there, a checkpoint
+//                   directory that cannot be written);
+//                   train::TrainingFailedError, exit 3 (a non-finite loss, out of memory;
+//                   std::bad_alloc too); train::RestartsExhaustedError, exit 4.
 //   TransientError  another attempt may succeed; exit kExitTransient (200), retryable.
 //                   rendezvous::RendezvousError (master unreachable), train::CheckpointError
 //                   (checkpoint I/O, a corrupt file: the volume may recover, an older
@@ -27,6 +32,7 @@
 #pragma once
 
 #include <exception>
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -40,10 +46,16 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// See Note [Two error families]: retrying cannot help.
+// See Note [Two error families]: retrying cannot help. `exitCode` is one of the permanent
+// codes of exit_codes.h: kExitUsage unless said otherwise.
 class PermanentError : public Error {
  public:
-  using Error::Error;
+  explicit PermanentError(const std::string& what, int exitCode = kExitUsage)
+      : Error(what), exitCode_(exitCode) {}
+  int exitCode() const noexcept { return exitCode_; }
+
+ private:
+  int exitCode_;
 };
 
 // See Note [Two error families]: another attempt may succeed.
@@ -61,7 +73,12 @@ class ConfigError : public PermanentError {
 
 // The exit code for an error that ends a process (Note [Two error families]).
 inline int exitCodeFor(const std::exception& error) noexcept {
-  return dynamic_cast<const PermanentError*>(&error) != nullptr ? kExitUsage : kExitTransient;
+  if (const auto* permanent = dynamic_cast<const PermanentError*>(&error)) {
+    return permanent->exitCode();
+  }
+  // Out of host memory: the same input at the same size fails again.
+  if (dynamic_cast<const std::bad_alloc*>(&error) != nullptr) return kExitTrainingFailed;
+  return kExitTransient;
 }
 
 }  // namespace ddp

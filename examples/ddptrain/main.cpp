@@ -21,6 +21,7 @@
 #include "runtime/build_info.h"
 #include "runtime/distributed.h"
 #include "runtime/log/logging.h"
+#include "runtime/train/checkpointer.h"
 #include "runtime/train/trainer.h"
 
 namespace {
@@ -29,6 +30,18 @@ using ddptrain::TrainConfig;
 
 int run(const TrainConfig& config, const std::string& configText) {
   ddp::train::installStopSignalHandlers();
+  // Note [Completion marker]: a pod of a finished job, recreated, ends here instead of
+  // waiting for peers that will not come. --resume none or another configuration trains.
+  if (config.trainer.resume == "auto") {
+    const auto marker = ddp::train::readCompletionMarker(config.trainer.checkpointDir);
+    if (marker && marker->configText == configText) {
+      ddp::log::info("ddptrain",
+                     "event=already_complete step={} checkpoint={} finished_at={} (this run "
+                     "finished; --resume none trains again)",
+                     marker->step, marker->checkpoint, marker->finishedAt);
+      return ddp::kExitOk;
+    }
+  }
   auto dist = ddp::init(config.init);
   if (config.threads > 0) torch::set_num_threads(config.threads);
   torch::manual_seed(config.trainer.seed);  // same initial weights everywhere (rank 0's win)

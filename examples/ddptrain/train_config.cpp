@@ -258,8 +258,30 @@ const std::vector<Option>& options() {
                 FIELD(trainer.checkpointEvery), 0),
         integer("keep-checkpoints", "checkpoints kept (the newest)", FIELD(trainer.keepCheckpoints),
                 1),
-        string("resume", "auto (newest valid checkpoint in checkpoint-dir), none, or a path",
+        string("resume",
+               "auto (newest valid checkpoint in checkpoint-dir), none (start over: the earlier "
+               "run's files move to checkpoint-dir/superseded/), or a path",
                FIELD(trainer.resume)),
+        {"checkpoint-mode", "permission bits (octal) of checkpoints, manifests and the journal",
+         [](C& c, const Setting& s) {
+           unsigned mode = 0;
+           const auto [end, ec] =
+               std::from_chars(s.value.data(), s.value.data() + s.value.size(), mode, 8);
+           if (s.value.empty() || ec != std::errc() || end != s.value.data() + s.value.size() ||
+               mode > 0777) {
+             s.fail("octal permission bits from 0 to 0777, such as 0640 or 0600");
+           }
+           c.trainer.checkpointFileMode = mode;
+         },
+         [](const C& c) { return fmt::format("'{:04o}'", c.trainer.checkpointFileMode); }},
+        integer("max-stalled-restarts",
+                "after this many failed attempts in a row without a new checkpoint, the next "
+                "failure exits 4 (permanent) instead of 200 (0: never)",
+                FIELD(trainer.maxStalledRestarts), 0),
+        integer("skip-nonfinite-steps",
+                "skip up to N steps whose loss or gradients are NaN/Inf (0: stop at the first, "
+                "exit 3)",
+                FIELD(trainer.nonFiniteSkipLimit), 0),
         // data parallelism
         mebibytes("bucket-cap-mb", "gradient bucket size in MiB",
                   FIELD(trainer.ddp.bucketCapBytes)),

@@ -4,12 +4,17 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <thread>
 
 #include <caffe2/serialize/inline_container.h>
 #include <fmt/format.h>
@@ -27,18 +32,31 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr const char* kManifestFormat = "ddprun-checkpoint-manifest-v1";
+constexpr const char* kMarkerFormat = "ddprun-run-complete-v1";
 constexpr std::int64_t kNoCheckpoint = -1;
+// How rank 0's failure to pick a checkpoint travels to the others (as the step).
+constexpr std::int64_t kFailedRetryable = -2;
+constexpr std::int64_t kFailedPermanent = -3;
+// A step number has at most 18 digits: it fits in int64 (longer names are not ours).
+const std::regex kManifestName(R"(checkpoint-(\d{1,18})\.pt\.json)");
+const std::regex kCheckpointName(R"(checkpoint-(\d{1,18})\.pt(\.json)?)");
 
 std::string systemError(const std::string& what, const std::string& path) {
   return fmt::format("{} '{}': {}", what, path, std::strerror(errno));
 }
 
-// Writes `data` to `path` atomically: hidden temporary beside it, fsync, rename, fsync
-// of the directory. On failure the temporary is removed and `path` is untouched.
-void writeAtomically(const fs::path& path, const char* data, std::size_t size) {
+}  // namespace
+
+void writeFileAtomically(const fs::path& path, const char* data, std::size_t size, unsigned mode) {
   const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) throw CheckpointError(systemError("cannot create", tmp.string()));
+  if (::fchmod(fd, mode) != 0) {
+    const auto message = systemError("cannot set the mode of", tmp.string());
+    ::close(fd);
+    fs::remove(tmp);
+    throw CheckpointError(message);
+  }
   std::size_t written = 0;
   while (written < size) {
     const ssize_t n = ::write(fd, data + written, size - written);
@@ -66,6 +84,56 @@ void writeAtomically(const fs::path& path, const char* data, std::size_t size) {
     ::fsync(dirFd);
     ::close(dirFd);
   }
+}
+
+std::string utcTimestamp(const char* format) {
+  const std::time_t now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm utc{};
+  ::gmtime_r(&now, &utc);
+  char text[32];
+  std::strftime(text, sizeof text, format, &utc);
+  return text;
+}
+
+namespace {
+
+// Why `dir` cannot hold checkpoints, if it cannot: it must exist (or be created) as a
+// directory in which a file can be created, written and removed.
+struct DirectoryProblem {
+  std::string what;
+  bool mayPass = true;  // a volume still being mounted; false: a file is in the way
+};
+std::optional<DirectoryProblem> directoryProblem(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    return DirectoryProblem{"it is not a directory", false};
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return DirectoryProblem{fmt::format("cannot create it: {}", ec.message()),
+                            ec != std::errc::not_a_directory};
+  }
+  const auto probe = dir / fmt::format(".write-probe-{}.tmp", ::getpid());
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return DirectoryProblem{fmt::format("cannot create a file in it: {}", std::strerror(errno))};
+  }
+  const bool written = ::write(fd, "x", 1) == 1;
+  const int writeErrno = errno;
+  ::close(fd);
+  fs::remove(probe, ec);
+  if (!written) {
+    return DirectoryProblem{
+        fmt::format("cannot write a file in it: {}", std::strerror(writeErrno))};
+  }
+  return std::nullopt;
+}
+
+// Step of a checkpoint-<step>.pt(.json) name, or nullopt for other names.
+std::optional<std::int64_t> stepOfName(const std::string& name, const std::regex& pattern) {
+  std::smatch match;
+  if (!std::regex_match(name, match, pattern)) return std::nullopt;
+  return std::stoll(match[1]);  // at most 18 digits: fits
 }
 
 std::vector<char> readFile(const fs::path& path) {
@@ -183,14 +251,13 @@ Checkpointer::Checkpointer(CheckpointerOptions options,
 std::vector<CheckpointInfo> Checkpointer::list() const {
   std::vector<CheckpointInfo> found;
   if (options_.dir.empty() || !fs::is_directory(options_.dir)) return found;
-  static const std::regex kName(R"(checkpoint-(\d+)\.pt\.json)");
   for (const auto& entry : fs::directory_iterator(options_.dir)) {
-    std::smatch match;
     const auto name = entry.path().filename().string();
-    if (!std::regex_match(name, match, kName)) continue;
+    const auto step = stepOfName(name, kManifestName);
+    if (!step) continue;
     CheckpointInfo info;
     info.path = (fs::path(options_.dir) / name.substr(0, name.size() - 5)).string();
-    info.step = std::stoll(match[1]);
+    info.step = *step;
     found.push_back(info);
   }
   std::sort(found.begin(), found.end(),
@@ -198,19 +265,80 @@ std::vector<CheckpointInfo> Checkpointer::list() const {
   return found;
 }
 
+// Note [One run per directory].
+void Checkpointer::prepareDirectory() {
+  const fs::path dir(options_.dir);
+  auto problem = directoryProblem(dir);
+  for (int attempt = 1; problem && problem->mayPass && attempt < options_.directoryTries;
+       ++attempt) {
+    log::warn("checkpoint", "event=directory_unusable dir={} try={}/{} ({}) -> retrying in {}ms",
+              dir.string(), attempt, options_.directoryTries, problem->what,
+              options_.directoryRetry.count());
+    std::this_thread::sleep_for(options_.directoryRetry);
+    problem = directoryProblem(dir);
+  }
+  if (problem) {
+    throw CheckpointUsageError(fmt::format(
+        "checkpoint directory '{}': {}. Expected a directory rank 0 can write; give another "
+        "--checkpoint-dir, or mount the volume read-write",
+        dir.string(), problem->what));
+  }
+  // Hidden temporaries of writes a crash interrupted (Note [Checkpoint files]).
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const auto name = entry.path().filename().string();
+    if (name.size() > 5 && name.front() == '.' && name.ends_with(".tmp")) {
+      fs::remove_all(entry.path(), ec);
+      log::info("checkpoint", "event=removed_stale_temporary path={}", entry.path().string());
+    }
+  }
+}
+
+void Checkpointer::setAsideNewerThan(std::int64_t resumedStep) {
+  const fs::path dir(options_.dir);
+  std::vector<fs::path> newer;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const auto step = stepOfName(entry.path().filename().string(), kCheckpointName);
+    if (step && *step > resumedStep) newer.push_back(entry.path());
+  }
+  // The marker names the run's final checkpoint: it goes with a line that is set aside,
+  // and stays when the run resumes from that checkpoint (a finished run trained further).
+  const auto marker = dir / kCompletionMarkerName;
+  if ((resumedStep < 0 || !newer.empty()) && fs::exists(marker, ec)) newer.push_back(marker);
+  if (newer.empty()) return;
+  const auto aside = dir / "superseded" / utcTimestamp("%Y%m%dT%H%M%SZ");
+  fs::create_directories(aside, ec);
+  if (ec) {
+    throw CheckpointError(fmt::format("cannot create '{}' to move the earlier run's files into: {}",
+                                      aside.string(), ec.message()));
+  }
+  for (const auto& path : newer) {
+    fs::rename(path, aside / path.filename(), ec);
+    if (ec) {
+      throw CheckpointError(fmt::format("cannot move '{}' into '{}': {}", path.string(),
+                                        aside.string(), ec.message()));
+    }
+  }
+  log::warn("checkpoint", "event=set_aside files={} into={} ({}; nothing was deleted)",
+            newer.size(), aside.string(),
+            resumedStep < 0 ? "a fresh start: another run's files"
+                            : fmt::format("newer than step {}, the one resumed", resumedStep));
+}
+
 std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::IValue& payload) {
   if (group_->getRank() != 0) return std::nullopt;
+  if (!prepared_) {  // never loaded: a fresh start
+    prepareDirectory();
+    setAsideNewerThan(kNoCheckpoint);
+    prepared_ = true;
+  }
   const fs::path dir(options_.dir);
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) {
-    throw CheckpointError(
-        fmt::format("cannot create checkpoint directory '{}': {}", dir.string(), ec.message()));
-  }
   // Note [Saving a step twice]: a run restarted after it finished resumes at its last step
   // and saves it again, with the same state (training is deterministic). Replacing it
   // would open a window (new .pt, old manifest) in which a crash loses it: keep the one
-  // that verifies.
+  // that verifies. It cannot be another run's (Note [One run per directory]).
   const auto existing = (dir / checkpointName(step)).string();
   if (fs::exists(manifestPathFor(existing))) {
     try {
@@ -228,7 +356,7 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
   info.step = step;
   info.bytes = bytes.size();
   info.crc32 = crc32Of(bytes.data(), bytes.size());
-  writeAtomically(info.path, bytes.data(), bytes.size());
+  writeFileAtomically(info.path, bytes.data(), bytes.size(), options_.fileMode);
   const auto manifest = nlohmann::json{{"format", kManifestFormat},
                                        {"file", fs::path(info.path).filename().string()},
                                        {"step", step},
@@ -236,17 +364,35 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
                                        {"crc32", info.crc32}}
                             .dump(2) +
                         "\n";
-  writeAtomically(manifestPathFor(info.path), manifest.data(), manifest.size());
+  writeFileAtomically(manifestPathFor(info.path), manifest.data(), manifest.size(),
+                      options_.fileMode);
   log::info("checkpoint", "event=saved step={} path={} bytes={} crc32={:#010x}", step, info.path,
             info.bytes, info.crc32);
 
-  // Keep the newest keepLast; the manifest goes first, so a half-finished removal
-  // leaves an orphan .pt (ignored) rather than a manifest without its file.
+  // Keep the newest keepLast valid ones up to this step (this one first). A manifest that
+  // does not parse, or a .pt of another size, is not counted: it must not push a good
+  // checkpoint out. The manifest goes first, so a half-finished removal leaves an orphan
+  // .pt (ignored) rather than a manifest without its file.
   auto all = list();
-  for (std::size_t i = 0; i + options_.keepLast < all.size(); ++i) {
-    fs::remove(manifestPathFor(all[i].path), ec);
-    fs::remove(all[i].path, ec);
-    log::debug("checkpoint", "event=removed step={} path={}", all[i].step, all[i].path);
+  int kept = 0;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (it->step > step) continue;  // not this run's line: left alone
+    bool valid = it->step == step;
+    if (!valid) {
+      try {
+        const auto manifestInfo = readManifest(it->path);
+        valid = fs::file_size(it->path, ec) == manifestInfo.bytes && !ec;
+      } catch (const CheckpointError&) {
+      }
+    }
+    if (valid && kept < options_.keepLast) {
+      ++kept;
+      continue;
+    }
+    if (!valid && kept < options_.keepLast) continue;  // invalid, but newer than a kept one
+    fs::remove(manifestPathFor(it->path), ec);
+    fs::remove(it->path, ec);
+    log::debug("checkpoint", "event=removed step={} path={}", it->step, it->path);
   }
   // A .pt whose manifest was never written (a failed or interrupted save) is never loaded:
   // remove it rather than let such files pile up.
@@ -261,18 +407,63 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
   return info;
 }
 
+void Checkpointer::markComplete(const CheckpointInfo& final, const std::string& configText) {
+  if (group_->getRank() != 0) return;
+  const auto text = nlohmann::json{{"format", kMarkerFormat},
+                                   {"step", final.step},
+                                   {"checkpoint", fs::path(final.path).filename().string()},
+                                   {"finished_at", utcTimestamp("%Y-%m-%dT%H:%M:%SZ")},
+                                   {"config", configText}}
+                        .dump(2) +
+                    "\n";
+  writeFileAtomically(fs::path(options_.dir) / kCompletionMarkerName, text.data(), text.size(),
+                      options_.fileMode);
+  log::info("checkpoint", "event=marked_complete step={} marker={}", final.step,
+            (fs::path(options_.dir) / kCompletionMarkerName).string());
+}
+
+std::optional<CompletionMarker> readCompletionMarker(const std::string& dir) {
+  if (dir.empty()) return std::nullopt;
+  const auto path = fs::path(dir) / kCompletionMarkerName;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return std::nullopt;
+  try {
+    std::ifstream in(path);
+    const auto json = nlohmann::json::parse(in);
+    if (json.at("format") != kMarkerFormat) throw std::runtime_error("another format");
+    return CompletionMarker{.step = json.at("step").get<std::int64_t>(),
+                            .checkpoint = json.at("checkpoint").get<std::string>(),
+                            .configText = json.at("config").get<std::string>(),
+                            .finishedAt = json.at("finished_at").get<std::string>()};
+  } catch (const std::exception& e) {
+    log::warn("checkpoint", "event=marker_ignored path={} ({}): training as usual", path.string(),
+              e.what());
+    return std::nullopt;
+  }
+}
+
 std::optional<std::pair<CheckpointInfo, std::vector<char>>> Checkpointer::pickOnMaster(
     const std::string& resume) const {
   if (resume == "none") return std::nullopt;
   if (resume != "auto") {  // an explicit path: it must be good, no fallback
-    if (!fs::exists(resume)) {
-      throw CheckpointError(fmt::format(
-          "--resume '{}': no such file. Give a checkpoint-*.pt file, 'auto' (the newest in "
-          "--checkpoint-dir) or 'none'",
-          resume));
+    std::error_code ec;
+    const auto hint = fmt::format(
+        "Give a checkpoint-*.pt file that has its .json manifest beside it, 'auto' (the newest "
+        "in --checkpoint-dir) or 'none'");
+    if (!fs::exists(resume, ec)) {
+      throw CheckpointUsageError(fmt::format("--resume '{}': no such file. {}", resume, hint));
     }
-    auto info = readManifest(resume);
-    return std::make_pair(info, readVerified(info));
+    if (!fs::is_regular_file(resume, ec)) {
+      throw CheckpointUsageError(
+          fmt::format("--resume '{}': not a regular file. {}", resume, hint));
+    }
+    try {
+      auto info = readManifest(resume);
+      return std::make_pair(info, readVerified(info));
+    } catch (const CheckpointError& e) {
+      // Named explicitly, it is read again by every restart: permanent.
+      throw CheckpointUsageError(fmt::format("--resume: {}. {}", e.what(), hint));
+    }
   }
   auto all = list();
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
@@ -297,18 +488,26 @@ std::optional<std::pair<CheckpointInfo, std::vector<char>>> Checkpointer::pickOn
 
 std::optional<LoadedCheckpoint> Checkpointer::load(const std::string& resume) {
   const auto cpu = torch::TensorOptions().dtype(torch::kInt64);
-  // Rank 0 decides; its failure to read an explicit path must reach the others too, or
-  // they would wait in the broadcast: it travels as step -2 and every rank throws.
+  // Rank 0 decides; its failure must reach the others too, or they would wait in the
+  // broadcast: it travels as the step, retryable or permanent, and every rank throws.
   std::optional<std::pair<CheckpointInfo, std::vector<char>>> picked;
   std::string failure;
+  std::int64_t failed = 0;
   if (group_->getRank() == 0) {
     try {
+      if (!options_.dir.empty()) prepareDirectory();
       picked = pickOnMaster(resume);
+      if (!options_.dir.empty()) setAsideNewerThan(picked ? picked->first.step : kNoCheckpoint);
+      prepared_ = true;
+    } catch (const PermanentError& e) {
+      failure = e.what();
+      failed = kFailedPermanent;
     } catch (const CheckpointError& e) {
       failure = e.what();
+      failed = kFailedRetryable;
     }
   }
-  auto header = torch::tensor({picked ? picked->first.step : (failure.empty() ? kNoCheckpoint : -2),
+  auto header = torch::tensor({picked ? picked->first.step : (failed != 0 ? failed : kNoCheckpoint),
                                picked ? static_cast<std::int64_t>(picked->second.size()) : 0},
                               cpu)
                     .to(device_);
@@ -317,12 +516,15 @@ std::optional<LoadedCheckpoint> Checkpointer::load(const std::string& resume) {
   header = header.cpu();
   const auto step = header[0].item<std::int64_t>();
   const auto size = header[1].item<std::int64_t>();
-  if (step == -2) {
-    throw CheckpointError(group_->getRank() == 0
-                              ? failure
-                              : fmt::format("rank 0 could not read the checkpoint to resume "
-                                            "from ('{}'); see its log",
-                                            resume));
+  if (step == kFailedRetryable || step == kFailedPermanent) {
+    const auto message = group_->getRank() == 0
+                             ? failure
+                             : fmt::format(
+                                   "rank 0 could not prepare the checkpoint to resume "
+                                   "from ('{}'); see its log",
+                                   resume);
+    if (step == kFailedPermanent) throw CheckpointUsageError(message);
+    throw CheckpointError(message);
   }
   if (step == kNoCheckpoint) return std::nullopt;
 
@@ -341,7 +543,14 @@ std::optional<LoadedCheckpoint> Checkpointer::load(const std::string& resume) {
     loaded.info.bytes = static_cast<std::uint64_t>(size);
     loaded.info.crc32 = crc32Of(data.data(), data.size());
   }
-  loaded.payload = torch::pickle_load(data);
+  try {
+    loaded.payload = torch::pickle_load(data);
+  } catch (const c10::Error& e) {
+    throw CheckpointMismatchError(fmt::format(
+        "'{}' verifies against its manifest but does not unpickle: {}. Was it written by "
+        "another program? Resume from another checkpoint, or start fresh with --resume none",
+        loaded.info.path, e.what_without_backtrace()));
+  }
   return loaded;
 }
 

@@ -7,14 +7,31 @@
 //   the .pt. Each is written to a hidden temporary file, fsync'ed, renamed into place,
 //   and the directory fsync'ed: a crash leaves either the old set or the new one. A .pt
 //   without its manifest is an unfinished write and never loaded.
-// - After a save only the newest keepLast checkpoints remain.
+//   Files are created with mode fileMode (0640: no world access), whatever the umask.
+// - After a save, the newest keepLast valid checkpoints (a manifest that parses and a .pt
+//   of its size) remain; the one just saved is always one of them.
 // - Loading is collective: rank 0 picks the checkpoint (the newest whose size and CRC
 //   match its manifest; a corrupt one is reported and the one before it tried), reads
 //   it and broadcasts the bytes over the process group. Only the master needs the
 //   directory: workers without the volume resume all the same.
+//
+// Note [One run per directory]
+// The top level of `dir` holds one line of checkpoints: the run being continued. Before
+// anything is loaded or saved, rank 0
+//   - checks that `dir` is a directory it can write (a few tries over directoryRetry x
+//     directoryTries for a volume still being mounted), else CheckpointUsageError;
+//   - removes the hidden temporaries (.*.tmp) a crashed write left;
+//   - moves every checkpoint newer than the one it resumes from (all of them for a fresh
+//     start: --resume none, or nothing valid to resume) and the completion marker into
+//     dir/superseded/<UTC time>/. So a fresh start never keeps ("already saved") or
+//     later resumes another run's file, a corrupt newer file is out of retention's
+//     count, and nothing is deleted: the older run is there to copy back by hand.
+// A Checkpointer that saves without having loaded is a fresh start.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -32,16 +49,55 @@ class ProcessGroup;
 
 namespace ddp::train {
 
-// Writing or reading a checkpoint failed (I/O, corruption of an explicitly named file).
+// Writing or reading a checkpoint failed (I/O): the volume may recover, an older
+// checkpoint may do.
 class CheckpointError : public TransientError {
  public:
   using TransientError::TransientError;
 };
 
-struct CheckpointerOptions {
-  std::string dir;   // where checkpoints live (created by rank 0 when missing)
-  int keepLast = 3;  // how many to keep after each save
+// A checkpoint setting no restart can fix: a --resume path that is missing, not a file,
+// or not a verified checkpoint; a checkpoint directory that is a file, read-only or
+// cannot be created.
+class CheckpointUsageError : public PermanentError {
+ public:
+  using PermanentError::PermanentError;
 };
+
+// A checkpoint that does not fit this run: another format, model (tensor names, count or
+// shapes) or optimizer. Permanent, unlike CheckpointError (I/O, corruption): a restart
+// would read the same file and fail the same way.
+class CheckpointMismatchError : public PermanentError {
+ public:
+  using PermanentError::PermanentError;
+};
+
+struct CheckpointerOptions {
+  std::string dir;           // where checkpoints live (created by rank 0 when missing)
+  int keepLast = 3;          // how many to keep after each save
+  unsigned fileMode = 0640;  // of every file written (checkpoints, manifests, marker)
+  // A directory that cannot be written is tried this often, directoryRetry apart, before
+  // the run gives up (a volume mount that is late).
+  int directoryTries = 3;
+  std::chrono::milliseconds directoryRetry{10000};
+};
+
+// Note [Completion marker]: rank 0 writes dir/run-complete.json with the final checkpoint
+// of a run that reached its last step. A pod of the finished job, recreated on the same
+// directory with the same configuration, then ends at once (exit 0) instead of waiting
+// for peers that will not come back.
+struct CompletionMarker {
+  std::int64_t step = 0;
+  std::string checkpoint;  // the final .pt
+  std::string configText;  // the run's resolved configuration (TrainerOptions::configText)
+  std::string finishedAt;  // UTC, ISO 8601
+};
+
+inline constexpr const char* kCompletionMarkerName = "run-complete.json";
+
+// The marker in `dir`, if there is one that parses (a malformed one is ignored, with a
+// warning: the run then trains as usual).
+std::optional<CompletionMarker> readCompletionMarker(const std::string& dir);
 
 struct CheckpointInfo {
   std::string path;  // the .pt file
@@ -67,8 +123,12 @@ class Checkpointer {
   std::optional<CheckpointInfo> save(std::int64_t step, const c10::IValue& payload);
 
   // Collective. `resume`: "auto" (the newest valid checkpoint in dir, if any), "none",
-  // or the path of a .pt file (it must exist and match its manifest).
+  // or the path of a .pt file (it must exist and match its manifest, else
+  // CheckpointUsageError). Prepares dir first (Note [One run per directory]).
   std::optional<LoadedCheckpoint> load(const std::string& resume);
+
+  // Rank 0: writes the completion marker for `final` (Note [Completion marker]).
+  void markComplete(const CheckpointInfo& final, const std::string& configText);
 
   // The checkpoints with a manifest in dir, oldest first (rank 0's view; no checks).
   std::vector<CheckpointInfo> list() const;
@@ -79,6 +139,12 @@ class Checkpointer {
   CheckpointerOptions options_;
   c10::intrusive_ptr<c10d::ProcessGroup> group_;
   c10::Device device_;
+  bool prepared_ = false;  // rank 0 has done Note [One run per directory]
+
+  // Rank 0: checks dir and removes stale temporaries, then sets aside what is newer
+  // than `resumedStep` (-1: everything).
+  void prepareDirectory();
+  void setAsideNewerThan(std::int64_t resumedStep);
 
   // Rank 0: the bytes of the checkpoint to resume from, verified; nullopt for none.
   std::optional<std::pair<CheckpointInfo, std::vector<char>>> pickOnMaster(
@@ -87,6 +153,15 @@ class Checkpointer {
 
 // The manifest path of a checkpoint file.
 std::string manifestPathFor(const std::string& checkpointPath);
+
+// Writes `size` bytes to `path` atomically: a hidden temporary beside it, fsync, rename,
+// fsync of the directory; the file gets `mode` exactly, whatever the umask. On failure
+// (CheckpointError naming the path) the temporary is removed and `path` is untouched.
+void writeFileAtomically(const std::filesystem::path& path, const char* data, std::size_t size,
+                         unsigned mode);
+
+// The current UTC time as std::strftime writes it with `format`.
+std::string utcTimestamp(const char* format);
 
 // CRC-32 (zlib's) of a byte range.
 std::uint32_t crc32Of(const char* data, std::size_t size);

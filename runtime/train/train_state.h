@@ -31,19 +31,12 @@
 #include <torch/optim/optimizer.h>
 
 #include "runtime/error.h"
+#include "runtime/train/checkpointer.h"
 #include "runtime/train/optimizer.h"
 
 namespace ddp::train {
 
 inline constexpr const char* kCheckpointFormat = "ddprun-checkpoint-v1";
-
-// A checkpoint that does not fit this run: another format, model (tensor names, count or
-// shapes) or optimizer. Permanent, unlike CheckpointError (I/O, corruption): a restart
-// would read the same file and fail the same way.
-class CheckpointMismatchError : public PermanentError {
- public:
-  using PermanentError::PermanentError;
-};
 
 // Where a run is, besides its tensors.
 struct TrainProgress {

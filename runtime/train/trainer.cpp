@@ -3,12 +3,15 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstring>
 #include <fstream>
 #include <limits>
+#include <new>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
@@ -16,6 +19,7 @@
 #include "runtime/train/checkpointer.h"
 #include "runtime/train/distributed_sampler.h"
 #include "runtime/train/prefetcher.h"
+#include "runtime/train/run_journal.h"
 #include "runtime/train/train_state.h"
 
 namespace ddp::train {
@@ -96,6 +100,24 @@ class MetricsFile {
   std::ofstream out_;
 };
 
+// The shape of one sample of `data` (inputs and targets without the batch dimension).
+std::string sampleShape(Dataset& data) {
+  const auto batch = data.read(torch::zeros({1}, torch::kLong));
+  return fmt::format("inputs [{}], targets [{}]", fmt::join(batch.inputs.sizes().slice(1), ","),
+                     fmt::join(batch.targets.sizes().slice(1), ","));
+}
+
+// Whether every gradient of `parameters` is finite; the same answer on every rank once
+// DistributedDataParallel has reduced them (Note [Non-finite steps]).
+bool gradientsFinite(const std::vector<at::Tensor>& parameters) {
+  std::vector<at::Tensor> grads;
+  for (const auto& p : parameters) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  if (grads.empty()) return true;
+  return torch::stack(at::_foreach_norm(grads)).sum().isfinite().item<bool>();
+}
+
 // The mean training loss since the last log line, over all ranks.
 struct LossWindow {
   double lossSum = 0;
@@ -112,7 +134,10 @@ struct Trainer::Run {
   std::int64_t stepsPerEpoch = 0;
   std::int64_t totalSteps = 0;
   std::int64_t step = 0;
-  std::int64_t scheduledEpoch = -1;  // the epoch whose batches the prefetcher holds
+  std::int64_t scheduledEpoch = -1;         // the epoch whose batches the prefetcher holds
+  std::int64_t checkpointStep = -1;         // the newest checkpoint of this run, -1: none
+  std::optional<CheckpointInfo> lastSaved;  // rank 0: what this attempt saved last
+  std::int64_t skippedSteps = 0;            // Note [Non-finite steps]
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::optional<Checkpointer> checkpointer;
   std::shared_ptr<ForwardingModule> forwarding;
@@ -138,8 +163,10 @@ struct Trainer::Run {
     }
     totalSteps = o.maxSteps > 0 ? o.maxSteps : o.epochs * stepsPerEpoch;
     if (!o.checkpointDir.empty()) {
-      checkpointer.emplace(CheckpointerOptions{o.checkpointDir, o.keepCheckpoints}, dist.group,
-                           dist.device);
+      checkpointer.emplace(CheckpointerOptions{.dir = o.checkpointDir,
+                                               .keepLast = o.keepCheckpoints,
+                                               .fileMode = o.checkpointFileMode},
+                           dist.group, dist.device);
     }
   }
 
@@ -201,6 +228,13 @@ Trainer::Trainer(Distributed& dist, TrainableModel model, TrainerOptions options
   atLeast("evalEvery", o.evalEvery, 0);
   atLeast("evalBatchSize", o.evalBatchSize, 1);
   atLeast("checkpointEvery", o.checkpointEvery, 0);
+  atLeast("maxStalledRestarts", o.maxStalledRestarts, 0);
+  atLeast("nonFiniteSkipLimit", o.nonFiniteSkipLimit, 0);
+  if (o.checkpointFileMode > 0777) {
+    throw ConfigError(fmt::format(
+        "TrainerOptions::checkpointFileMode {:o}: expected permission bits, 0 to 0777 (octal).",
+        o.checkpointFileMode));
+  }
   // samplesPerStep = batchSize x gradAccumulation must not overflow (it divides the shard).
   if (o.batchSize > std::numeric_limits<std::int64_t>::max() / o.gradAccumulation) {
     throw ConfigError(
@@ -261,6 +295,7 @@ std::int64_t Trainer::resume(Run& run) {
                                           {model_.module(), *run.optimizer, o.optimizer},
                                           dist_.rank(), dist_.worldSize(), dist_.device);
   run.step = progress.step;
+  if (run.checkpointer) run.checkpointStep = loaded->info.step;
   if (dist_.rank() == 0) {
     log::info("train", "event=resumed step={} epoch={} path={}", progress.step, progress.epoch,
               loaded->info.path);
@@ -280,7 +315,10 @@ double Trainer::trainStep(Run& run) {
     const auto targets = batch.targets.to(dist_.device);
     auto backward = [&] {
       auto loss = objective_.loss(run.ddp->forward(inputs), targets);
-      (loss / o.gradAccumulation).backward();  // the last one averages over the ranks
+      // Note [Non-finite steps]: a NaN/Inf loss reaches every rank as NaN gradients.
+      const auto poisoned =
+          torch::where(torch::isfinite(loss), loss, torch::full_like(loss, std::nan("")));
+      (poisoned / o.gradAccumulation).backward();  // the last one averages over the ranks
       stepLoss += loss.item<double>() / o.gradAccumulation;
     };
     if (micro + 1 < o.gradAccumulation) {
@@ -290,11 +328,46 @@ double Trainer::trainStep(Run& run) {
       backward();
     }
   }
-  if (o.clipGradNorm > 0) {
-    torch::nn::utils::clip_grad_norm_(model_.module().parameters(), o.clipGradNorm);
+  const auto parameters = model_.module().parameters();
+  const bool finite =
+      o.clipGradNorm > 0
+          ? std::isfinite(torch::nn::utils::clip_grad_norm_(parameters, o.clipGradNorm))
+          : gradientsFinite(parameters);
+  if (!finite) {
+    skipOrStop(run, stepLoss);
+    return stepLoss;
   }
   run.optimizer->step();
   return stepLoss;
+}
+
+// Note [Non-finite steps]: every rank comes here for the same step.
+void Trainer::skipOrStop(Run& run, double localLoss) {
+  const auto& o = options_;
+  const std::int64_t epoch = run.step / run.stepsPerEpoch;
+  const std::int64_t first = (run.step % run.stepsPerEpoch) * run.samplesPerStep;
+  const auto where = fmt::format(
+      "step {} (epoch {}, positions [{}, {}) of each rank's shard in the sampler's order)",
+      run.step + 1, epoch, first, first + run.samplesPerStep);
+  const auto local =
+      std::isfinite(localLoss)
+          ? std::string(
+                "this rank's loss was finite: the non-finite value came "
+                "from another rank or from the backward pass")
+          : fmt::format("rank {}'s mean loss over the step was {}", dist_.rank(), localLoss);
+  ++run.skippedSteps;
+  if (run.skippedSteps > o.nonFiniteSkipLimit) {
+    throw TrainingFailedError(fmt::format(
+        "non-finite loss or gradients at {}; {}. Lower the learning rate, set a gradient "
+        "clip (--clip-grad-norm), check the samples at those positions, or skip up to N such "
+        "steps (--skip-nonfinite-steps N; {} allowed now)",
+        where, local, o.nonFiniteSkipLimit));
+  }
+  run.optimizer->zero_grad();
+  if (dist_.rank() == 0 || !std::isfinite(localLoss)) {
+    log::warn("train", "event=skipped_nonfinite_step {} skipped={}/{} ({})", where,
+              run.skippedSteps, o.nonFiniteSkipLimit, local);
+  }
 }
 
 // Collective: every rank's generator state goes into rank 0's checkpoint.
@@ -311,9 +384,13 @@ void Trainer::saveCheckpoint(Run& run) {
                                .seed = options_.seed,
                                .numSamples = run.sampler.numSamples(),
                                .worldSize = world};
-  run.checkpointer->save(
+  const auto saved = run.checkpointer->save(
       run.step, makeCheckpointPayload({model_.module(), *run.optimizer, options_.optimizer},
                                       progress, all[0], options_.configText));
+  if (saved) {
+    run.checkpointStep = saved->step;
+    run.lastSaved = saved;
+  }
 }
 
 // Collective (the mean loss over the ranks); rank 0 logs and records it.
@@ -363,12 +440,84 @@ EvalMetrics Trainer::reportEvaluation(Run& run, Dataset& test, const char* kind,
 TrainResult Trainer::fit(Dataset& train, Dataset& test) {
   const auto& o = options_;
   const auto start = Clock::now();
-  const int rank = dist_.rank(), world = dist_.worldSize();
+  const int rank = dist_.rank();
+  if (train.size() > 0 && test.size() > 0) {
+    const auto trainShape = sampleShape(train), testShape = sampleShape(test);
+    if (trainShape != testShape) {
+      throw ConfigError(fmt::format(
+          "the test set's samples have {}, the training set's {}: expected the same shape. "
+          "Give a test split of the same data format",
+          testShape, trainShape));
+    }
+  }
   Run run(o, dist_, model_, train);
   TrainResult result;
   // Resume before wrapping: DistributedDataParallel broadcasts rank 0's weights anyway,
   // and every rank restores the same optimizer state.
   result.resumedFrom = resume(run);
+  std::optional<RunJournal> journal;
+  if (rank == 0 && run.checkpointer) {
+    journal.emplace(o.checkpointDir, o.checkpointFileMode);
+    journal->begin(result.resumedFrom);
+  }
+  // Note [Restart budget]: how this attempt ended goes into the journal; a retryable
+  // failure that makes the budget spent becomes permanent.
+  auto failed = [&](const std::exception& error) {
+    if (!journal) return;
+    journal->end(exitCodeFor(error), errorMessage(error), run.step, run.checkpointStep);
+    const int stalled = journal->stalledFailuresBefore();
+    if (o.maxStalledRestarts > 0 && journal->entries().back().stalledFailure() &&
+        stalled >= o.maxStalledRestarts) {
+      RestartsExhaustedError exhausted(fmt::format(
+          "{} attempts in a row failed without a new checkpoint, and so did this one: {}. "
+          "Exiting {} (permanent) so that the job stops restarting; the attempts are in {}. "
+          "Fix the cause and restart the job (progress resets the count), or allow more with "
+          "--max-stalled-restarts",
+          stalled, errorMessage(error), kExitRestartsExhausted, journal->path()));
+      journal->end(kExitRestartsExhausted, exhausted.what(), run.step, run.checkpointStep);
+      throw exhausted;
+    }
+  };
+  auto hostOutOfMemory = [&](const std::string& what) {
+    return fmt::format(
+        "out of host memory at step {} (batch-size {} per rank): {}. Lower --batch-size "
+        "(raise --grad-accumulation to keep the global batch), --prefetch-batches or the "
+        "model size, or give the pod more memory",
+        run.step + 1, o.batchSize, what);
+  };
+  try {
+    try {
+      this->train(run, test, result);
+    } catch (const c10::OutOfMemoryError& e) {
+      throw TrainingFailedError(fmt::format(
+          "out of device memory at step {} (batch-size {} per rank): {}. Lower --batch-size "
+          "(raise --grad-accumulation to keep the global batch) or use a smaller model",
+          run.step + 1, o.batchSize, e.what_without_backtrace()));
+    } catch (const std::bad_alloc&) {
+      throw TrainingFailedError(hostOutOfMemory("std::bad_alloc"));
+    } catch (const c10::Error& e) {
+      // The CPU allocator reports with a plain c10::Error ("can't allocate memory").
+      const std::string what = e.what_without_backtrace();
+      if (what.find("DefaultCPUAllocator: can't allocate memory") == std::string::npos) throw;
+      throw TrainingFailedError(hostOutOfMemory(what));
+    }
+  } catch (const std::exception& e) {
+    failed(e);
+    throw;
+  }
+  if (journal) {
+    journal->end(result.stoppedBySignal == 0 ? kExitOk : 128 + result.stoppedBySignal,
+                 result.stoppedBySignal == 0 ? "" : strsignal(result.stoppedBySignal), run.step,
+                 run.checkpointStep);
+  }
+  result.wallSeconds = seconds(Clock::now() - start);
+  return result;
+}
+
+// The loop of fit(), from the resumed step to the end or a stop.
+void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
+  const auto& o = options_;
+  const int rank = dist_.rank(), world = dist_.worldSize();
   run.ddp = std::make_unique<DistributedDataParallel<std::shared_ptr<ForwardingModule>>>(
       run.forwarding, dist_.group, o.ddp);
   StopVote stopVote(*dist_.group, dist_.device);
@@ -419,9 +568,8 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
       trainSeconds > 0 ? runSteps * run.samplesPerStep * world / trainSeconds : 0;
   if (result.stoppedBySignal == 0) {
     result.test = reportEvaluation(run, test, "final", result.samplesPerSecond);
+    if (run.lastSaved) run.checkpointer->markComplete(*run.lastSaved, o.configText);
   }
-  result.wallSeconds = seconds(Clock::now() - start);
-  return result;
 }
 
 }  // namespace ddp::train

@@ -15,6 +15,15 @@
 // the same samples, in the same order, as the run that wrote it (Note [Checkpoint
 // contents] in train_state.h).
 //
+// Note [Non-finite steps]
+// A micro-batch whose loss is NaN or infinite backpropagates NaN (the loss is replaced
+// by NaN, on the device, without a sync), so the reduced gradients of every rank hold a
+// non-finite value whichever rank saw it; every rank checks the reduced gradients' norm
+// and so decides the same without another collective. Such a step either stops the run
+// (TrainingFailedError, exit 3, naming the step and the samples' place in the sampler),
+// or, while fewer than nonFiniteSkipLimit steps were skipped, is skipped: no optimizer
+// step, the batch is consumed.
+//
 // Note [Stopping on a signal]
 // SIGTERM/SIGINT set a flag. Every step, each rank contributes its flag to an
 // allreduce(MAX) that is waited for one step later (it overlaps that step's compute);
@@ -41,6 +50,14 @@
 
 namespace ddp::train {
 
+// The training itself cannot go on (exit kExitTrainingFailed): a non-finite loss or
+// gradient, out of memory. A restart would fail the same way at the same step.
+class TrainingFailedError : public PermanentError {
+ public:
+  explicit TrainingFailedError(const std::string& what)
+      : PermanentError(what, kExitTrainingFailed) {}
+};
+
 struct TrainerOptions {
   int epochs = 2;
   std::int64_t maxSteps = 0;    // > 0: stop after this many steps instead
@@ -59,8 +76,13 @@ struct TrainerOptions {
   std::string checkpointDir;         // "" = no checkpoints
   std::int64_t checkpointEvery = 0;  // > 0: every N steps (and always at the end)
   int keepCheckpoints = 3;
-  std::string resume = "auto";      // auto | none | a checkpoint path
-  std::size_t prefetchBatches = 2;  // micro-batches read ahead (0: read in the loop)
+  unsigned checkpointFileMode = 0640;  // checkpoints, manifests, journal, completion marker
+  std::string resume = "auto";         // auto | none | a checkpoint path
+  // Note [Restart budget] (run_journal.h): with a checkpointDir, this many retryable
+  // failures in a row without a new checkpoint make the next one permanent (0: never).
+  int maxStalledRestarts = 3;
+  std::int64_t nonFiniteSkipLimit = 0;  // Note [Non-finite steps]: 0 stops at the first
+  std::size_t prefetchBatches = 2;      // micro-batches read ahead (0: read in the loop)
   DdpOptions ddp;
   std::string configText;  // the resolved configuration, stored in checkpoints
 };
@@ -119,7 +141,12 @@ class Trainer {
           Objective objective = classification());
 
   // Trains on `train`; evaluates on `test` every evalEvery steps and at the end. Resumes
-  // from options.resume and checkpoints to options.checkpointDir. Collective.
+  // from options.resume and checkpoints to options.checkpointDir, where rank 0 also keeps
+  // the run journal (Note [Restart budget]) and, once the last step is saved, the
+  // completion marker (Note [Completion marker] in checkpointer.h). Collective.
+  // Throws ConfigError when the test samples are shaped unlike the training ones,
+  // TrainingFailedError for a non-finite step or out of memory, RestartsExhaustedError
+  // (rank 0) when the restart budget is spent.
   TrainResult fit(Dataset& train, Dataset& test);
 
   // Collective: the objective's loss and metrics over all of `data`, every rank scoring
@@ -137,7 +164,9 @@ class Trainer {
   Objective objective_;
 
   std::int64_t resume(Run& run);
+  void train(Run& run, Dataset& test, TrainResult& result);
   double trainStep(Run& run);
+  void skipOrStop(Run& run, double localLoss);
   void saveCheckpoint(Run& run);
   void reportWindow(Run& run, double lr);
   EvalMetrics reportEvaluation(Run& run, Dataset& test, const char* kind,

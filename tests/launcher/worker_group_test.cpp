@@ -99,6 +99,8 @@ TEST(RestartPolicyTest, SignalToTheLauncherStopsWithoutRestart) {
 
 TEST(RestartPolicyTest, RetryableIsAnythingButUsage) {
   EXPECT_FALSE(isRetryable(ExitStatus{.exitCode = kExitUsage}));
+  EXPECT_FALSE(isRetryable(ExitStatus{.exitCode = kExitTrainingFailed}));
+  EXPECT_FALSE(isRetryable(ExitStatus{.exitCode = kExitRestartsExhausted}));
   EXPECT_TRUE(isRetryable(ExitStatus{.exitCode = 1}));
   EXPECT_TRUE(isRetryable(ExitStatus{.exitCode = kExitTransient}));
   EXPECT_TRUE(isRetryable(ExitStatus{.exitCode = 0, .signal = SIGKILL}));

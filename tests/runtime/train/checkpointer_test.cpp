@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "runtime/distributed.h"
+#include "tests/support/error_of.h"
 #include "tests/support/subprocess.h"
 
 namespace ddp::train {
@@ -85,17 +86,26 @@ std::string hex(std::uint32_t value) {
   return text;
 }
 
-// The message of the CheckpointError `f` throws, or what happened instead.
 template <typename F>
 std::string checkpointErrorOf(F&& f) {
-  try {
-    f();
-  } catch (const CheckpointError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("unexpected exception type: ") + e.what();
+  return ddp::testing::errorOf<CheckpointError>(std::forward<F>(f));
+}
+template <typename F>
+std::string usageErrorOf(F&& f) {
+  return ddp::testing::errorOf<CheckpointUsageError>(std::forward<F>(f));
+}
+
+const std::string kResumeHint =
+    "Give a checkpoint-*.pt file that has its .json manifest beside it, 'auto' (the newest in "
+    "--checkpoint-dir) or 'none'";
+
+// Every file under `dir`, relative to it.
+std::set<std::string> treeOf(const fs::path& dir) {
+  std::set<std::string> names;
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    if (entry.is_regular_file()) names.insert(fs::relative(entry.path(), dir).string());
   }
-  return "no exception";
+  return names;
 }
 
 class CheckpointerTest : public ::testing::Test {
@@ -133,7 +143,11 @@ class CheckpointerTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(root_); }
 
   Checkpointer checkpointer(int keepLast = 3, std::optional<fs::path> dir = std::nullopt) {
-    return Checkpointer({dir.value_or(dir_).string(), keepLast}, dist_->group, dist_->device);
+    return Checkpointer({.dir = dir.value_or(dir_).string(),
+                         .keepLast = keepLast,
+                         .directoryTries = 2,
+                         .directoryRetry = std::chrono::milliseconds(10)},
+                        dist_->group, dist_->device);
   }
   std::string pathOf(std::int64_t step) const {
     char name[64];
@@ -234,14 +248,16 @@ TEST_F(CheckpointerTest, CheckpointWithoutManifestIsIgnored) {
   // A newer, complete-looking .pt whose manifest was never written.
   fs::copy_file(pathOf(5), pathOf(9));
   ASSERT_EQ(c.list().size(), 1u);
+  EXPECT_EQ(usageErrorOf([&] { c.load(pathOf(9)); }),
+            "--resume: checkpoint '" + pathOf(9) + "' has no manifest '" + pathOf(9) +
+                ".json', so its checksum cannot be verified (an unfinished write, or a file "
+                "copied without it). " +
+                kResumeHint);
+  // "auto" passes over it, and sets it aside: it is newer than the step resumed.
   const auto loaded = c.load("auto");
   ASSERT_TRUE(loaded.has_value());
   EXPECT_EQ(loaded->info.step, 5);
-  // Named explicitly, it is refused: its checksum cannot be verified.
-  EXPECT_EQ(checkpointErrorOf([&] { c.load(pathOf(9)); }),
-            "checkpoint '" + pathOf(9) + "' has no manifest '" + pathOf(9) +
-                ".json', so its checksum cannot be verified (an unfinished write, or a file "
-                "copied without it)");
+  EXPECT_FALSE(fs::exists(pathOf(9)));
 }
 
 TEST_F(CheckpointerTest, NoneAndAnEmptyDirectoryLoadNothing) {
@@ -252,36 +268,69 @@ TEST_F(CheckpointerTest, NoneAndAnEmptyDirectoryLoadNothing) {
   EXPECT_FALSE(c.load("none").has_value());
 }
 
+// Named explicitly, a bad file is read again by every restart: CheckpointUsageError,
+// permanent (exit 2), not the retryable CheckpointError.
 TEST_F(CheckpointerTest, ExplicitCorruptPathThrowsNamingPathAndCrc) {
   auto c = checkpointer();
   const auto info = c.save(7, payloadFor(7));
   ASSERT_TRUE(info.has_value());
   flipAByte(info->path);
   const auto bytes = readBytes(info->path);
-  EXPECT_EQ(checkpointErrorOf([&] { c.load(info->path); }),
-            "checkpoint '" + info->path + "' is corrupt: CRC-32 " +
+  EXPECT_EQ(usageErrorOf([&] { c.load(info->path); }),
+            "--resume: checkpoint '" + info->path + "' is corrupt: CRC-32 " +
                 hex(crc32Of(bytes.data(), bytes.size())) + ", the manifest says " +
-                hex(info->crc32));
+                hex(info->crc32) + ". " + kResumeHint);
 }
 
 TEST_F(CheckpointerTest, ExplicitMissingPathThrows) {
   auto c = checkpointer();
   c.save(1, payloadFor(1));
   const auto missing = (dir_ / "checkpoint-00000099.pt").string();
-  EXPECT_EQ(checkpointErrorOf([&] { c.load(missing); }),
-            "--resume '" + missing +
-                "': no such file. Give a checkpoint-*.pt file, 'auto' "
-                "(the newest in --checkpoint-dir) or 'none'");
+  EXPECT_EQ(usageErrorOf([&] { c.load(missing); }),
+            "--resume '" + missing + "': no such file. " + kResumeHint);
 }
 
+TEST_F(CheckpointerTest, ExplicitPathThatIsNotACheckpointThrows) {
+  auto c = checkpointer();
+  EXPECT_EQ(usageErrorOf([&] { c.load(root_.string()); }),
+            "--resume '" + root_.string() + "': not a regular file. " + kResumeHint);
+  const auto text = root_ / "notes.txt";
+  std::ofstream(text) << "not a checkpoint";
+  EXPECT_EQ(usageErrorOf([&] { c.load(text.string()); }),
+            "--resume: checkpoint '" + text.string() + "' has no manifest '" + text.string() +
+                ".json', so its checksum cannot be verified (an unfinished write, or a file "
+                "copied without it). " +
+                kResumeHint);
+}
+
+// A file in the way cannot pass: no retries, a permanent error at load (before training).
 TEST_F(CheckpointerTest, DirectoryUnderARegularFileThrowsNamingThePath) {
   const auto file = root_ / "not-a-directory";
   std::ofstream(file) << "x";
   const auto dir = file / "checkpoints";
   auto c = checkpointer(3, dir);
-  EXPECT_EQ(checkpointErrorOf([&] { c.save(1, payloadFor(1)); }),
-            "cannot create checkpoint directory '" + dir.string() + "': Not a directory");
+  const auto expected = "checkpoint directory '" + dir.string() +
+                        "': cannot create it: Not a directory. Expected a directory rank 0 can "
+                        "write; give another --checkpoint-dir, or mount the volume read-write";
+  EXPECT_EQ(usageErrorOf([&] { c.load("auto"); }), expected);
+  EXPECT_EQ(usageErrorOf([&] { c.save(1, payloadFor(1)); }), expected);
+  EXPECT_EQ(usageErrorOf([&] { checkpointer(3, file).load("auto"); }),
+            "checkpoint directory '" + file.string() +
+                "': it is not a directory. Expected a directory rank 0 can write; give another "
+                "--checkpoint-dir, or mount the volume read-write");
   EXPECT_EQ(filesIn(root_), std::set<std::string>{"not-a-directory"});
+}
+
+// A directory that cannot be created may be a volume still being mounted: tried
+// directoryTries times, then permanent. (/proc refuses new directories, even to root.)
+TEST_F(CheckpointerTest, UncreatableDirectoryIsRetriedThenPermanent) {
+  const fs::path dir = "/proc/ddprun-checkpointer-test";
+  const auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(usageErrorOf([&] { checkpointer(3, dir).load("auto"); }),
+            "checkpoint directory '" + dir.string() +
+                "': cannot create it: No such file or directory. Expected a directory rank 0 "
+                "can write; give another --checkpoint-dir, or mount the volume read-write");
+  EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(10));
 }
 
 TEST_F(CheckpointerTest, FailedWriteLeavesEarlierCheckpointsUntouched) {
@@ -340,6 +389,150 @@ TEST_F(CheckpointerTest, ResavingAnExistingStepKeepsTheVerifiedOne) {
   ASSERT_TRUE(loaded.has_value());
   EXPECT_EQ(loaded->info.step, 2);
   EXPECT_EQ(loaded->info.crc32, first->crc32);
+}
+
+// Note [One run per directory]: README's way to start over (--resume none) in a
+// directory that holds an earlier run. Before, the save of step 4 was "kept (already
+// saved)": the old run's file stayed, retention pruned the new run's others, and a
+// later "auto" continued the old run.
+TEST_F(CheckpointerTest, FreshStartMovesTheEarlierRunAsideAndNeverKeepsItsFiles) {
+  {
+    auto old = checkpointer(/*keepLast=*/5);
+    for (std::int64_t step : {2, 4, 6}) old.save(step, payloadFor(step));
+  }
+  const auto oldBytes = readBytes(pathOf(4));
+  auto fresh = checkpointer(/*keepLast=*/5);
+  EXPECT_FALSE(fresh.load("none").has_value());
+  fresh.save(2, payloadFor(20));
+  const auto saved = fresh.save(4, payloadFor(40));
+  ASSERT_TRUE(saved.has_value());
+  EXPECT_NE(readBytes(pathOf(4)), oldBytes);
+
+  const auto loaded = checkpointer(5).load("auto");
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(loaded->info.step, 4);
+  expectPayloadOf(40, loaded->payload);
+
+  // Nothing of the earlier run was lost: it is in superseded/<time>/.
+  const auto tree = treeOf(dir_);
+  int aside = 0;
+  for (const auto& name : tree) {
+    if (name.starts_with("superseded/")) ++aside;
+  }
+  EXPECT_EQ(aside, 6) << ::testing::PrintToString(tree);
+  const auto asideDir = fs::directory_iterator(dir_ / "superseded")->path();
+  EXPECT_EQ(readBytes(asideDir / "checkpoint-00000004.pt"), oldBytes);
+  EXPECT_EQ(filesIn(dir_),
+            (std::set<std::string>{"checkpoint-00000002.pt", "checkpoint-00000002.pt.json",
+                                   "checkpoint-00000004.pt", "checkpoint-00000004.pt.json",
+                                   "superseded"}));
+}
+
+// A program that saves without loading starts fresh too.
+TEST_F(CheckpointerTest, SavingWithoutLoadingSetsAnEarlierRunAside) {
+  checkpointer().save(6, payloadFor(6));
+  auto c = checkpointer();
+  c.save(2, payloadFor(2));
+  EXPECT_FALSE(fs::exists(pathOf(6)));
+  EXPECT_EQ(checkpointer().load("auto")->info.step, 2);
+}
+
+// Before, with keepLast 1 and a corrupt checkpoint at a higher step, every new save was
+// logged "saved" and then deleted by retention: the run ended with only the corrupt file.
+TEST_F(CheckpointerTest, KeepLastOneWithACorruptNewerCheckpointKeepsEveryNewSave) {
+  {
+    auto first = checkpointer(/*keepLast=*/3);
+    first.save(2, payloadFor(2));
+    first.save(10, payloadFor(10));
+  }
+  flipAByte(pathOf(10));
+  auto c = checkpointer(/*keepLast=*/1);
+  ASSERT_EQ(c.load("auto")->info.step, 2);  // falls back past the corrupt one
+  c.save(3, payloadFor(3));
+  c.save(4, payloadFor(4));
+  const auto loaded = checkpointer(1).load("auto");
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(loaded->info.step, 4);
+  expectPayloadOf(4, loaded->payload);
+  EXPECT_FALSE(fs::exists(pathOf(2)));
+  EXPECT_FALSE(fs::exists(pathOf(3)));
+}
+
+// Retention counts only checkpoints whose manifest parses and whose size matches: a
+// truncated one never pushes a good one out.
+TEST_F(CheckpointerTest, RetentionCountsOnlyValidCheckpoints) {
+  auto c = checkpointer(/*keepLast=*/2);
+  c.save(1, payloadFor(1));
+  c.save(2, payloadFor(2));
+  c.save(3, payloadFor(3));  // removes 1
+  fs::resize_file(pathOf(3), 100);
+  c.save(4, payloadFor(4));
+  EXPECT_TRUE(fs::exists(pathOf(2))) << "the newest valid one before 4 was removed";
+  EXPECT_TRUE(fs::exists(pathOf(4)));
+  fs::remove(pathOf(4));
+  fs::remove(pathOf(4) + ".json");
+  const auto loaded = checkpointer(2).load("auto");
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(loaded->info.step, 2);
+}
+
+// A crash between open() and rename() leaves a hidden temporary: removed at load.
+TEST_F(CheckpointerTest, StaleTemporariesAreRemovedAtLoad) {
+  auto c = checkpointer();
+  c.save(1, payloadFor(1));
+  writeBytes(dir_ / ".checkpoint-00000002.pt.tmp", std::vector<char>(1000, 'x'));
+  writeBytes(dir_ / ".checkpoint-00000002.pt.json.tmp", std::vector<char>(10, 'x'));
+  writeBytes(dir_ / ".run-journal.jsonl.tmp", std::vector<char>(10, 'x'));
+  writeBytes(dir_ / "notes.tmp", std::vector<char>(10, 'x'));  // not hidden: not ours
+  EXPECT_EQ(checkpointer().load("auto")->info.step, 1);
+  EXPECT_EQ(filesIn(dir_), (std::set<std::string>{"checkpoint-00000001.pt",
+                                                  "checkpoint-00000001.pt.json", "notes.tmp"}));
+}
+
+// 0640 whatever the umask (0644 before); another mode when asked.
+TEST_F(CheckpointerTest, FilesAreWrittenWithTheConfiguredMode) {
+  const auto previous = ::umask(0);
+  checkpointer().save(1, payloadFor(1));
+  Checkpointer({.dir = (root_ / "private").string(), .fileMode = 0600}, dist_->group, dist_->device)
+      .save(1, payloadFor(1));
+  ::umask(previous);
+  auto mode = [](const fs::path& p) { return fs::status(p).permissions() & fs::perms::all; };
+  const auto expected = fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read;
+  EXPECT_EQ(mode(pathOf(1)), expected);
+  EXPECT_EQ(mode(pathOf(1) + ".json"), expected);
+  EXPECT_EQ(mode(root_ / "private" / "checkpoint-00000001.pt"),
+            fs::perms::owner_read | fs::perms::owner_write);
+}
+
+// Note [Completion marker]: written for the final checkpoint, read back; moved aside with
+// the run by a fresh start; a malformed marker is ignored.
+TEST_F(CheckpointerTest, CompletionMarkerRoundTripsAndLeavesWithItsRun) {
+  auto c = checkpointer();
+  const auto final = c.save(8, payloadFor(8));
+  c.markComplete(*final, "model: mlp\n");
+  const auto marker = readCompletionMarker(dir_.string());
+  ASSERT_TRUE(marker.has_value());
+  EXPECT_EQ(marker->step, 8);
+  EXPECT_EQ(marker->checkpoint, "checkpoint-00000008.pt");
+  EXPECT_EQ(marker->configText, "model: mlp\n");
+  EXPECT_FALSE(readCompletionMarker((root_ / "elsewhere").string()).has_value());
+
+  EXPECT_EQ(checkpointer().load("auto")->info.step, 8);  // resuming the final one keeps it
+  EXPECT_TRUE(readCompletionMarker(dir_.string()).has_value());
+  checkpointer().load("none");
+  EXPECT_FALSE(readCompletionMarker(dir_.string()).has_value());
+
+  std::ofstream(dir_ / kCompletionMarkerName) << "{not json";
+  EXPECT_FALSE(readCompletionMarker(dir_.string()).has_value());
+}
+
+// Names with more digits than int64 holds are not ours: ignored, not std::out_of_range.
+TEST_F(CheckpointerTest, AnOverlongStepNumberIsIgnored) {
+  auto c = checkpointer();
+  c.save(1, payloadFor(1));
+  std::ofstream(dir_ / "checkpoint-99999999999999999999999.pt.json") << "{}";
+  EXPECT_EQ(c.list().size(), 1u);
+  EXPECT_EQ(checkpointer().load("auto")->info.step, 1);
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/error_of.h"
 #include "tests/support/subprocess.h"
 
 namespace ddp::train {
@@ -47,14 +48,7 @@ std::vector<Indices> allShards(std::int64_t size, int worldSize, SamplerOptions 
 // The message of the ConfigError `f` throws, or a description of what it did.
 template <typename F>
 std::string invalidArgumentOf(F&& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("unexpected exception type: ") + e.what();
-  }
-  return "no exception";
+  return ddp::testing::errorOf<ConfigError>(std::forward<F>(f));
 }
 
 struct ShardCase {

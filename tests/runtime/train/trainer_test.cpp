@@ -1,6 +1,9 @@
 // Trainer with the user's own model, loss and data set, in one process (a Gloo group of
 // one): it learns, reads through the Dataset interface, and a run stopped and resumed from
-// its checkpoint ends with exactly the weights of an uninterrupted one.
+// its checkpoint ends with exactly the weights of an uninterrupted one. Failures: a
+// non-finite step stops the run or is skipped (Note [Non-finite steps]), out of memory
+// and a test split of another shape are permanent, the journal turns a run of stalled
+// failures permanent (Note [Restart budget]), and a finished run leaves its marker.
 #include "runtime/train/trainer.h"
 
 #include <gtest/gtest.h>
@@ -8,13 +11,22 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <new>
+#include <set>
 
 #include <torch/torch.h>
+
+#include "runtime/train/checkpointer.h"
+#include "runtime/train/run_journal.h"
+
+#include "tests/support/error_of.h"
 
 namespace ddp::train {
 namespace {
 
 namespace fs = std::filesystem;
+using ddp::testing::errorOf;
 
 // Not from the model zoo, not a Sequential: a module of its own.
 struct TwoLayerImpl : torch::nn::Module {
@@ -44,6 +56,26 @@ class LinearFunctionDataset : public Dataset {
 
  private:
   std::int64_t size_;
+};
+
+// LinearFunctionDataset, with a NaN input at the given sample indices, or a failure
+// (`Error`) when one of `failAt` is read.
+class FaultyDataset : public LinearFunctionDataset {
+ public:
+  FaultyDataset(std::int64_t size, std::set<std::int64_t> nanAt, std::set<std::int64_t> failAt = {})
+      : LinearFunctionDataset(size), nanAt_(std::move(nanAt)), failAt_(std::move(failAt)) {}
+  Batch read(const at::Tensor& indices) override {
+    auto batch = LinearFunctionDataset::read(indices);
+    for (std::int64_t i = 0; i < indices.numel(); ++i) {
+      const auto index = indices[i].item<std::int64_t>();
+      if (failAt_.count(index)) throw std::runtime_error("the volume went away");
+      if (nanAt_.count(index)) batch.inputs[i][0] = std::nanf("");
+    }
+    return batch;
+  }
+
+ private:
+  std::set<std::int64_t> nanAt_, failAt_;
 };
 
 Distributed& singleProcess() {
@@ -130,6 +162,183 @@ TEST_F(TrainerTest, RefusesAnObjectiveWithoutLoss) {
   EXPECT_THROW(
       Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), options("", 1), Objective{}),
       ConfigError);
+}
+
+// In order, 16 samples a step: sample 83 is read by step 6 (positions [80, 96)).
+TrainerOptions inOrder(const std::string& checkpointDir, std::int64_t maxSteps) {
+  auto o = options(checkpointDir, maxSteps);
+  o.shuffle = false;
+  o.optimizer.name = "sgd";
+  return o;
+}
+
+TEST_F(TrainerTest, NonFiniteLossStopsTheRunNamingTheStepAndTheSamples) {
+  FaultyDataset train(256, {83}), test(64, {});
+  auto model = std::make_shared<TwoLayerImpl>();
+  const auto message = errorOf<TrainingFailedError>(
+      [&] { Trainer(singleProcess(), model, inOrder("", 20), regression()).fit(train, test); });
+  EXPECT_NE(message.find("non-finite loss or gradients at step 6 (epoch 0, positions [80, 96) "
+                         "of each rank's shard in the sampler's order); rank 0's mean loss "
+                         "over the step was nan"),
+            std::string::npos)
+      << message;
+  EXPECT_NE(message.find("--skip-nonfinite-steps N"), std::string::npos) << message;
+  EXPECT_EQ(exitCodeFor(TrainingFailedError(message)), kExitTrainingFailed);
+  for (const auto& p : model->parameters()) {
+    EXPECT_TRUE(torch::isfinite(p).all().item<bool>()) << "the NaN step was applied";
+  }
+}
+
+TEST_F(TrainerTest, NonFiniteStepsAreSkippedUpToTheLimit) {
+  auto o = inOrder("", 20);
+  o.nonFiniteSkipLimit = 1;
+  {
+    FaultyDataset train(256, {83}), test(64, {});
+    auto model = std::make_shared<TwoLayerImpl>();
+    const auto result = Trainer(singleProcess(), model, o, regression()).fit(train, test);
+    EXPECT_EQ(result.steps, 20);
+    EXPECT_TRUE(std::isfinite(result.test.loss));
+    for (const auto& p : model->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+  }
+  FaultyDataset train(256, {83, 150}), test(64, {});
+  const auto message = errorOf<TrainingFailedError>([&] {
+    Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), o, regression()).fit(train, test);
+  });
+  EXPECT_NE(message.find("at step 10 (epoch 0, positions [144, 160)"), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("1 allowed now"), std::string::npos) << message;
+}
+
+// A model that runs out of memory in its third forward.
+struct HungryImpl : TwoLayerImpl {
+  explicit HungryImpl(bool badAlloc) : badAlloc(badAlloc) {}
+  at::Tensor forward(const at::Tensor& x) {
+    if (++calls == 3) {
+      if (badAlloc) throw std::bad_alloc();
+      return torch::empty({std::int64_t{1} << 50}, torch::kUInt8);  // 1 PiB
+    }
+    return TwoLayerImpl::forward(x);
+  }
+  bool badAlloc;
+  int calls = 0;
+};
+
+TEST_F(TrainerTest, OutOfMemoryIsPermanentAndSaysWhatToLower) {
+  for (const bool badAlloc : {false, true}) {
+    LinearFunctionDataset train(256), test(64);
+    const auto message = errorOf<TrainingFailedError>([&] {
+      Trainer(singleProcess(), std::make_shared<HungryImpl>(badAlloc), options("", 10),
+              regression())
+          .fit(train, test);
+    });
+    EXPECT_NE(message.find("out of host memory at step 3 (batch-size 16 per rank)"),
+              std::string::npos)
+        << message;
+    EXPECT_NE(message.find("Lower --batch-size"), std::string::npos) << message;
+    EXPECT_EQ(message.find("frame #"), std::string::npos) << "a backtrace: " << message;
+  }
+}
+
+// A test split of another sample shape: refused before the first step, not at the end.
+class WideDataset : public Dataset {
+ public:
+  std::int64_t size() const override { return 32; }
+  Batch read(const at::Tensor& indices) override {
+    return {torch::zeros({indices.numel(), 4}), torch::zeros({indices.numel(), 1})};
+  }
+};
+
+TEST_F(TrainerTest, TestSplitOfAnotherShapeIsRefusedAtStart) {
+  LinearFunctionDataset train(256);
+  WideDataset test;
+  EXPECT_EQ(errorOf<ConfigError>([&] {
+              Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), options("", 10),
+                      regression())
+                  .fit(train, test);
+            }),
+            "the test set's samples have inputs [4], targets [1], the training set's inputs "
+            "[3], targets [1]: expected the same shape. Give a test split of the same data "
+            "format");
+  EXPECT_EQ(train.reads.load(), 1) << "one sample to compare, no training";
+}
+
+// Note [Restart budget]: three retryable failures in a row without a new checkpoint, then
+// the fourth is permanent (exit 4); an attempt that checkpointed resets the count.
+TEST_F(TrainerTest, StalledFailuresSpendTheRestartBudget) {
+  const auto dir = (dir_ / "checkpoints").string();
+  auto o = inOrder(dir, 40);
+  o.maxStalledRestarts = 3;
+  o.checkpointEvery = 5;
+  // The exit code of one attempt that fails reading sample `failAt`, and its message.
+  auto attempt = [&](std::int64_t failAt) -> std::pair<int, std::string> {
+    FaultyDataset train(1024, {}, {failAt}), test(64, {});
+    try {
+      Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), o, regression()).fit(train, test);
+    } catch (const std::exception& e) {
+      return {exitCodeFor(e), e.what()};
+    }
+    return {0, "no exception"};
+  };
+  const std::pair<int, std::string> retryable{kExitTransient, "the volume went away"};
+  // Fails in step 8 (sample 120): checkpoint 5 is new, so this one made progress.
+  EXPECT_EQ(attempt(120), retryable);
+  // Resumes from 5, fails in step 7 (sample 100) again and again: no new checkpoint.
+  for (int stalled = 0; stalled < 3; ++stalled) {
+    EXPECT_EQ(attempt(100), retryable) << "stalled failure " << stalled;
+  }
+  const auto [code, message] = attempt(100);
+  EXPECT_EQ(code, kExitRestartsExhausted);
+  EXPECT_NE(message.find("3 attempts in a row failed without a new checkpoint, and so did this "
+                         "one: the volume went away. Exiting 4 (permanent)"),
+            std::string::npos)
+      << message;
+  const RunJournal journal(dir);
+  ASSERT_EQ(journal.entries().size(), 5u);
+  EXPECT_EQ(journal.entries()[0].checkpointStep, 5);
+  EXPECT_EQ(journal.entries()[0].exitCode, kExitTransient);
+  EXPECT_EQ(journal.entries()[1].resumedStep, 5);
+  EXPECT_EQ(journal.entries()[1].lastStep, 6);
+  EXPECT_EQ(journal.entries()[4].exitCode, kExitRestartsExhausted);
+  EXPECT_EQ(journal.entries()[4].cause, message);
+
+  // A permanent exit ends the count; progress resets it too.
+  EXPECT_EQ(attempt(100), retryable);
+  EXPECT_EQ(attempt(200), retryable);  // step 13: checkpoint 10 is new
+  EXPECT_EQ(attempt(200), retryable);  // stalled failure 1 of 3
+}
+
+// An attempt that never wrote its end (SIGKILL) counts as a retryable failure.
+TEST_F(TrainerTest, AnAttemptWithoutAnEndRecordCountsAsAFailure) {
+  const auto dir = dir_ / "checkpoints";
+  fs::create_directories(dir);
+  RunJournal lost(dir.string());
+  lost.begin(-1);  // ... and the process died
+  RunJournal next(dir.string());
+  next.begin(-1);
+  EXPECT_EQ(next.stalledFailuresBefore(), 1);
+  EXPECT_FALSE(next.entries()[0].exitCode.has_value());
+  EXPECT_NE(next.entries()[0].cause.find("ended without a record"), std::string::npos);
+  next.end(0, "", 10, 10);
+  std::ofstream(dir / RunJournal::kFileName, std::ios::app) << "{torn line\n";
+  RunJournal reread(dir.string());  // a line that does not parse is dropped, not fatal
+  EXPECT_EQ(reread.entries().size(), 2u);
+  EXPECT_EQ(reread.entries()[1].exitCode, 0);
+}
+
+// Note [Completion marker]: with the final checkpoint, and only then.
+TEST_F(TrainerTest, AFinishedRunLeavesItsCompletionMarker) {
+  const auto dir = (dir_ / "checkpoints").string();
+  LinearFunctionDataset train(256), test(64);
+  auto o = options(dir, 12);
+  o.configText = "the configuration\n";
+  Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), o, regression()).fit(train, test);
+  const auto marker = readCompletionMarker(dir);
+  ASSERT_TRUE(marker.has_value());
+  EXPECT_EQ(marker->step, 12);
+  EXPECT_EQ(marker->checkpoint, "checkpoint-00000012.pt");
+  EXPECT_EQ(marker->configText, "the configuration\n");
+  EXPECT_EQ(fs::status(fs::path(dir) / RunJournal::kFileName).permissions() & fs::perms::all,
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
 }
 
 }  // namespace
