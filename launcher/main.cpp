@@ -8,6 +8,7 @@
 // job comes from the environment (Note [Environment precedence] in runtime/env/cluster_env.h,
 // the node column).
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include <cxxopts.hpp>
 
 #include "launcher/failure_report.h"
+#include "launcher/group_guardian.h"
 #include "launcher/launch_flags.h"
 #include "launcher/launch_plan.h"
 #include "launcher/worker_group.h"
@@ -182,9 +184,14 @@ int main(int argc, char** argv) {
                  plan.masterAddr, plan.masterPort, plan.maxRestarts, spec.argv.front());
   ddp::launcher::RunResult result;
   try {
+    // Note [Nothing outlives the launcher] in launcher/group_guardian.h: what a worker
+    // leaves behind is adopted and reaped here, and killed by the guardian if ddprun dies
+    // without stopping it. The guardian is forked while this process has one thread.
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    ddp::launcher::GroupGuardian guardian;
     ddp::launcher::SignalChannel signals;
     result = ddp::launcher::runWithRestarts(plan.maxRestarts, [&](int restartCount) {
-      return ddp::launcher::runAttempt(spec, restartCount, signals);
+      return ddp::launcher::runAttempt(spec, restartCount, signals, guardian);
     });
   } catch (const std::exception& e) {
     std::cerr << "ddprun: " << e.what() << std::endl;
