@@ -24,8 +24,11 @@
 #include "launcher/group_guardian.h"
 #include "launcher/launch_flags.h"
 #include "launcher/launch_plan.h"
+#include "launcher/output_router.h"
 #include "launcher/worker_group.h"
 #include "runtime/config.h"
+#include "runtime/env/cluster_env.h"
+#include "runtime/env/value_parser.h"
 #include "runtime/env/variables.h"
 #include "runtime/error.h"
 #include "runtime/log/logging.h"
@@ -47,6 +50,23 @@ int freeLoopbackPort() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+// A --log-dir (or PET_LOG_DIR) that cannot be written fails every attempt: a usage error,
+// said before any worker starts.
+void checkLogDir(const ddp::launcher::LaunchCommand& options) {
+  if (options.logDir.empty() || options.dryRun) return;
+  const auto problem = ddp::launcher::prepareLogDir(options.logDir);
+  if (problem.empty()) return;
+  const std::string expected = "a directory ddprun can create and write the workers' logs in";
+  const std::string hint =
+      "Point it at a writable directory (in a pod: a volume mounted read-write), or fix the "
+      "permissions of this one.";
+  const auto& origin = options.origins.at("log-dir");
+  if (origin.rfind("--", 0) == 0) {
+    throw LaunchError(ddp::env::describeBadValue(origin, options.logDir, expected, problem, hint));
+  }
+  throw ddp::env::EnvError(origin, options.logDir, expected, problem, hint);
 }
 
 struct Command {
@@ -128,6 +148,7 @@ Command parseCommand(int argc, char** argv) {
   const auto environment = ddp::env::currentEnvironment();
   const auto options = ddp::launcher::readLaunchCommand(given, environment);
   ddp::log::setup("launcher", ddp::log::resolveLevel(options.logLevel));
+  checkLogDir(options);
 
   Command command;
   auto& spec = command.spec;

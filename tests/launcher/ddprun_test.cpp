@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -703,6 +704,55 @@ INSTANTIATE_TEST_SUITE_P(
                   "DDPRUN_LOG_LEVEL=loud: expected one of debug"},
         UsageCase{{"true"}, {{"RANK", "zero"}, {"WORLD_SIZE", "2"}}, "RANK=zero"},
         UsageCase{{"true"}, {{"LOCAL_RANK", "0"}}, "inside another launcher's worker"}));
+
+// --- a --log-dir that cannot be written --------------------------------------------------
+// A permanent error (exit 2) before any worker starts, never exit 200 and a restart loop.
+
+void expectLogDirRefused(const ProcessResult& result, const TempDir& dir, const std::string& logDir,
+                         const std::string& cause) {
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 2);
+  EXPECT_NE(result.output.find("--log-dir=" + logDir +
+                               ": expected a directory ddprun can create and write the "
+                               "workers' logs in; found " +
+                               cause),
+            std::string::npos);
+  EXPECT_EQ(result.output.find("started rank="), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir / "ran"));
+}
+
+TEST(LogDirTest, APathUnderARegularFileIsRefusedBeforeAnyWorkerStarts) {
+  TempDir dir;
+  std::ofstream(dir / "file") << "not a directory\n";
+  const auto logDir = dir / "file/logs";
+  auto result = runDdprun({"--log-dir", logDir, "--", "/usr/bin/touch", dir / "ran"});
+  expectLogDirRefused(result, dir, logDir, "that it cannot create it: Not a directory");
+}
+
+// A read-only volume: a tmpfs mounted read-only, in a mount namespace of ddprun's own (a
+// mode of 0555 would not stop root, who runs the tests in CI). `under` "" is the read-only
+// directory itself, "logs" one to create in it.
+class ReadOnlyLogDirTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ReadOnlyLogDirTest, IsRefusedBeforeAnyWorkerStarts) {
+  TempDir dir;
+  fs::create_directories(dir / "ro");
+  const auto logDir = GetParam().empty() ? dir / "ro" : dir / ("ro/" + GetParam());
+  const std::string namespaceFlags = geteuid() == 0 ? "--mount" : "--mount --map-root-user";
+  ChildProcess shell({"/bin/sh", "-c",
+                      "unshare " + namespaceFlags + " sh -c 'mount -t tmpfs -o ro tmpfs " +
+                          (dir / "ro") + " || exit 77; exec " + DDPRUN_BINARY + " --log-dir " +
+                          logDir + " -- /usr/bin/touch " + (dir / "ran") + "'"},
+                     {});
+  const auto result = shell.wait(30s);
+  if (result.exitCode == 77) GTEST_SKIP() << "no mount namespace here: " << result.output;
+  expectLogDirRefused(result, dir, logDir,
+                      GetParam().empty()
+                          ? "that it cannot create a file in it: Read-only file system"
+                          : "that it cannot create it: Read-only file system");
+}
+
+INSTANTIATE_TEST_SUITE_P(Under, ReadOnlyLogDirTest, ::testing::Values("", "logs"));
 
 // --- with the real trainer ------------------------------------------------------------------
 
