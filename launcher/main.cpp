@@ -8,6 +8,7 @@
 // job comes from the environment (Note [Environment precedence] in runtime/env/cluster_env.h,
 // the node column).
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -20,10 +21,14 @@
 #include <cxxopts.hpp>
 
 #include "launcher/failure_report.h"
+#include "launcher/group_guardian.h"
 #include "launcher/launch_flags.h"
 #include "launcher/launch_plan.h"
+#include "launcher/output_router.h"
 #include "launcher/worker_group.h"
 #include "runtime/config.h"
+#include "runtime/env/cluster_env.h"
+#include "runtime/env/value_parser.h"
 #include "runtime/env/variables.h"
 #include "runtime/error.h"
 #include "runtime/log/logging.h"
@@ -45,6 +50,23 @@ int freeLoopbackPort() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+// A --log-dir (or PET_LOG_DIR) that cannot be written fails every attempt: a usage error,
+// said before any worker starts.
+void checkLogDir(const ddp::launcher::LaunchCommand& options) {
+  if (options.logDir.empty() || options.dryRun) return;
+  const auto problem = ddp::launcher::prepareLogDir(options.logDir);
+  if (problem.empty()) return;
+  const std::string expected = "a directory ddprun can create and write the workers' logs in";
+  const std::string hint =
+      "Point it at a writable directory (in a pod: a volume mounted read-write), or fix the "
+      "permissions of this one.";
+  const auto& origin = options.origins.at("log-dir");
+  if (origin.rfind("--", 0) == 0) {
+    throw LaunchError(ddp::env::describeBadValue(origin, options.logDir, expected, problem, hint));
+  }
+  throw ddp::env::EnvError(origin, options.logDir, expected, problem, hint);
 }
 
 struct Command {
@@ -126,6 +148,7 @@ Command parseCommand(int argc, char** argv) {
   const auto environment = ddp::env::currentEnvironment();
   const auto options = ddp::launcher::readLaunchCommand(given, environment);
   ddp::log::setup("launcher", ddp::log::resolveLevel(options.logLevel));
+  checkLogDir(options);
 
   Command command;
   auto& spec = command.spec;
@@ -182,9 +205,14 @@ int main(int argc, char** argv) {
                  plan.masterAddr, plan.masterPort, plan.maxRestarts, spec.argv.front());
   ddp::launcher::RunResult result;
   try {
+    // Note [Nothing outlives the launcher] in launcher/group_guardian.h: what a worker
+    // leaves behind is adopted and reaped here, and killed by the guardian if ddprun dies
+    // without stopping it. The guardian is forked while this process has one thread.
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    ddp::launcher::GroupGuardian guardian;
     ddp::launcher::SignalChannel signals;
     result = ddp::launcher::runWithRestarts(plan.maxRestarts, [&](int restartCount) {
-      return ddp::launcher::runAttempt(spec, restartCount, signals);
+      return ddp::launcher::runAttempt(spec, restartCount, signals, guardian);
     });
   } catch (const std::exception& e) {
     std::cerr << "ddprun: " << e.what() << std::endl;

@@ -1,8 +1,10 @@
 #include "launcher/output_router.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <system_error>
 
@@ -17,6 +19,19 @@ void writeAll(int fd, std::string_view data) {
     }
     data.remove_prefix(static_cast<std::size_t>(n));
   }
+}
+
+std::string prepareLogDir(const std::string& logDir) {
+  std::error_code error;
+  std::filesystem::create_directories(logDir, error);
+  if (error) return "that it cannot create it: " + error.message();
+  const auto probe =
+      std::filesystem::path(logDir) / (".ddprun-write-check-" + std::to_string(getpid()));
+  const int fd = open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return std::string("that it cannot create a file in it: ") + std::strerror(errno);
+  close(fd);
+  unlink(probe.c_str());
+  return "";
 }
 
 OutputRouter::OutputRouter(OutputOptions options, int attempt)

@@ -58,6 +58,12 @@ class OutputRouter {
   std::map<int, std::deque<std::string>> lastLines_;
 };
 
+// Creates `logDir` (with its parents) and checks that a file can be created in it, as the
+// router will for every rank: "" when it can, else what failed ("that it cannot create it:
+// Read-only file system"). Called before any worker starts, so that an unwritable log
+// directory is a usage error, not a failure of every attempt.
+std::string prepareLogDir(const std::string& logDir);
+
 // Writes all of `data` to `fd`, retrying short writes and EINTR.
 void writeAll(int fd, std::string_view data);
 

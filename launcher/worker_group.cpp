@@ -16,6 +16,14 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Once every worker's group is empty, how long a pipe held open by something that left its
+// group (setsid) is still read before the launcher closes it; the same after SIGKILL.
+constexpr std::chrono::seconds kDrainTime{2};
+// How often the process groups of exited workers are checked for leftovers. Their exits
+// arrive as SIGCHLD (the launcher adopts them: Note [Nothing outlives the launcher]), so
+// this only bounds what a subreaper inside a worker would hide.
+constexpr std::chrono::milliseconds kGroupCheckInterval{100};
+
 const char* signalName(int signal) {
   switch (signal) {
     case SIGTERM:
@@ -34,10 +42,12 @@ const char* signalName(int signal) {
 // One attempt's state: the workers, their pipes, and the teardown once it has begun.
 class Attempt {
  public:
-  Attempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals)
+  Attempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals,
+          GroupGuardian& guardian)
       : spec_(spec),
         restartCount_(restartCount),
         signals_(signals),
+        guardian_(guardian),
         router_(spec.output, restartCount) {}
 
   AttemptResult run() {
@@ -46,7 +56,12 @@ class Attempt {
       pollOnce();
       if (tearingDown_ && Clock::now() >= killDeadline_ && !killed_) killRemaining();
     }
-    for (auto& w : workers_) signalProcessGroup(w.pid, SIGKILL);  // leftovers of a worker
+    for (auto& w : workers_) {
+      if (w.groupGone) continue;
+      // Only a process stuck in the kernel survives SIGKILL past kDrainTime.
+      signalProcessGroup(w.pid, SIGKILL);
+      guardian_.forget(w.pid);
+    }
     return result_;
   }
 
@@ -62,6 +77,7 @@ class Attempt {
       w.pid = started.pid;
       w.stdoutFd = started.stdoutFd;
       w.stderrFd = started.stderrFd;
+      guardian_.watch(w.pid);
       log::info("launcher", "started rank={} local_rank={} pid={} restart_count={}", w.globalRank,
                 local, w.pid, restartCount_);
       workers_.push_back(w);
@@ -78,15 +94,42 @@ class Attempt {
                        [](const Worker& w) { return w.stdoutFd >= 0 || w.stderrFd >= 0; });
   }
 
-  // Every worker reaped and its output drained. A pipe still held open by something the
-  // worker left behind is closed once its process group has been killed (run()).
+  bool anyGroupLeft() const {
+    return std::any_of(workers_.begin(), workers_.end(),
+                       [](const Worker& w) { return !w.groupGone; });
+  }
+
+  // Marks the groups of exited workers that have no member left; the guardian forgets them.
+  void noteEmptyGroups() {
+    for (auto& w : workers_) {
+      if (w.state == WorkerState::kRunning || w.groupGone || processGroupExists(w.pid)) {
+        continue;
+      }
+      w.groupGone = true;
+      guardian_.forget(w.pid);
+    }
+  }
+
+  // Every worker reaped, every worker's group empty and the output drained (Note [Worker
+  // states]). What a worker left in its group is stopped like a worker: SIGTERM once every
+  // worker has exited (or at the teardown), SIGKILL after the grace period. A pipe still
+  // held open after that, or once the groups are empty, is read for kDrainTime, then closed.
   bool finished() {
     if (anyRunning()) return false;
-    if (!anyPipeOpen()) return true;
-    if (!drainDeadline_) {
-      drainDeadline_ = Clock::now() + std::chrono::seconds(2);
-      for (auto& w : workers_) signalProcessGroup(w.pid, SIGKILL);
+    noteEmptyGroups();
+    if (anyGroupLeft()) {
+      if (!tearingDown_) {
+        log::info("launcher",
+                  "every worker has exited; what they left in their process groups gets "
+                  "SIGTERM, SIGKILL after the {} ms grace period",
+                  spec_.gracePeriod.count());
+        beginTeardown(SIGTERM);
+      }
+      if (!killed_) return false;  // killRemaining() at the end of the grace period
+    } else if (!anyPipeOpen()) {
+      return true;
     }
+    if (!drainDeadline_) drainDeadline_ = Clock::now() + kDrainTime;
     if (Clock::now() < *drainDeadline_) return false;
     for (auto& w : workers_) {
       closePipe(w, Stream::kStdout);
@@ -124,6 +167,10 @@ class Attempt {
     };
     if (tearingDown_ && !killed_) until(killDeadline_);
     if (drainDeadline_) until(*drainDeadline_);
+    const bool leftoversWatched = std::any_of(
+        workers_.begin(), workers_.end(),
+        [](const Worker& w) { return w.state != WorkerState::kRunning && !w.groupGone; });
+    if (leftoversWatched) until(Clock::now() + kGroupCheckInterval);
     const int ready = poll(fds.data(), fds.size(), timeoutMs);
     if (ready < 0) {
       if (errno == EINTR) return;
@@ -212,22 +259,33 @@ class Attempt {
     beginTeardown(signal);
   }
 
+  // `signal` to every worker's process group, those of exited workers with something left
+  // in them included; SIGKILL at killDeadline_.
   void beginTeardown(int signal) {
     tearingDown_ = true;
     killDeadline_ = Clock::now() + spec_.gracePeriod;
+    noteEmptyGroups();
     for (auto& w : workers_) {
-      if (w.state == WorkerState::kRunning) signalProcessGroup(w.pid, signal);
+      if (!w.groupGone) signalProcessGroup(w.pid, signal);
     }
   }
 
   void killRemaining() {
     killed_ = true;
+    noteEmptyGroups();
     for (auto& w : workers_) {
-      if (w.state != WorkerState::kRunning) continue;
-      log::warn("launcher",
-                "rank={} pid={} still running after the {} ms grace period: "
-                "SIGKILL",
-                w.globalRank, w.pid, spec_.gracePeriod.count());
+      if (w.groupGone) continue;
+      if (w.state == WorkerState::kRunning) {
+        log::warn("launcher",
+                  "rank={} pid={} still running after the {} ms grace period: "
+                  "SIGKILL",
+                  w.globalRank, w.pid, spec_.gracePeriod.count());
+      } else {
+        log::warn("launcher",
+                  "rank={}: what it started in its process group outlived the {} ms grace "
+                  "period; killing the group",
+                  w.globalRank, spec_.gracePeriod.count());
+      }
       signalProcessGroup(w.pid, SIGKILL);
     }
   }
@@ -235,6 +293,7 @@ class Attempt {
   const WorkerGroupSpec& spec_;
   int restartCount_;
   SignalChannel& signals_;
+  GroupGuardian& guardian_;
   OutputRouter router_;
   std::vector<Worker> workers_;
   AttemptResult result_;
@@ -250,8 +309,9 @@ bool isRetryable(const ExitStatus& status) {
   return status.signal != 0 || !isPermanentExitCode(status.exitCode);
 }
 
-AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals) {
-  return Attempt(spec, restartCount, signals).run();
+AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals,
+                         GroupGuardian& guardian) {
+  return Attempt(spec, restartCount, signals, guardian).run();
 }
 
 RunResult runWithRestarts(int maxRestarts, const AttemptRunner& runAttemptFn) {

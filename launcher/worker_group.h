@@ -6,12 +6,16 @@
 //   kRunning ──exit 0──────────────────────────────> kSucceeded
 //      │ ──exit != 0 or a signal, first of the group─> kFailed   (tears the group down)
 //      └──exit after the launcher's SIGTERM/SIGKILL──> kStopped
-// An attempt ends when every worker has left kRunning and its output is drained:
+// An attempt ends when every worker has left kRunning, every worker's process group is
+// empty and the output is drained:
 //   all kSucceeded                         -> AttemptOutcome::kSucceeded
-//   one kFailed (the first exit noticed)   -> kWorkerFailed: SIGTERM to every other worker's
+//   one kFailed (the first exit noticed)   -> kWorkerFailed: SIGTERM to every worker's
 //                                             process group, SIGKILL after the grace period
 //   SIGTERM/SIGINT/SIGHUP to the launcher  -> kInterrupted: the same signal to every
-//                                             worker, SIGKILL after the grace period
+//                                             worker's group, SIGKILL after the grace period
+// A group outlives its worker when the worker left something running in it (a helper, a
+// background job): once every worker has exited, such leftovers get SIGTERM too, and SIGKILL
+// after the grace period, the same as a worker (Note [Nothing outlives the launcher]).
 // Policy (runWithRestarts): a failed attempt is retried with the restart count + 1 while
 // restarts remain, unless the worker exited a permanent code (2, 3, 4: isPermanentExitCode)
 // that a restart cannot fix. Workers resume from their newest checkpoint (--resume auto).
@@ -25,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "launcher/group_guardian.h"
 #include "launcher/launch_plan.h"
 #include "launcher/output_router.h"
 #include "launcher/worker_process.h"
@@ -41,6 +46,8 @@ struct Worker {
   ExitStatus status;
   int stdoutFd = -1;
   int stderrFd = -1;
+  // Its process group (id: pid) was seen empty after it exited: never signalled again.
+  bool groupGone = false;
 };
 
 struct WorkerGroupSpec {
@@ -78,8 +85,9 @@ struct RunResult {
 };
 
 // Runs the workers once (see Note [Worker states]). `signals` must exist before any worker
-// starts, so that no exit or signal is missed.
-AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals);
+// starts, so that no exit or signal is missed; `guardian` watches each worker's group.
+AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals,
+                         GroupGuardian& guardian);
 
 // The restart policy over attempts; runAttempt in production, scripted outcomes in tests.
 using AttemptRunner = std::function<AttemptResult(int restartCount)>;

@@ -86,6 +86,11 @@ bool signalProcessGroup(pid_t pid, int signal) {
   return kill(-pid, signal) == 0;
 }
 
+bool processGroupExists(pid_t pid) {
+  // EPERM: a member we may not signal (a setuid program) is a member all the same.
+  return kill(-pid, 0) == 0 || errno == EPERM;
+}
+
 SignalChannel::SignalChannel() {
   // A console that went away (ddprun ... | head) must not kill the launcher and, through
   // PR_SET_PDEATHSIG, the training: writes then fail with EPIPE and only the files get lines.

@@ -4,7 +4,10 @@
 // Note [Worker processes]
 // ~~~~~~~~~~~~~~~~~~~~~~~
 // - Each worker leads its own process group, so a signal to -pid reaches whatever it started
-//   too (a shell wrapper, a data loader), and dies with the launcher (PR_SET_PDEATHSIG).
+//   too (a shell wrapper, a data loader), and dies with the launcher (PR_SET_PDEATHSIG); what
+//   it started dies with the launcher through the guardian (Note [Nothing outlives the
+//   launcher] in group_guardian.h). Being in groups of their own, the workers do not get a
+//   terminal's Ctrl-C directly: the launcher forwards it, once.
 // - stdout and stderr are pipes to the launcher, which prefixes whole lines with the rank
 //   (output_router.h); the child gets /dev/null as stdin.
 // - The launcher blocks SIGCHLD, SIGTERM, SIGINT and SIGHUP and reads them from a signalfd
@@ -34,6 +37,9 @@ StartedProcess startProcess(const std::vector<std::string>& argv,
 
 // kill(-pid, signal): the worker's whole process group. Returns false if it is gone.
 bool signalProcessGroup(pid_t pid, int signal);
+
+// Whether the process group `pid` still has a member (a zombie counts until it is reaped).
+bool processGroupExists(pid_t pid);
 
 // Blocks the launcher's signals and reads them from a signalfd (see the Note).
 class SignalChannel {

@@ -31,9 +31,12 @@ void connectThroughMpi(const env::ClusterEnv& env, const ConnectOptions& options
   storeOptions.masterPort = env.masterPortFromEnvironment ? env.masterPort : std::uint16_t{0};
   std::string endpoint;
   if (env.rank == 0) {
+    // The address the others are told is the one the store listens on (Note [Where the
+    // store listens] in tcp_store.h).
+    storeOptions.masterAddr = thisHostAddress();
     out.store = connectTcpStore(storeOptions);
     endpoint =
-        fmt::format("{}:{}", thisHostAddress(),
+        fmt::format("{}:{}", storeOptions.masterAddr,
                     c10::static_intrusive_pointer_cast<c10d::TCPStore>(out.store)->getPort());
   }
   endpoint = mpi.broadcastEndpoint(endpoint);

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include <fmt/format.h>
@@ -52,6 +54,77 @@ std::string connectOnce(const addrinfo& address, std::chrono::milliseconds timeo
   return cause;
 }
 
+RendezvousError hostingError(std::uint16_t port, const std::string& cause) {
+  return RendezvousError(
+      fmt::format("rank 0 could not host the rendezvous store on port {}: {}\n---> HINT: another "
+                  "process (an earlier run?) may hold the port; choose another MASTER_PORT / "
+                  "--master-port, or wait for it to exit.",
+                  port, cause));
+}
+
+// A socket bound (not yet listening) for rank 0's store; c10d's server takes it over.
+struct BoundSocket {
+  int fd = -1;
+  std::string host;  // the numeric address bound: what rank 0's own client connects to
+  std::uint16_t port = 0;
+};
+
+// Note [Where the store listens]: binds masterAddr:port when masterAddr resolves to an
+// address of this host; nullopt (and `whyNot`) when it does not, and only the wildcard
+// will do. Throws RendezvousError when the address is this host's but the bind fails
+// (the port is taken).
+std::optional<BoundSocket> bindMasterAddress(const std::string& masterAddr, std::uint16_t port,
+                                             std::string& whyNot) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* addresses = nullptr;
+  const int rc = getaddrinfo(masterAddr.c_str(), std::to_string(port).c_str(), &hints, &addresses);
+  if (rc != 0) {
+    whyNot = fmt::format("{} does not resolve here ({})", masterAddr, gai_strerror(rc));
+    return std::nullopt;
+  }
+  std::optional<BoundSocket> bound;
+  std::string others;
+  int error = 0;
+  for (auto* a = addresses; a && !bound && error == 0; a = a->ai_next) {
+    char text[NI_MAXHOST] = {};
+    getnameinfo(a->ai_addr, a->ai_addrlen, text, sizeof(text), nullptr, 0, NI_NUMERICHOST);
+    const int fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      error = errno;
+      break;
+    }
+    // As c10d does: a restarted master rebinds while old connections are in TIME_WAIT.
+    const int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0) {
+      sockaddr_storage local{};
+      socklen_t length = sizeof(local);
+      getsockname(fd, reinterpret_cast<sockaddr*>(&local), &length);
+      const auto boundPort = local.ss_family == AF_INET
+                                 ? reinterpret_cast<sockaddr_in*>(&local)->sin_port
+                                 : reinterpret_cast<sockaddr_in6*>(&local)->sin6_port;
+      bound = BoundSocket{fd, text, ntohs(boundPort)};
+    } else {
+      // EADDRNOTAVAIL: not an address of this host; anything else ends the search.
+      if (errno != EADDRNOTAVAIL) error = errno;
+      others += (others.empty() ? "" : ", ") + std::string(text);
+      close(fd);
+    }
+  }
+  freeaddrinfo(addresses);
+  if (error != 0)
+    throw hostingError(port, fmt::format("bind {}: {}", masterAddr, std::strerror(error)));
+  if (!bound) {
+    whyNot = others == masterAddr
+                 ? fmt::format("{} is not an address of this host", masterAddr)
+                 : fmt::format("{} ({}) is not an address of this host", masterAddr, others);
+  }
+  return bound;
+}
+
 }  // namespace
 
 std::string probeTcp(const std::string& host, std::uint16_t port,
@@ -91,17 +164,29 @@ c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& option
   if (options.rank == 0) {
     storeOptions.isServer = true;
     storeOptions.waitWorkers = false;
+    // Note [Where the store listens] in tcp_store.h.
+    std::string whyNot;
+    const auto bound = bindMasterAddress(options.masterAddr, options.masterPort, whyNot);
+    std::string clientHost = "127.0.0.1";
+    if (bound) {
+      // The libuv backend (c10d's default) and the legacy one both take the socket over,
+      // and close it with the store; the port must be the one it is bound to.
+      storeOptions.masterListenFd = bound->fd;
+      storeOptions.port = bound->port;
+      clientHost = bound->host;
+    } else {
+      log::info("rendezvous",
+                "event=store_bind_all_interfaces reason=\"{}\" port={} (the store listens on "
+                "every interface; see the README's threat model)",
+                whyNot, options.masterPort);
+    }
     try {
-      auto store = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", storeOptions);
-      log::info("rendezvous", "event=store_hosted port={} world_size={}", store->getPort(),
-                options.worldSize);
+      auto store = c10::make_intrusive<c10d::TCPStore>(clientHost, storeOptions);
+      log::info("rendezvous", "event=store_hosted bind={} port={} world_size={}",
+                bound ? bound->host : "*", store->getPort(), options.worldSize);
       return store;
     } catch (const c10::DistError& e) {
-      throw RendezvousError(fmt::format(
-          "rank 0 could not host the rendezvous store on port {}: {}\n---> HINT: another "
-          "process (an earlier run?) may hold the port; choose another MASTER_PORT / "
-          "--master-port, or wait for it to exit.",
-          options.masterPort, e.what_without_backtrace()));
+      throw hostingError(options.masterPort, e.what_without_backtrace());
     }
   }
 

@@ -54,9 +54,22 @@ struct TcpStoreOptions {
 // and only then let c10d's client connect. We probe ourselves because c10d's own
 // connect loop overshoots its timeout (about 2x, measured) and names no cause.
 //
-// Rank 0 starts the server (listening on all interfaces) and connects to it over
-// loopback, so it does not depend on its own DNS name. Throws RendezvousError naming
-// address, port, elapsed time, the last cause and the likely causes.
+// Note [Where the store listens]: c10d's store has no authentication (README, "Threat
+// model"), and its server listens on every interface ("::", else 0.0.0.0). Rank 0 binds the
+// socket itself instead and hands it over (TCPStoreOptions::masterListenFd, which the libuv
+// backend, c10d's default, honours):
+//   - masterAddr resolves to an address of this host (the bind succeeds): that address
+//     only. 127.0.0.1 for `ddprun --standalone` and single-node runs; the pod's IP when a
+//     PyTorchJob's MASTER_ADDR (its headless service) resolves to it on the master pod;
+//     thisHostAddress() under the MPI bootstrap.
+//   - it does not resolve (the master's own DNS name before its pod is Ready) or is not
+//     this host's (a Service's cluster IP, a NAT address; the bind fails EADDRNOTAVAIL):
+//     every interface, as c10d does, with an info line saying why.
+// Rank 0's own client connects to the address bound, or over loopback to the wildcard, so
+// it never depends on its own DNS name.
+//
+// Throws RendezvousError naming address, port, elapsed time, the last cause and the likely
+// causes.
 c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& options);
 
 // One probe: "" when a TCP connection to host:port succeeded within `timeout`, else

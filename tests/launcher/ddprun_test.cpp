@@ -3,10 +3,13 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <regex>
 #include <sstream>
 #include <thread>
@@ -38,7 +41,8 @@ bool processAlive(pid_t pid) {
   return close != std::string::npos && line.size() > close + 2 && line[close + 2] != 'Z';
 }
 
-// Every live process whose parent is `parent` (the process table, /proc/<pid>/stat).
+// Every live process whose parent is `parent` (the process table, /proc/<pid>/stat), but
+// the launcher's guardian (launcher/group_guardian.h): the workers, for a launcher.
 std::vector<pid_t> childrenOf(pid_t parent) {
   std::vector<pid_t> children;
   for (const auto& entry : fs::directory_iterator("/proc")) {
@@ -48,6 +52,9 @@ std::vector<pid_t> childrenOf(pid_t parent) {
     std::string line;
     if (!std::getline(stat, line)) continue;
     const auto close = line.rfind(')');
+    if (line.compare(line.find('(') + 1, close - line.find('(') - 1, "ddprun-guardian") == 0) {
+      continue;
+    }
     std::istringstream rest(line.substr(close + 2));
     char state;
     pid_t ppid;
@@ -83,6 +90,35 @@ std::string readFile(const fs::path& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+bool waitFor(const std::function<bool()>& condition, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);
+  }
+  return true;
+}
+
+// The pid a worker script wrote to `path` as "<pid>\n", once it is complete (10 s at most).
+std::optional<pid_t> waitForPidFile(const fs::path& path) {
+  std::optional<pid_t> pid;
+  waitFor(
+      [&] {
+        const auto text = fs::exists(path) ? readFile(path) : "";
+        if (!text.empty() && text.back() == '\n') pid = std::stoi(text);
+        return pid.has_value();
+      },
+      10s);
+  return pid;
+}
+
+// Whether `pid` is gone within `timeout`; a survivor is killed, so that no test leaves one.
+bool goneWithin(pid_t pid, std::chrono::seconds timeout) {
+  if (waitFor([&] { return !processAlive(pid); }, timeout)) return true;
+  kill(pid, SIGKILL);
+  return false;
 }
 
 int count(const std::string& text, const std::string& part) {
@@ -271,6 +307,58 @@ TEST(FailureTest, FirstFailureTearsDownTheOthersAndIsReported) {
   EXPECT_EQ(report["lastLines"], nlohmann::json::array({"about to fail", "[stderr] cannot go on"}));
 }
 
+// A helper a worker starts in the background, off the worker's pipes: it writes its pid to
+// <dir>/helper and, on SIGTERM, "stopped" to <dir>/helper-stopped (`onTerm` "ignore": it
+// ignores SIGTERM). The worker waits until the helper is up.
+std::string helperScript(const TempDir& dir, const std::string& onTerm = "stop") {
+  const std::string trap =
+      onTerm == "ignore" ? "trap \"\" TERM"
+                         : "trap \"echo stopped > " + (dir / "helper-stopped") + "; exit 0\" TERM";
+  return "sh -c '" + trap + "; echo $$ > " + (dir / "helper") +
+         "; while true; do sleep 0.05; done' </dev/null >/dev/null 2>&1 & "
+         "while [ ! -s " +
+         (dir / "helper") + " ]; do sleep 0.01; done; ";
+}
+
+// What a worker left in its process group gets SIGTERM, as a worker does (a helper may have
+// something to flush), and is stopped: at the teardown after the worker failed (exit 3), and
+// at the end of the attempt after it succeeded (exit 0).
+class LeftBehindTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(LeftBehindTest, WhatAWorkerLeftInItsGroupGetsSigtermAndIsStopped) {
+  const std::string exitCode = std::to_string(GetParam());
+  TempDir dir;
+  // Rank 0 starts a helper in its process group and exits; rank 1 sleeps on after a failure.
+  auto result = runDdprun({"--nproc-per-node", "2", "--grace-period", "10", "--", "/bin/sh", "-c",
+                           "if [ \"$RANK\" = 0 ]; then " + helperScript(dir) + "exit " + exitCode +
+                               "; fi; [ " + exitCode + " = 0 ] || exec sleep 60"});
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, GetParam());
+  const auto helper = waitForPidFile(dir / "helper");
+  ASSERT_TRUE(helper.has_value());
+  EXPECT_TRUE(goneWithin(*helper, 1s)) << "orphan pid " << *helper;
+  EXPECT_EQ(readFile(dir / "helper-stopped"), "stopped\n");
+}
+
+INSTANTIATE_TEST_SUITE_P(WorkerExit, LeftBehindTest, ::testing::Values(3, 0));
+
+TEST(FailureTest, ALeftBehindHelperIgnoringSigtermIsKilledAfterTheGracePeriod) {
+  TempDir dir;
+  const auto start = std::chrono::steady_clock::now();
+  auto result = runDdprun({"--nproc-per-node", "1", "--grace-period", "1", "--", "/bin/sh", "-c",
+                           helperScript(dir, "ignore") + "exit 0"});
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 0);
+  EXPECT_LT(elapsed, 5s);
+  EXPECT_NE(result.output.find("rank=0: what it started in its process group outlived the 1000 "
+                               "ms grace period; killing the group"),
+            std::string::npos);
+  const auto helper = waitForPidFile(dir / "helper");
+  ASSERT_TRUE(helper.has_value());
+  EXPECT_TRUE(goneWithin(*helper, 1s)) << "orphan pid " << *helper;
+}
+
 TEST(FailureTest, WorkerKilledBySignalGives128PlusSignal) {
   TempDir dir;
   auto result = runDdprun({"--nproc-per-node", "2", "--log-dir", dir / "logs", "--", "/bin/sh",
@@ -386,6 +474,55 @@ TEST(SignalTest, KilledLauncherTakesItsWorkersWithIt) {
   launcher.wait(10s);
   std::this_thread::sleep_for(300ms);
   for (pid_t pid : workers) EXPECT_FALSE(processAlive(pid)) << "orphan pid " << pid;
+}
+
+TEST(SignalTest, KilledLauncherTakesWhatItsWorkersStartedWithIt) {
+  TempDir dir;
+  // PR_SET_PDEATHSIG reaches the workers only; each leaves a grandchild that outlives it
+  // unless its process group is killed.
+  ChildProcess launcher({DDPRUN_BINARY, "--nproc-per-node", "2", "--", "/bin/sh", "-c",
+                         "sleep 300 & echo $! > " + (dir / "grandchild-") + "$RANK; wait"},
+                        {});
+  std::vector<pid_t> grandchildren;
+  for (const std::string rank : {"0", "1"}) {
+    const auto pid = waitForPidFile(dir / ("grandchild-" + rank));
+    ASSERT_TRUE(pid.has_value()) << "rank " << rank << " did not start its grandchild";
+    ASSERT_TRUE(processAlive(*pid));
+    grandchildren.push_back(*pid);
+  }
+  kill(launcher.pid(), SIGKILL);
+  launcher.wait(10s);
+  for (pid_t pid : grandchildren) EXPECT_TRUE(goneWithin(pid, 5s)) << "orphan pid " << pid;
+}
+
+TEST(SignalTest, CtrlCReachesEachWorkerOnceAndLeavesTheGuardianStanding) {
+  TempDir dir;
+  // setsid: ddprun leads a process group of its own, as a shell's foreground job does, and
+  // the terminal's SIGINT goes to that whole group. The workers, in groups of their own,
+  // hear it once, from ddprun; they ignore it (and stay), and so must the guardian.
+  ChildProcess launcher(
+      {"/usr/bin/setsid", DDPRUN_BINARY, "--nproc-per-node", "2", "--grace-period", "60", "--",
+       "/bin/sh", "-c",
+       "trap 'echo INT >> " + (dir / "int-") + "$RANK' INT; sleep 300 & echo $! > " +
+           (dir / "grandchild-") + "$RANK; while true; do wait; done"},
+      {});
+  std::vector<pid_t> grandchildren;
+  for (const std::string rank : {"0", "1"}) {
+    const auto pid = waitForPidFile(dir / ("grandchild-" + rank));
+    ASSERT_TRUE(pid.has_value()) << "rank " << rank << " did not start its grandchild";
+    grandchildren.push_back(*pid);
+  }
+  ASSERT_EQ(getpgid(launcher.pid()), launcher.pid());
+  kill(-launcher.pid(), SIGINT);
+  for (const std::string rank : {"0", "1"}) {
+    EXPECT_TRUE(waitFor([&] { return fs::exists(dir / ("int-" + rank)); }, 5s)) << rank;
+  }
+  std::this_thread::sleep_for(200ms);  // a second delivery would have arrived by now
+  for (const std::string rank : {"0", "1"}) EXPECT_EQ(readFile(dir / ("int-" + rank)), "INT\n");
+  // The guardian outlived the Ctrl-C: kill -9 of the launcher still takes the grandchildren.
+  kill(launcher.pid(), SIGKILL);
+  launcher.wait(10s);
+  for (pid_t pid : grandchildren) EXPECT_TRUE(goneWithin(pid, 5s)) << "orphan pid " << pid;
 }
 
 // --- dry run, per environment source -------------------------------------------------------
@@ -568,6 +705,55 @@ INSTANTIATE_TEST_SUITE_P(
         UsageCase{{"true"}, {{"RANK", "zero"}, {"WORLD_SIZE", "2"}}, "RANK=zero"},
         UsageCase{{"true"}, {{"LOCAL_RANK", "0"}}, "inside another launcher's worker"}));
 
+// --- a --log-dir that cannot be written --------------------------------------------------
+// A permanent error (exit 2) before any worker starts, never exit 200 and a restart loop.
+
+void expectLogDirRefused(const ProcessResult& result, const TempDir& dir, const std::string& logDir,
+                         const std::string& cause) {
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 2);
+  EXPECT_NE(result.output.find("--log-dir=" + logDir +
+                               ": expected a directory ddprun can create and write the "
+                               "workers' logs in; found " +
+                               cause),
+            std::string::npos);
+  EXPECT_EQ(result.output.find("started rank="), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir / "ran"));
+}
+
+TEST(LogDirTest, APathUnderARegularFileIsRefusedBeforeAnyWorkerStarts) {
+  TempDir dir;
+  std::ofstream(dir / "file") << "not a directory\n";
+  const auto logDir = dir / "file/logs";
+  auto result = runDdprun({"--log-dir", logDir, "--", "/usr/bin/touch", dir / "ran"});
+  expectLogDirRefused(result, dir, logDir, "that it cannot create it: Not a directory");
+}
+
+// A read-only volume: a tmpfs mounted read-only, in a mount namespace of ddprun's own (a
+// mode of 0555 would not stop root, who runs the tests in CI). `under` "" is the read-only
+// directory itself, "logs" one to create in it.
+class ReadOnlyLogDirTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ReadOnlyLogDirTest, IsRefusedBeforeAnyWorkerStarts) {
+  TempDir dir;
+  fs::create_directories(dir / "ro");
+  const auto logDir = GetParam().empty() ? dir / "ro" : dir / ("ro/" + GetParam());
+  const std::string namespaceFlags = geteuid() == 0 ? "--mount" : "--mount --map-root-user";
+  ChildProcess shell({"/bin/sh", "-c",
+                      "unshare " + namespaceFlags + " sh -c 'mount -t tmpfs -o ro tmpfs " +
+                          (dir / "ro") + " || exit 77; exec " + DDPRUN_BINARY + " --log-dir " +
+                          logDir + " -- /usr/bin/touch " + (dir / "ran") + "'"},
+                     {});
+  const auto result = shell.wait(30s);
+  if (result.exitCode == 77) GTEST_SKIP() << "no mount namespace here: " << result.output;
+  expectLogDirRefused(result, dir, logDir,
+                      GetParam().empty()
+                          ? "that it cannot create a file in it: Read-only file system"
+                          : "that it cannot create it: Read-only file system");
+}
+
+INSTANTIATE_TEST_SUITE_P(Under, ReadOnlyLogDirTest, ::testing::Values("", "logs"));
+
 // --- with the real trainer ------------------------------------------------------------------
 
 const std::string kFashion = "/usr/share/datasets/fashion-mnist";
@@ -592,15 +778,6 @@ Args ddptrainArgs(const fs::path& checkpoints) {
           "1000",
           "--seed",
           "3"};
-}
-
-bool waitFor(const std::function<bool()>& condition, std::chrono::seconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(10ms);
-  }
-  return true;
 }
 
 TEST(DdptrainUnderDdprunTest, KilledWorkerIsRestartedAndTheRunResumesAndCompletes) {

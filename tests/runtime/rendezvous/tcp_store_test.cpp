@@ -4,11 +4,16 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -31,6 +36,81 @@ std::uint16_t closedPort() {
   getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
   close(fd);
   return ntohs(addr.sin_port);
+}
+
+// The addresses sockets in LISTEN state on `port` are bound to ("127.0.0.1", "::", ...),
+// from /proc/net/tcp and /proc/net/tcp6: what `ss -ltn` shows.
+std::set<std::string> listenersOn(std::uint16_t port) {
+  std::set<std::string> addresses;
+  for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+    std::ifstream in(table);
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state;
+      fields >> slot >> local >> remote >> state;
+      const auto colon = local.find(':');
+      if (state != "0A" || std::stoul(local.substr(colon + 1), nullptr, 16) != port) continue;
+      // The address as the kernel holds it, 32-bit words printed in host byte order.
+      const auto hex = local.substr(0, colon);
+      char text[INET6_ADDRSTRLEN] = {};
+      if (hex.size() == 8) {
+        in_addr address{static_cast<in_addr_t>(std::stoul(hex, nullptr, 16))};
+        inet_ntop(AF_INET, &address, text, sizeof(text));
+      } else {
+        in6_addr address{};
+        for (int word = 0; word < 4; ++word) {
+          const auto value =
+              static_cast<std::uint32_t>(std::stoul(hex.substr(word * 8, 8), nullptr, 16));
+          std::memcpy(&address.s6_addr[word * 4], &value, 4);
+        }
+        inet_ntop(AF_INET6, &address, text, sizeof(text));
+      }
+      addresses.insert(text);
+    }
+  }
+  return addresses;
+}
+
+// Note [Where the store listens] in tcp_store.h: on the master address when it is this host's
+// (loopback for --standalone), not on every interface. 127.0.0.2 is loopback too, and shows
+// that the address comes from masterAddr.
+class StoreBindTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(StoreBindTest, MasterListensOnTheMasterAddressOnlyAndServesAClient) {
+  const auto& address = GetParam();
+  auto master = connectTcpStore(
+      {.masterAddr = address, .masterPort = 0, .rank = 0, .worldSize = 2, .timeout = 5s});
+  const auto port = static_cast<std::uint16_t>(master->getPort());
+  ASSERT_GT(port, 0);
+  EXPECT_EQ(listenersOn(port), std::set<std::string>{address});
+  auto client = connectTcpStore(
+      {.masterAddr = address, .masterPort = port, .rank = 1, .worldSize = 2, .timeout = 5s});
+  client->set("key", std::vector<uint8_t>{1, 2, 3});
+  EXPECT_EQ(master->get("key"), (std::vector<uint8_t>{1, 2, 3}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, StoreBindTest, ::testing::Values("127.0.0.1", "127.0.0.2"));
+
+TEST(TcpStoreTest, AMasterAddressOfAnotherHostFallsBackToEveryInterfaceAndSaysWhy) {
+  // 198.51.100.1 (TEST-NET-2, RFC 5737) is no address of this host: the bind is refused
+  // (EADDRNOTAVAIL) and no packet is sent. A Kubernetes Service's cluster IP is such a case.
+  ::testing::internal::CaptureStderr();
+  auto master = connectTcpStore(
+      {.masterAddr = "198.51.100.1", .masterPort = 0, .rank = 0, .worldSize = 1, .timeout = 5s});
+  const auto log = ::testing::internal::GetCapturedStderr();
+  const auto port = static_cast<std::uint16_t>(master->getPort());
+  const auto listeners = listenersOn(port);
+  EXPECT_TRUE(listeners == std::set<std::string>{"::"} ||
+              listeners == std::set<std::string>{"0.0.0.0"})
+      << *listeners.begin();
+  EXPECT_NE(log.find("event=store_bind_all_interfaces reason=\"198.51.100.1 is not an address "
+                     "of this host"),
+            std::string::npos)
+      << log;
+  master->set("key", std::vector<uint8_t>{4});  // rank 0 reaches its own store over loopback
+  EXPECT_EQ(master->get("key"), (std::vector<uint8_t>{4}));
 }
 
 TEST(TcpStoreTest, MasterOnPortZeroServesAClient) {
