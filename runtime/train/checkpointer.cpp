@@ -101,7 +101,8 @@ namespace {
 // directory in which a file can be created, written and removed.
 struct DirectoryProblem {
   std::string what;
-  bool mayPass = true;  // a volume still being mounted; false: a file is in the way
+  // A volume still being mounted may pass; a file in the way or a read-only mount not.
+  bool mayPass = true;
 };
 std::optional<DirectoryProblem> directoryProblem(const fs::path& dir) {
   std::error_code ec;
@@ -110,13 +111,15 @@ std::optional<DirectoryProblem> directoryProblem(const fs::path& dir) {
   }
   fs::create_directories(dir, ec);
   if (ec) {
-    return DirectoryProblem{fmt::format("cannot create it: {}", ec.message()),
-                            ec != std::errc::not_a_directory};
+    return DirectoryProblem{
+        fmt::format("cannot create it: {}", ec.message()),
+        ec != std::errc::not_a_directory && ec != std::errc::read_only_file_system};
   }
   const auto probe = dir / fmt::format(".write-probe-{}.tmp", ::getpid());
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
-    return DirectoryProblem{fmt::format("cannot create a file in it: {}", std::strerror(errno))};
+    return DirectoryProblem{fmt::format("cannot create a file in it: {}", std::strerror(errno)),
+                            errno != EROFS};
   }
   const bool written = ::write(fd, "x", 1) == 1;
   const int writeErrno = errno;

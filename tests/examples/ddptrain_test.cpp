@@ -300,5 +300,126 @@ TEST_F(DdptrainTest, BadConfigurationExitsWithTheUsageCode) {
   }
 }
 
+// A quick MLP run on Fashion-MNIST, one checkpoint every 2 steps into `dir` (the issue's
+// repro of --resume none).
+Args quickRun(const fs::path& dir, int maxSteps) {
+  return {"--model",
+          "mlp",
+          "--data",
+          "idx",
+          "--data-dir",
+          kFashion,
+          "--batch-size",
+          "16",
+          "--checkpoint-every",
+          "2",
+          "--keep-checkpoints",
+          "5",
+          "--checkpoint-dir",
+          dir.string(),
+          "--max-steps",
+          std::to_string(maxSteps),
+          "--log-every",
+          "1000"};
+}
+
+Args with(Args args, const Args& more) {
+  args.insert(args.end(), more.begin(), more.end());
+  return args;
+}
+
+// README's way to start over. Before, the new run's saves at steps that existed were
+// "kept (already saved)": checkpoint-00000004.pt stayed the old run's, and a later
+// --resume auto continued the old run from step 6.
+TEST_F(DdptrainTest, ResumeNoneStartsOverAndNeverKeepsOrResumesTheEarlierRun) {
+  for (auto& r : run(quickRun(dir_, 6), 1)) ASSERT_EQ(r.exitCode, 0) << r.output;
+  const auto oldStep4 = readBytes(checkpointFile(dir_, 4));
+  const Args fresh{"--resume", "none", "--seed", "7", "--lr", "0.2"};
+  auto results = run(with(quickRun(dir_, 4), fresh), 1);
+  ASSERT_EQ(results[0].exitCode, 0) << results[0].output;
+  EXPECT_EQ(results[0].output.find("already saved"), std::string::npos) << results[0].output;
+  EXPECT_NE(readBytes(checkpointFile(dir_, 4)), oldStep4);
+  EXPECT_FALSE(fs::exists(checkpointFile(dir_, 6))) << "the old run's step 6 is still in line";
+
+  // The new run continues from its own step 4; the old one is kept in superseded/.
+  results = run(with(quickRun(dir_, 6), {"--seed", "7", "--lr", "0.2"}), 1);
+  ASSERT_EQ(results[0].exitCode, 0) << results[0].output;
+  EXPECT_NE(results[0].output.find("event=resumed step=4"), std::string::npos) << results[0].output;
+  int kept = 0;
+  for (const auto& entry : fs::recursive_directory_iterator(dir_ / "superseded")) {
+    if (entry.path().filename() == "checkpoint-00000004.pt") {
+      EXPECT_EQ(readBytes(entry.path()), oldStep4);
+      ++kept;
+    }
+  }
+  EXPECT_EQ(kept, 1);
+}
+
+// Note [Completion marker]: a recreated pod of a finished job ends at once. Before, rank 0
+// waited for a rank 1 that never came and exited 200 (a restart loop).
+TEST_F(DdptrainTest, AFinishedJobsRecreatedPodExitsAtOnce) {
+  const auto args = with(quickRun(dir_, 4), {"--rdzv-timeout", "30"});
+  for (auto& r : run(args)) ASSERT_EQ(r.exitCode, 0) << r.output;
+  const auto started = std::chrono::steady_clock::now();
+  auto ranks = start(args);
+  ranks.pop_back();  // only rank 0's pod comes back
+  const auto result = ranks[0]->wait(60s);
+  EXPECT_EQ(result.exitCode, 0) << result.output;
+  EXPECT_NE(result.output.find("event=already_complete step=4"), std::string::npos)
+      << result.output;
+  EXPECT_LT(std::chrono::steady_clock::now() - started, 20s);
+  // Another configuration trains (it resumes from the final checkpoint).
+  for (auto& r : run(with(quickRun(dir_, 6), {"--rdzv-timeout", "30"}))) {
+    EXPECT_EQ(r.exitCode, 0) << r.output;
+    EXPECT_EQ(r.output.find("already_complete"), std::string::npos) << r.output;
+  }
+}
+
+// Note [Non-finite steps]: both ranks stop at the same step, exit 3, no hang.
+TEST_F(DdptrainTest, ADivergingRunStopsOnEveryRankWithTheTrainingFailedCode) {
+  auto results = run(with(quickRun(dir_, 50), {"--lr", "1e30", "--checkpoint-every", "0"}));
+  for (auto& r : results) {
+    EXPECT_EQ(r.exitCode, 3) << r.output;
+    EXPECT_NE(r.output.find("non-finite loss or gradients at step"), std::string::npos) << r.output;
+  }
+}
+
+// Checked at start, permanent: exit 2 on every rank, before any step.
+TEST_F(DdptrainTest, AMissingResumeFileOrAFileAsCheckpointDirExitsWithTheUsageCode) {
+  const auto missing = (dir_ / "checkpoint-00000009.pt").string();
+  for (auto& r : run(with(quickRun(dir_ / "c", 4), {"--resume", missing}))) {
+    EXPECT_EQ(r.exitCode, 2) << r.output;
+    EXPECT_EQ(r.output.find("event=start"), std::string::npos) << r.output;
+  }
+  std::ofstream(dir_ / "file") << "x";
+  auto results = run(quickRun(dir_ / "file", 4));
+  for (auto& r : results) EXPECT_EQ(r.exitCode, 2) << r.output;
+  EXPECT_NE(results[0].output.find("checkpoint directory '" + (dir_ / "file").string() +
+                                   "': it is not a directory"),
+            std::string::npos)
+      << results[0].output;
+}
+
+// A read-only volume: a tmpfs mounted read-only in a mount namespace of the rank's own
+// (a mode of 0555 would not stop root, who runs the tests in CI). Before, exit 200.
+TEST_F(DdptrainTest, AReadOnlyCheckpointDirExitsWithTheUsageCode) {
+  fs::create_directories(dir_ / "ro");
+  std::string command = "mount -t tmpfs -o ro tmpfs " + (dir_ / "ro").string() +
+                        " || exit 77; exec " + DDPTRAIN_BINARY;
+  for (const auto& arg : quickRun(dir_ / "ro", 4)) command += " " + arg;
+  const std::string namespaceFlags = geteuid() == 0 ? "--mount" : "--mount --map-root-user";
+  ChildProcess shell({"/bin/sh", "-c", "unshare " + namespaceFlags + " sh -c '" + command + "'"},
+                     {{"GLOO_SOCKET_IFNAME", "lo"},
+                      {"MASTER_ADDR", "127.0.0.1"},
+                      {"MASTER_PORT", std::to_string(findFreePort())}});
+  const auto result = shell.wait(120s);
+  if (result.exitCode == 77) GTEST_SKIP() << "no mount namespace here: " << result.output;
+  EXPECT_EQ(result.exitCode, 2) << result.output;
+  EXPECT_NE(result.output.find("checkpoint directory '" + (dir_ / "ro").string() +
+                               "': cannot create a file in it: Read-only file system"),
+            std::string::npos)
+      << result.output;
+}
+
 }  // namespace
 }  // namespace ddp::testing

@@ -780,6 +780,35 @@ Args ddptrainArgs(const fs::path& checkpoints) {
           "3"};
 }
 
+// The repro: a checkpoint of another model restarted 3 times (exit 200 each), and
+// a diverging run would have too. Both are permanent now: one attempt, the worker's code.
+TEST(DdptrainUnderDdprunTest, PermanentTrainingErrorsAreNotRestarted) {
+  if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  TempDir dir;
+  auto mlp = ddptrainArgs(dir.path());
+  mlp[2] = "mlp";  // --model mlp
+  mlp[8] = "10";   // --max-steps 10
+  const Args launch{"--standalone", "--nproc-per-node", "1", "--max-restarts", "3", "--"};
+  auto withLaunch = [&](const Args& worker) {
+    Args args = launch;
+    args.insert(args.end(), worker.begin(), worker.end());
+    return args;
+  };
+  ASSERT_EQ(runDdprun(withLaunch(mlp), {{"GLOO_SOCKET_IFNAME", "lo"}}, 120s).exitCode, 0);
+
+  auto cnn = ddptrainArgs(dir.path());  // --model cnn on the mlp's checkpoints
+  auto result = runDdprun(withLaunch(cnn), {{"GLOO_SOCKET_IFNAME", "lo"}}, 120s);
+  EXPECT_EQ(result.exitCode, 2) << result.output;
+  EXPECT_NE(result.output.find("written for another model"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("restarting the worker group"), std::string::npos) << result.output;
+
+  auto diverging = ddptrainArgs(dir / "diverging");
+  diverging.insert(diverging.end(), {"--lr", "1e30"});
+  result = runDdprun(withLaunch(diverging), {{"GLOO_SOCKET_IFNAME", "lo"}}, 120s);
+  EXPECT_EQ(result.exitCode, 3) << result.output;
+  EXPECT_EQ(result.output.find("restarting the worker group"), std::string::npos) << result.output;
+}
+
 TEST(DdptrainUnderDdprunTest, KilledWorkerIsRestartedAndTheRunResumesAndCompletes) {
   if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
   TempDir dir;
