@@ -2,7 +2,7 @@
 // training program"). It lives outside ddprun's build: its CMakeLists.txt finds the
 // installed package and links ddprun::runtime, nothing else.
 //
-//   custom_loop [--trainer] [--steps N]        under the launcher:
+//   custom_loop [--trainer [--checkpoint-dir D]] [--steps N]      under the launcher:
 //   ddprun --standalone --nproc-per-node 2 -- ./custom_loop [--trainer]
 //
 // Two ways to train the same model on the same data:
@@ -10,7 +10,9 @@
 //   --trainer  the library's ddp::train::Trainer, given this file's model, its own loss
 //              (Huber) and metric (mean absolute error), and a data set read from a
 //              file of fixed-size records, only the records each batch needs, on the
-//              Trainer's prefetch thread.
+//              Trainer's prefetch thread. With --checkpoint-dir, the Trainer checkpoints
+//              there, keeps its run journal, and marks the run complete at the end: run
+//              again, the program sees the marker and ends at once.
 //
 // The model (a small MLP) and the data (a noisy linear target, made from a fixed seed, the
 // same on every rank, then sharded by rank) are this file's own. The loop is written by
@@ -38,6 +40,7 @@
 #include <torch/torch.h>
 
 #include "runtime/ddprun.h"
+#include "runtime/train/checkpointer.h"
 #include "runtime/train/trainer.h"
 
 namespace {
@@ -55,6 +58,7 @@ constexpr std::int64_t kLogEvery = 10;
 struct Options {
   std::int64_t steps = kDefaultSteps;
   bool trainer = false;
+  std::string checkpointDir;  // --trainer: "" = no checkpoints
 };
 
 // Two layers; DDP needs nothing from a module but its parameters.
@@ -227,6 +231,12 @@ std::string writeRecords(const std::string& path, std::int64_t first, std::int64
 
 // The library's Trainer with this file's model, loss, metric and data set.
 int runTrainer(const Options& options) {
+  // A finished run, started again (a recreated pod): nothing to do, and no peers to wait for.
+  if (const auto done = ddp::train::readCompletionMarker(options.checkpointDir)) {
+    std::cout << "custom_loop --trainer: already complete at step " << done->step << " ("
+              << done->checkpoint << ", " << done->finishedAt << ")" << std::endl;
+    return ddp::kExitOk;
+  }
   auto dist = ddp::init();
   const auto dir =
       std::filesystem::temp_directory_path() / ("custom_loop_" + std::to_string(::getpid()));
@@ -248,6 +258,8 @@ int runTrainer(const Options& options) {
   trainerOptions.batchSize = kBatchPerRank;
   trainerOptions.optimizer = {.name = "adam", .lr = 0.01};
   trainerOptions.logEvery = kLogEvery;
+  trainerOptions.checkpointDir = options.checkpointDir;
+  trainerOptions.checkpointEvery = 20;
 
   torch::manual_seed(kModelSeed);
   Regressor model;
@@ -275,13 +287,15 @@ int runTrainer(const Options& options) {
   return ddp::kExitOk;
 }
 
-// [--trainer] [--steps N]; throws ddp::ConfigError for anything else.
+// [--trainer [--checkpoint-dir D]] [--steps N]; throws ddp::ConfigError for anything else.
 Options parseOptions(int argc, char** argv) {
   Options options;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--trainer") {
       options.trainer = true;
+    } else if (arg == "--checkpoint-dir" && i + 1 < argc) {
+      options.checkpointDir = argv[++i];
     } else if (arg == "--steps" && i + 1 < argc) {
       char* end = nullptr;
       options.steps = std::strtoll(argv[++i], &end, 10);
@@ -291,7 +305,7 @@ Options parseOptions(int argc, char** argv) {
       }
     } else {
       throw ddp::ConfigError("unknown argument '" + arg +
-                             "'; usage: custom_loop [--trainer] [--steps N]");
+                             "'; usage: custom_loop [--trainer [--checkpoint-dir D]] [--steps N]");
     }
   }
   return options;

@@ -77,6 +77,21 @@ set -e
 echo "$out"
 [[ $code -eq 0 ]] || fail "custom_loop --trainer under ddprun exited $code"
 grep -q 'custom_loop --trainer: 2 ranks, 60 steps, test mae' <<<"$out" || fail "no --trainer line"
+# With checkpoints: the journal and the completion marker, 0640; run again, it ends at once.
+for attempt in 1 2; do
+  set +e
+  out=$("$prefix/bin/ddprun" --standalone --nproc-per-node 2 -- "$tmp/build/custom_loop" \
+    --trainer --checkpoint-dir "$tmp/checkpoints" 2>&1)
+  code=$?
+  set -e
+  echo "$out"
+  [[ $code -eq 0 ]] || fail "custom_loop --trainer --checkpoint-dir (run $attempt) exited $code"
+done
+grep -q 'custom_loop --trainer: already complete at step 60' <<<"$out" \
+  || fail "the second run did not see the completion marker"
+for file in checkpoint-00000060.pt run-journal.jsonl run-complete.json; do
+  [[ $(stat -c %a "$tmp/checkpoints/$file") == 640 ]] || fail "$file: mode $(stat -c %a "$tmp/checkpoints/$file"), expected 640"
+done
 t3=$(now)
 echo "install+checks $((t1 - t0)) s, configure+build $((t2 - t1)) s, run $((t3 - t2)) s"
 echo PASS
