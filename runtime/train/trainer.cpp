@@ -107,6 +107,18 @@ std::string sampleShape(Dataset& data) {
                      fmt::join(batch.targets.sizes().slice(1), ","));
 }
 
+// Before the first step, not at the end: a test split must hold samples of the training
+// set's shape (one sample of each is read).
+void checkSameSampleShape(Dataset& train, Dataset& test) {
+  if (train.size() == 0 || test.size() == 0) return;
+  const auto trainShape = sampleShape(train), testShape = sampleShape(test);
+  if (trainShape == testShape) return;
+  throw ConfigError(fmt::format(
+      "the test set's samples have {}, the training set's {}: expected the same shape. Give a "
+      "test split of the same data format",
+      testShape, trainShape));
+}
+
 // Whether every gradient of `parameters` is finite; the same answer on every rank once
 // DistributedDataParallel has reduced them (Note [Non-finite steps]).
 bool gradientsFinite(const std::vector<at::Tensor>& parameters) {
@@ -116,6 +128,63 @@ bool gradientsFinite(const std::vector<at::Tensor>& parameters) {
   }
   if (grads.empty()) return true;
   return torch::stack(at::_foreach_norm(grads)).sum().isfinite().item<bool>();
+}
+
+// An allocator's error as a TrainingFailedError (exit 3) that says what to lower; any
+// other error as it is. `step` is the one that failed, counted from 1.
+std::exception_ptr asTrainingFailure(std::exception_ptr error, std::int64_t step,
+                                     std::int64_t batchSize) {
+  auto failure = [&](const char* memory, const std::string& what) {
+    return std::make_exception_ptr(TrainingFailedError(fmt::format(
+        "out of {} memory at step {} (batch-size {} per rank): {}. Lower --batch-size (raise "
+        "--grad-accumulation to keep the global batch), --prefetch-batches or the model size, "
+        "or give the pod more memory",
+        memory, step, batchSize, what)));
+  };
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::OutOfMemoryError& e) {
+    return failure("device", e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return failure("host", "std::bad_alloc");
+  } catch (const c10::Error& e) {
+    // The CPU allocator reports with a plain c10::Error.
+    const std::string what = e.what_without_backtrace();
+    if (what.find("DefaultCPUAllocator: can't allocate memory") != std::string::npos) {
+      return failure("host", what);
+    }
+  } catch (...) {
+  }
+  return error;
+}
+
+// Note [Restart budget]: records how this attempt failed; throws RestartsExhaustedError
+// when this retryable failure without a new checkpoint spends the budget.
+void recordFailure(RunJournal& journal, const std::exception_ptr& error, std::int64_t step,
+                   std::int64_t checkpointStep, int maxStalled) {
+  std::string cause;
+  int code = kExitTransient;
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    cause = errorMessage(e);
+    code = exitCodeFor(e);
+  } catch (...) {
+    cause = "an exception that is not a std::exception";
+  }
+  journal.end(code, cause, step, checkpointStep);
+  const int stalled = journal.stalledFailuresBefore();
+  if (maxStalled == 0 || !journal.entries().back().stalledFailure() || stalled < maxStalled) {
+    return;
+  }
+  RestartsExhaustedError exhausted(fmt::format(
+      "{} attempts in a row failed without a new checkpoint, and so did this one: {}. Exiting "
+      "{} (permanent) so that the job stops restarting; the attempts are in {}. Fix the cause "
+      "and restart the job (progress resets the count), or allow more with "
+      "--max-stalled-restarts",
+      stalled, cause, kExitRestartsExhausted, journal.path()));
+  journal.end(kExitRestartsExhausted, exhausted.what(), step, checkpointStep);
+  throw exhausted;
 }
 
 // The mean training loss since the last log line, over all ranks.
@@ -441,15 +510,7 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
   const auto& o = options_;
   const auto start = Clock::now();
   const int rank = dist_.rank();
-  if (train.size() > 0 && test.size() > 0) {
-    const auto trainShape = sampleShape(train), testShape = sampleShape(test);
-    if (trainShape != testShape) {
-      throw ConfigError(fmt::format(
-          "the test set's samples have {}, the training set's {}: expected the same shape. "
-          "Give a test split of the same data format",
-          testShape, trainShape));
-    }
-  }
+  checkSameSampleShape(train, test);
   Run run(o, dist_, model_, train);
   TrainResult result;
   // Resume before wrapping: DistributedDataParallel broadcasts rank 0's weights anyway,
@@ -460,50 +521,12 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
     journal.emplace(o.checkpointDir, o.checkpointFileMode);
     journal->begin(result.resumedFrom);
   }
-  // Note [Restart budget]: how this attempt ended goes into the journal; a retryable
-  // failure that makes the budget spent becomes permanent.
-  auto failed = [&](const std::exception& error) {
-    if (!journal) return;
-    journal->end(exitCodeFor(error), errorMessage(error), run.step, run.checkpointStep);
-    const int stalled = journal->stalledFailuresBefore();
-    if (o.maxStalledRestarts > 0 && journal->entries().back().stalledFailure() &&
-        stalled >= o.maxStalledRestarts) {
-      RestartsExhaustedError exhausted(fmt::format(
-          "{} attempts in a row failed without a new checkpoint, and so did this one: {}. "
-          "Exiting {} (permanent) so that the job stops restarting; the attempts are in {}. "
-          "Fix the cause and restart the job (progress resets the count), or allow more with "
-          "--max-stalled-restarts",
-          stalled, errorMessage(error), kExitRestartsExhausted, journal->path()));
-      journal->end(kExitRestartsExhausted, exhausted.what(), run.step, run.checkpointStep);
-      throw exhausted;
-    }
-  };
-  auto hostOutOfMemory = [&](const std::string& what) {
-    return fmt::format(
-        "out of host memory at step {} (batch-size {} per rank): {}. Lower --batch-size "
-        "(raise --grad-accumulation to keep the global batch), --prefetch-batches or the "
-        "model size, or give the pod more memory",
-        run.step + 1, o.batchSize, what);
-  };
   try {
-    try {
-      this->train(run, test, result);
-    } catch (const c10::OutOfMemoryError& e) {
-      throw TrainingFailedError(fmt::format(
-          "out of device memory at step {} (batch-size {} per rank): {}. Lower --batch-size "
-          "(raise --grad-accumulation to keep the global batch) or use a smaller model",
-          run.step + 1, o.batchSize, e.what_without_backtrace()));
-    } catch (const std::bad_alloc&) {
-      throw TrainingFailedError(hostOutOfMemory("std::bad_alloc"));
-    } catch (const c10::Error& e) {
-      // The CPU allocator reports with a plain c10::Error ("can't allocate memory").
-      const std::string what = e.what_without_backtrace();
-      if (what.find("DefaultCPUAllocator: can't allocate memory") == std::string::npos) throw;
-      throw TrainingFailedError(hostOutOfMemory(what));
-    }
-  } catch (const std::exception& e) {
-    failed(e);
-    throw;
+    this->train(run, test, result);
+  } catch (...) {
+    const auto error = asTrainingFailure(std::current_exception(), run.step + 1, o.batchSize);
+    if (journal) recordFailure(*journal, error, run.step, run.checkpointStep, o.maxStalledRestarts);
+    std::rethrow_exception(error);
   }
   if (journal) {
     journal->end(result.stoppedBySignal == 0 ? kExitOk : 128 + result.stoppedBySignal,
