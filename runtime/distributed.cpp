@@ -109,6 +109,8 @@ Distributed init(const InitOptions& options) {
 
 std::string errorMessage(const std::exception& error) {
   if (const auto* c10Error = dynamic_cast<const c10::Error*>(&error)) {
+    // The C++ frames help whoever debugs ddprun or LibTorch, not whoever runs a job.
+    if (log::currentLevel() == log::Level::kDebug) return c10Error->what();
     return c10Error->what_without_backtrace();
   }
   return error.what();

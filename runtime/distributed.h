@@ -70,7 +70,10 @@ Distributed init(const InitOptions& options = {});
 // for nccl where CUDA is unavailable or not built in.
 comm::Backend resolveBackend(const std::string& name);
 
-// The message of an error for a person: c10 errors without their C++ backtrace.
+// The message of an error for a person: c10 errors without their C++ backtrace ("Exception
+// raised from ... frame #0 ..."), unless the log level is debug (--log-level debug,
+// DDPRUN_LOG_LEVEL=debug), which keeps it. Everything that shows an error to a user (a
+// program's last line, a log line, the run journal) goes through here.
 std::string errorMessage(const std::exception& error);
 
 }  // namespace ddp

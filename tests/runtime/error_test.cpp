@@ -11,6 +11,7 @@
 #include "models/model_zoo.h"
 #include "runtime/distributed.h"
 #include "runtime/env/cluster_env.h"
+#include "runtime/log/logging.h"
 #include "runtime/rendezvous/tcp_store.h"
 #include "runtime/train/checkpointer.h"
 
@@ -41,11 +42,28 @@ TEST(ErrorFamiliesTest, CaughtAsTheirFamily) {
 }
 
 TEST(ErrorMessageTest, C10ErrorsLoseTheirBacktrace) {
+  log::setup("-", log::Level::kInfo);
   try {
     TORCH_CHECK(false, "a check that failed");
   } catch (const c10::Error& e) {
     EXPECT_EQ(errorMessage(e), "a check that failed");
   }
+  EXPECT_EQ(errorMessage(ConfigError("plain")), "plain");
+}
+
+// --log-level debug (DDPRUN_LOG_LEVEL=debug) is for whoever debugs ddprun or LibTorch:
+// the C++ frames stay. errorMessage once stripped them at every level.
+TEST(ErrorMessageTest, DebugLevelKeepsTheC10Backtrace) {
+  log::setup("-", log::Level::kDebug);
+  std::string message;
+  try {
+    TORCH_CHECK(false, "a check that failed");
+  } catch (const c10::Error& e) {
+    message = errorMessage(e);
+  }
+  log::setup("-", log::Level::kInfo);
+  EXPECT_EQ(message.rfind("a check that failed", 0), 0u) << message;
+  EXPECT_NE(message.find("Exception raised from"), std::string::npos) << message;
   EXPECT_EQ(errorMessage(ConfigError("plain")), "plain");
 }
 
