@@ -1,7 +1,10 @@
 #include "runtime/distributed.h"
 
 #include <charconv>
+#include <mutex>
 
+#include <c10/util/Backtrace.h>
+#include <c10/util/Logging.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -28,6 +31,30 @@ std::optional<std::chrono::milliseconds> secondsFromEnv(const env::EnvMap& envir
                         "Fix " + variable + " where it is set (launcher, pod spec or shell).");
   }
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+}
+
+// Note [C10 backtraces]
+// ~~~~~~~~~~~~~~~~~~~~~
+// c10 captures a C++ backtrace into every c10::Error it constructs, and c10d logs some
+// errors whole as warnings of its own, which reach a job's log untouched:
+//   [W... TCPStore.cpp:138] [c10d] recvValueWithTimeout failed on SocketImpl(...): Failed to
+//   recv, got 0 bytes. ... Exception raised from recvBytes at .../Utils.hpp:786 (most recent
+//   call first): frame #0: c10::Error::Error(...) ... frame #20: ...
+// errorMessage() strips the backtrace from what we print, but c10d's own lines need c10
+// not to capture one: this fetcher captures it at the debug log level only (whoever debugs
+// ddprun or LibTorch wants the frames) and hands c10 an empty one otherwise. c10 still adds
+// its one "Exception raised from <function> at <file>:<line>" line; the frames are gone.
+void installBacktraceFetcher() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    c10::SetStackTraceFetcher([]() -> c10::Backtrace {
+      if (log::currentLevel() == log::Level::kDebug) {
+        return c10::get_lazy_backtrace(/*frames_to_skip=*/1);
+      }
+      static const auto kNone = std::make_shared<c10::PrecomputedLazyValue<std::string>>("");
+      return kNone;
+    });
+  });
 }
 
 bool cudaUsable() {
@@ -61,6 +88,7 @@ comm::Backend resolveBackend(const std::string& name) {
 }
 
 Distributed init(const InitOptions& options) {
+  installBacktraceFetcher();  // Note [C10 backtraces]
   const env::EnvMap environment = options.environment.value_or(env::currentEnvironment());
   Distributed d;
   d.env = env::resolveClusterEnv(environment);
