@@ -1,7 +1,11 @@
 #include "runtime/distributed.h"
 
 #include <charconv>
+#include <chrono>
 #include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
 
 #include <c10/util/Backtrace.h>
 #include <c10/util/Logging.h>
@@ -31,6 +35,54 @@ std::optional<std::chrono::milliseconds> secondsFromEnv(const env::EnvMap& envir
                         "Fix " + variable + " where it is set (launcher, pod spec or shell).");
   }
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+}
+
+// Note [Waiting for the other ranks] in comm/process_group.h: the ranks that did not join,
+// what that usually means, what to do.
+rendezvous::RendezvousError groupJoinError(const Distributed& d, const c10::DistError& cause,
+                                           std::chrono::steady_clock::duration waited) {
+  const double seconds = std::chrono::duration<double>(waited).count();
+  std::optional<std::vector<int>> missing;
+  bool storeGone = false;
+  try {
+    missing = comm::ranksWithoutGlooAddress(d.store, d.env.rank, d.env.worldSize);
+  } catch (const std::exception&) {
+    storeGone = true;
+  }
+  std::string what;
+  if (missing && !missing->empty()) {
+    constexpr std::size_t kShown = 8;  // one line at any world size
+    std::string ranks;
+    for (std::size_t i = 0; i < missing->size() && i < kShown; ++i) {
+      ranks += (i == 0 ? "" : ", ") + std::to_string((*missing)[i]);
+    }
+    if (missing->size() > kShown) ranks += fmt::format(", ... ({} in all)", missing->size());
+    what = fmt::format(
+        "the process group did not form: {} {} of {} did not join within {:.1f} s ({} not in "
+        "the rendezvous store at {}:{})",
+        missing->size() == 1 ? "rank" : "ranks", ranks, d.env.worldSize, seconds,
+        missing->size() == 1 ? "its Gloo address is" : "their Gloo addresses are", d.master.host,
+        d.master.port);
+  } else if (storeGone && d.env.rank != 0) {
+    what = fmt::format(
+        "the process group did not form: rank {} waited {:.1f} s for the other ranks, and rank "
+        "0's rendezvous store at {}:{} no longer answers (rank 0 gave up first, or exited; its "
+        "log names the ranks that did not join)",
+        d.env.rank, seconds, d.master.host, d.master.port);
+  } else {
+    what = fmt::format("rank {} could not form the process group after {:.1f} s: {}", d.env.rank,
+                       seconds, cause.what_without_backtrace());
+  }
+  return rendezvous::RendezvousError(fmt::format(
+      "{}.\n---> HINT: a rank joins when its ddp::init reaches the process group. One that "
+      "did not may not have started (a pod still Pending; WORLD_SIZE={} ranks must run), may "
+      "have crashed first (see its log and exit code), or may wait for another store "
+      "(MASTER_ADDR / MASTER_PORT differ between ranks). If it runs and reports Gloo "
+      "connection errors: GLOO_SOCKET_IFNAME names an interface the other ranks cannot reach, "
+      "a NetworkPolicy or firewall blocks the ranks' Gloo ports (random ports, not "
+      "MASTER_PORT), or its host name resolves to an address the others cannot reach. Start "
+      "every rank, or wait longer with --rdzv-timeout or DDPRUN_RDZV_TIMEOUT (seconds).",
+      what, d.env.worldSize));
 }
 
 // Note [C10 backtraces]
@@ -128,8 +180,16 @@ Distributed init(const InitOptions& options) {
   comm::ProcessGroupOptions groupOptions;
   groupOptions.backend = d.backend;
   groupOptions.timeout = collectiveTimeout;
+  groupOptions.joinTimeout = rendezvousTimeout;
   groupOptions.cudaDevice = d.env.localRank;
-  d.group = comm::createProcessGroup(d.store, d.env.rank, d.env.worldSize, groupOptions);
+  const auto groupStart = std::chrono::steady_clock::now();
+  try {
+    d.group = comm::createProcessGroup(d.store, d.env.rank, d.env.worldSize, groupOptions);
+  } catch (const c10::DistError& e) {
+    if (d.backend != comm::Backend::kGloo) throw;  // NCCL connects later (the Note)
+    log::debug("init", "event=group_not_formed cause=\"{}\"", e.what_without_backtrace());
+    throw groupJoinError(d, e, std::chrono::steady_clock::now() - groupStart);
+  }
   log::info("init", "event=group_ready backend={} world_size={}", comm::backendName(d.backend),
             d.env.worldSize);
   return d;

@@ -8,8 +8,10 @@
 //   process group on the store (comm/process_group.h)
 //
 // Errors follow Note [Two error families] (runtime/error.h): env::EnvError and ConfigError
-// are permanent (exit 2); rendezvous::RendezvousError and c10::DistError (a collective
-// timed out, a peer was lost) are transient (exit 200). exitCodeFor() decides.
+// are permanent (exit 2); rendezvous::RendezvousError (the master unreachable, a rank that
+// never joins the process group: Note [Waiting for the other ranks] in comm/process_group.h)
+// and c10::DistError (a collective timed out, a peer was lost) are transient (exit 200).
+// exitCodeFor() decides.
 //
 // Self-contained: this header is enough to call dist.group->allreduce(...).
 #pragma once
