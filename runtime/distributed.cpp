@@ -1,7 +1,14 @@
 #include "runtime/distributed.h"
 
 #include <charconv>
+#include <chrono>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
 
+#include <c10/util/Backtrace.h>
+#include <c10/util/Logging.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -28,6 +35,78 @@ std::optional<std::chrono::milliseconds> secondsFromEnv(const env::EnvMap& envir
                         "Fix " + variable + " where it is set (launcher, pod spec or shell).");
   }
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+}
+
+// Note [Waiting for the other ranks] in comm/process_group.h: the ranks that did not join,
+// what that usually means, what to do.
+rendezvous::RendezvousError groupJoinError(const Distributed& d, const c10::DistError& cause,
+                                           std::chrono::steady_clock::duration waited) {
+  const double seconds = std::chrono::duration<double>(waited).count();
+  std::optional<std::vector<int>> missing;
+  bool storeGone = false;
+  try {
+    missing = comm::ranksWithoutGlooAddress(d.store, d.env.rank, d.env.worldSize);
+  } catch (const std::exception&) {
+    storeGone = true;
+  }
+  std::string what;
+  if (missing && !missing->empty()) {
+    constexpr std::size_t kShown = 8;  // one line at any world size
+    std::string ranks;
+    for (std::size_t i = 0; i < missing->size() && i < kShown; ++i) {
+      ranks += (i == 0 ? "" : ", ") + std::to_string((*missing)[i]);
+    }
+    if (missing->size() > kShown) ranks += fmt::format(", ... ({} in all)", missing->size());
+    what = fmt::format(
+        "the process group did not form: {} {} of {} did not join within {:.1f} s ({} not in "
+        "the rendezvous store at {}:{})",
+        missing->size() == 1 ? "rank" : "ranks", ranks, d.env.worldSize, seconds,
+        missing->size() == 1 ? "its Gloo address is" : "their Gloo addresses are", d.master.host,
+        d.master.port);
+  } else if (storeGone && d.env.rank != 0) {
+    what = fmt::format(
+        "the process group did not form: rank {} waited {:.1f} s for the other ranks, and rank "
+        "0's rendezvous store at {}:{} no longer answers (rank 0 gave up first, or exited; its "
+        "log names the ranks that did not join)",
+        d.env.rank, seconds, d.master.host, d.master.port);
+  } else {
+    what = fmt::format("rank {} could not form the process group after {:.1f} s: {}", d.env.rank,
+                       seconds, cause.what_without_backtrace());
+  }
+  return rendezvous::RendezvousError(fmt::format(
+      "{}.\n---> HINT: a rank joins when its ddp::init reaches the process group. One that "
+      "did not may not have started (a pod still Pending; WORLD_SIZE={} ranks must run), may "
+      "have crashed first (see its log and exit code), or may wait for another store "
+      "(MASTER_ADDR / MASTER_PORT differ between ranks). If it runs and reports Gloo "
+      "connection errors: GLOO_SOCKET_IFNAME names an interface the other ranks cannot reach, "
+      "a NetworkPolicy or firewall blocks the ranks' Gloo ports (random ports, not "
+      "MASTER_PORT), or its host name resolves to an address the others cannot reach. Start "
+      "every rank, or wait longer with --rdzv-timeout or DDPRUN_RDZV_TIMEOUT (seconds).",
+      what, d.env.worldSize));
+}
+
+// Note [C10 backtraces]
+// ~~~~~~~~~~~~~~~~~~~~~
+// c10 captures a C++ backtrace into every c10::Error it constructs, and c10d logs some
+// errors whole as warnings of its own, which reach a job's log untouched:
+//   [W... TCPStore.cpp:138] [c10d] recvValueWithTimeout failed on SocketImpl(...): Failed to
+//   recv, got 0 bytes. ... Exception raised from recvBytes at .../Utils.hpp:786 (most recent
+//   call first): frame #0: c10::Error::Error(...) ... frame #20: ...
+// errorMessage() strips the backtrace from what we print, but c10d's own lines need c10
+// not to capture one: this fetcher captures it at the debug log level only (whoever debugs
+// ddprun or LibTorch wants the frames) and hands c10 an empty one otherwise. c10 still adds
+// its one "Exception raised from <function> at <file>:<line>" line; the frames are gone.
+void installBacktraceFetcher() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    c10::SetStackTraceFetcher([]() -> c10::Backtrace {
+      if (log::currentLevel() == log::Level::kDebug) {
+        return c10::get_lazy_backtrace(/*frames_to_skip=*/1);
+      }
+      static const auto kNone = std::make_shared<c10::PrecomputedLazyValue<std::string>>("");
+      return kNone;
+    });
+  });
 }
 
 bool cudaUsable() {
@@ -61,6 +140,7 @@ comm::Backend resolveBackend(const std::string& name) {
 }
 
 Distributed init(const InitOptions& options) {
+  installBacktraceFetcher();  // Note [C10 backtraces]
   const env::EnvMap environment = options.environment.value_or(env::currentEnvironment());
   Distributed d;
   d.env = env::resolveClusterEnv(environment);
@@ -100,8 +180,16 @@ Distributed init(const InitOptions& options) {
   comm::ProcessGroupOptions groupOptions;
   groupOptions.backend = d.backend;
   groupOptions.timeout = collectiveTimeout;
+  groupOptions.joinTimeout = rendezvousTimeout;
   groupOptions.cudaDevice = d.env.localRank;
-  d.group = comm::createProcessGroup(d.store, d.env.rank, d.env.worldSize, groupOptions);
+  const auto groupStart = std::chrono::steady_clock::now();
+  try {
+    d.group = comm::createProcessGroup(d.store, d.env.rank, d.env.worldSize, groupOptions);
+  } catch (const c10::DistError& e) {
+    if (d.backend != comm::Backend::kGloo) throw;  // NCCL connects later (the Note)
+    log::debug("init", "event=group_not_formed cause=\"{}\"", e.what_without_backtrace());
+    throw groupJoinError(d, e, std::chrono::steady_clock::now() - groupStart);
+  }
   log::info("init", "event=group_ready backend={} world_size={}", comm::backendName(d.backend),
             d.env.worldSize);
   return d;
@@ -109,6 +197,8 @@ Distributed init(const InitOptions& options) {
 
 std::string errorMessage(const std::exception& error) {
   if (const auto* c10Error = dynamic_cast<const c10::Error*>(&error)) {
+    // The C++ frames help whoever debugs ddprun or LibTorch, not whoever runs a job.
+    if (log::currentLevel() == log::Level::kDebug) return c10Error->what();
     return c10Error->what_without_backtrace();
   }
   return error.what();

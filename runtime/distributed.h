@@ -8,8 +8,10 @@
 //   process group on the store (comm/process_group.h)
 //
 // Errors follow Note [Two error families] (runtime/error.h): env::EnvError and ConfigError
-// are permanent (exit 2); rendezvous::RendezvousError and c10::DistError (a collective
-// timed out, a peer was lost) are transient (exit 200). exitCodeFor() decides.
+// are permanent (exit 2); rendezvous::RendezvousError (the master unreachable, a rank that
+// never joins the process group: Note [Waiting for the other ranks] in comm/process_group.h)
+// and c10::DistError (a collective timed out, a peer was lost) are transient (exit 200).
+// exitCodeFor() decides.
 //
 // Self-contained: this header is enough to call dist.group->allreduce(...).
 #pragma once
@@ -70,7 +72,10 @@ Distributed init(const InitOptions& options = {});
 // for nccl where CUDA is unavailable or not built in.
 comm::Backend resolveBackend(const std::string& name);
 
-// The message of an error for a person: c10 errors without their C++ backtrace.
+// The message of an error for a person: c10 errors without their C++ backtrace ("Exception
+// raised from ... frame #0 ..."), unless the log level is debug (--log-level debug,
+// DDPRUN_LOG_LEVEL=debug), which keeps it. Everything that shows an error to a user (a
+// program's last line, a log line, the run journal) goes through here.
 std::string errorMessage(const std::exception& error);
 
 }  // namespace ddp

@@ -14,6 +14,80 @@ namespace {
 using GenericDict = c10::impl::GenericDict;
 GenericDict stringDict() { return GenericDict(c10::StringType::get(), c10::AnyType::get()); }
 
+// Note [Reading a payload]
+// ~~~~~~~~~~~~~~~~~~~~~~~~
+// A payload whose `format` is ours can still lack an entry or hold one of another type: a
+// file edited by hand, or written by a program that claims our format. c10 would say
+// "Argument passed to at() was not in the map." or "Expected Int but got String" and name
+// neither the file nor the entry; every entry is read through a PayloadReader instead,
+// which throws CheckpointMismatchError (permanent: a restart reads the same file) naming
+// both. `name` is the entry's dotted path in the payload ("sampler.start").
+class PayloadReader {
+ public:
+  explicit PayloadReader(const std::string& path) : path_(path) {}
+
+  GenericDict dict(const GenericDict& in, const std::string& name) const {
+    const auto value = at(in, name, "a dict");
+    if (!value.isGenericDict()) throw mistyped(name, value, "a dict");
+    return value.toGenericDict();
+  }
+  std::int64_t integer(const GenericDict& in, const std::string& name) const {
+    const auto value = at(in, name, "an int");
+    if (!value.isInt()) throw mistyped(name, value, "an int");
+    return value.toInt();
+  }
+  std::string string(const GenericDict& in, const std::string& name) const {
+    const auto value = at(in, name, "a string");
+    if (!value.isString()) throw mistyped(name, value, "a string");
+    return value.toStringRef();
+  }
+  c10::List<c10::IValue> list(const GenericDict& in, const std::string& name) const {
+    const auto value = at(in, name, "a list");
+    if (!value.isList()) throw mistyped(name, value, "a list");
+    return value.toList();
+  }
+  at::Tensor tensor(const GenericDict& in, const std::string& name) const {
+    return tensor(at(in, name, "a tensor"), name);
+  }
+  at::Tensor tensor(const c10::IValue& value, const std::string& name) const {
+    if (!value.isTensor()) throw mistyped(name, value, "a tensor");
+    return value.toTensor();
+  }
+
+  CheckpointMismatchError mistyped(const std::string& name, const c10::IValue& value,
+                                   const char* expected) const {
+    return mismatch(fmt::format("its '{}' is {}, expected {}", name, describe(value), expected));
+  }
+  CheckpointMismatchError mismatch(const std::string& what) const {
+    return CheckpointMismatchError(fmt::format(
+        "'{}' is marked '{}' but {}: it was written by another program or edited. Resume "
+        "from another checkpoint (--resume PATH), or start fresh with --resume none",
+        path_, kCheckpointFormat, what));
+  }
+  static std::string describe(const c10::IValue& value) {
+    if (value.isInt()) return fmt::format("the int {}", value.toInt());
+    if (value.isString()) return fmt::format("the string '{}'", value.toStringRef());
+    if (value.isDouble()) return fmt::format("the float {}", value.toDouble());
+    if (value.isBool()) return value.toBool() ? "True" : "False";
+    if (value.isNone()) return "None";
+    if (value.isTensor()) return "a tensor";
+    if (value.isGenericDict()) return "a dict";
+    if (value.isList()) return "a list";
+    return fmt::format("of type {}", value.tagKind());
+  }
+
+ private:
+  // in[last component of name]; "has no" it when missing.
+  c10::IValue at(const GenericDict& in, const std::string& name, const char* expected) const {
+    const auto key = name.substr(name.rfind('.') + 1);
+    const auto found = in.find(key);
+    if (found == in.end()) throw mismatch(fmt::format("has no '{}' (expected {})", name, expected));
+    return found->value();
+  }
+
+  const std::string& path_;
+};
+
 // Optimizer state as PyTorch's state_dict() shapes it: {"state": {index: {...}},
 // "param_groups": [{...}]}, indices in parameter order.
 GenericDict optimizerStateDict(torch::optim::Optimizer& optimizer, const OptimizerOptions& o) {
@@ -59,8 +133,9 @@ GenericDict optimizerStateDict(torch::optim::Optimizer& optimizer, const Optimiz
 }
 
 void loadOptimizerState(torch::optim::Optimizer& optimizer, const OptimizerOptions& o,
-                        const GenericDict& dict, const c10::Device& device) {
-  const auto name = dict.at("name").toStringRef();
+                        const GenericDict& dict, const c10::Device& device,
+                        const PayloadReader& read) {
+  const auto name = read.string(dict, "optimizer.name");
   if (name != o.name) {
     throw CheckpointMismatchError(fmt::format(
         "the checkpoint holds {} optimizer state, this run uses --optimizer {}; resume with "
@@ -68,14 +143,41 @@ void loadOptimizerState(torch::optim::Optimizer& optimizer, const OptimizerOptio
         name, o.name, name));
   }
   const auto& params = optimizer.param_groups().at(0).params();
-  for (const auto& item : dict.at("state").toGenericDict()) {
+  for (const auto& item : read.dict(dict, "optimizer.state")) {
+    if (!item.key().isInt()) {
+      throw read.mismatch(
+          fmt::format("its 'optimizer.state' has the key {}, expected parameter "
+                      "indices (ints)",
+                      PayloadReader::describe(item.key())));
+    }
     const auto i = item.key().toInt();
     if (i < 0 || i >= static_cast<std::int64_t>(params.size())) {
       throw CheckpointMismatchError(
           fmt::format("optimizer state for parameter {}, the model has {}", i, params.size()));
     }
+    const auto where = fmt::format("optimizer.state.{}", i);
+    if (!item.value().isGenericDict()) throw read.mistyped(where, item.value(), "a dict");
     const auto entry = item.value().toGenericDict();
-    auto tensor = [&](const char* key) { return entry.at(key).toTensor().to(device).clone(); };
+    // A buffer of the parameter's shape, on `device`.
+    auto tensor = [&](const char* key) {
+      const auto entryName = fmt::format("{}.{}", where, key);
+      const auto value = read.tensor(entry, entryName);
+      if (value.sizes() != params[i].sizes()) {
+        throw read.mismatch(fmt::format("its '{}' has shape [{}], the parameter [{}]", entryName,
+                                        fmt::join(value.sizes(), ","),
+                                        fmt::join(params[i].sizes(), ",")));
+      }
+      return value.to(device).clone();
+    };
+    auto step = [&] {
+      const auto entryName = fmt::format("{}.step", where);
+      const auto value = read.tensor(entry, entryName);
+      if (value.numel() != 1) {
+        throw read.mismatch(
+            fmt::format("its '{}' holds {} values, expected one", entryName, value.numel()));
+      }
+      return static_cast<std::int64_t>(value.item<double>());
+    };
     std::unique_ptr<torch::optim::OptimizerParamState> state;
     if (o.name == "sgd") {
       auto s = std::make_unique<torch::optim::SGDParamState>();
@@ -83,13 +185,13 @@ void loadOptimizerState(torch::optim::Optimizer& optimizer, const OptimizerOptio
       state = std::move(s);
     } else if (o.name == "adam") {
       auto s = std::make_unique<torch::optim::AdamParamState>();
-      s->step(static_cast<std::int64_t>(entry.at("step").toTensor().item<double>()));
+      s->step(step());
       s->exp_avg(tensor("exp_avg"));
       s->exp_avg_sq(tensor("exp_avg_sq"));
       state = std::move(s);
     } else {
       auto s = std::make_unique<torch::optim::AdamWParamState>();
-      s->step(static_cast<std::int64_t>(entry.at("step").toTensor().item<double>()));
+      s->step(step());
       s->exp_avg(tensor("exp_avg"));
       s->exp_avg_sq(tensor("exp_avg_sq"));
       state = std::move(s);
@@ -106,7 +208,8 @@ std::vector<std::pair<std::string, at::Tensor>> namedState(torch::nn::Module& mo
   return state;
 }
 
-void loadModelState(torch::nn::Module& module, const GenericDict& saved) {
+void loadModelState(torch::nn::Module& module, const GenericDict& saved,
+                    const PayloadReader& read) {
   torch::NoGradGuard noGrad;
   auto state = namedState(module);
   if (static_cast<std::size_t>(saved.size()) != state.size()) {
@@ -123,7 +226,7 @@ void loadModelState(torch::nn::Module& module, const GenericDict& saved) {
                       "another model (--model)",
                       name));
     }
-    const auto value = found->value().toTensor();
+    const auto value = read.tensor(found->value(), "model." + name);
     if (value.sizes() != tensor.sizes()) {
       throw CheckpointMismatchError(
           fmt::format("'{}' has shape [{}] in the checkpoint, [{}] in the model", name,
@@ -192,20 +295,30 @@ TrainProgress restoreCheckpoint(const c10::IValue& payload, const std::string& p
         fmt::format("'{}' is not a ddprun checkpoint (format '{}', expected '{}')", path, format,
                     kCheckpointFormat));
   }
-  loadModelState(objects.model, dict.at("model").toGenericDict());
-  loadOptimizerState(objects.optimizer, objects.optimizerOptions,
-                     dict.at("optimizer").toGenericDict(), device);
+  // Note [Reading a payload]. Every entry is read before the model or optimizer changes.
+  const PayloadReader read(path);
   TrainProgress progress;
-  progress.step = dict.at("step").toInt();
-  progress.epoch = dict.at("epoch").toInt();
-  const auto sampler = dict.at("sampler").toGenericDict();
-  progress.samplerStart = sampler.at("start").toInt();
-  progress.seed = static_cast<std::uint64_t>(sampler.at("seed").toInt());
-  progress.numSamples = sampler.at("num_samples").toInt();
-  progress.worldSize = dict.at("world_size").toInt();
-  const auto rngs = dict.at("rng").toGenericDict().at("cpu").toList();
+  progress.step = read.integer(dict, "step");
+  progress.epoch = read.integer(dict, "epoch");
+  const auto sampler = read.dict(dict, "sampler");
+  progress.samplerStart = read.integer(sampler, "sampler.start");
+  progress.seed = static_cast<std::uint64_t>(read.integer(sampler, "sampler.seed"));
+  progress.numSamples = read.integer(sampler, "sampler.num_samples");
+  progress.worldSize = read.integer(dict, "world_size");
+  const auto rngs = read.list(read.dict(dict, "rng"), "rng.cpu");
+  const auto model = read.dict(dict, "model");
+  const auto optimizer = read.dict(dict, "optimizer");
+  loadModelState(objects.model, model, read);
+  loadOptimizerState(objects.optimizer, objects.optimizerOptions, optimizer, device, read);
   if (progress.worldSize == worldSize && static_cast<int>(rngs.size()) == worldSize) {
-    setCpuRngState(rngs.get(rank).toTensor());
+    const auto name = fmt::format("rng.cpu.{}", rank);
+    const auto state = read.tensor(rngs.get(rank), name);
+    try {
+      setCpuRngState(state);
+    } catch (const c10::Error& e) {
+      throw read.mismatch(fmt::format("its '{}' is not a CPU generator state ({})", name,
+                                      e.what_without_backtrace()));
+    }
   } else {
     log::warn("train",
               "event=world_size_changed checkpoint_world_size={} world_size={} "

@@ -39,21 +39,28 @@ class DdptrainTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
+  // Starts rank `rank` of `world` ranks of ddptrain with `args` (a store on `port`),
+  // `extraEnv` on top of the launch's.
+  static std::unique_ptr<ChildProcess> startRank(
+      const Args& args, int rank, int world, const std::string& port,
+      const std::map<std::string, std::string>& extraEnv = {}) {
+    Args argv{DDPTRAIN_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::map<std::string, std::string> env{
+        {"RANK", std::to_string(rank)},       {"WORLD_SIZE", std::to_string(world)},
+        {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", std::to_string(world)},
+        {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", port},
+        {"GLOO_SOCKET_IFNAME", "lo"},         {"OMP_NUM_THREADS", "1"}};
+    for (const auto& [name, value] : extraEnv) env[name] = value;
+    return std::make_unique<ChildProcess>(argv, env);
+  }
   // Starts `world` ranks of ddptrain with `args`, `extraEnv` on top of the launch's.
   std::vector<std::unique_ptr<ChildProcess>> start(
       const Args& args, int world = 2, const std::map<std::string, std::string>& extraEnv = {}) {
     const auto port = std::to_string(findFreePort());
     std::vector<std::unique_ptr<ChildProcess>> ranks;
     for (int rank = 0; rank < world; ++rank) {
-      Args argv{DDPTRAIN_BINARY};
-      argv.insert(argv.end(), args.begin(), args.end());
-      std::map<std::string, std::string> env{
-          {"RANK", std::to_string(rank)},       {"WORLD_SIZE", std::to_string(world)},
-          {"LOCAL_RANK", std::to_string(rank)}, {"LOCAL_WORLD_SIZE", std::to_string(world)},
-          {"MASTER_ADDR", "127.0.0.1"},         {"MASTER_PORT", port},
-          {"GLOO_SOCKET_IFNAME", "lo"},         {"OMP_NUM_THREADS", "1"}};
-      for (const auto& [name, value] : extraEnv) env[name] = value;
-      ranks.push_back(std::make_unique<ChildProcess>(argv, env));
+      ranks.push_back(startRank(args, rank, world, port, extraEnv));
     }
     return ranks;
   }
@@ -288,6 +295,63 @@ TEST_F(DdptrainTest, LogLevelFlagWinsOverTheVariableAndSurvivesInit) {
   EXPECT_NE(results[0].output.find("DDPRUN_LOG_LEVEL=chatty: expected one of debug"),
             std::string::npos)
       << results[0].output;
+}
+
+// Note [Waiting for the other ranks] (runtime/comm/process_group.h): ranks 0 and 1 of 3
+// started, rank 2 never. They waited the collective timeout (30 min) for Gloo's address
+// exchange, then said only "wait timeout after 1800000ms, keys: /default_pg/0//cpu//0/2".
+// Rank 1 gives up first here (the store still answers) and names rank 2 as rank 0 does; a
+// rank that gives up after rank 0 finds the store gone and says so.
+TEST_F(DdptrainTest, RankThatNeverStartsIsNamedWithinTheRendezvousTimeout) {
+  const Args args{"--model", "mlp", "--data", "synthetic"};
+  auto expectTransientAndClean = [](const ProcessResult& result) {
+    EXPECT_FALSE(result.timedOut);
+    EXPECT_EQ(result.exitCode, 200);  // transient: the operator restarts the group
+    EXPECT_NE(result.output.find("---> HINT: a rank joins when its ddp::init reaches the process "
+                                 "group. One that did not may not have started"),
+              std::string::npos);
+    EXPECT_NE(result.output.find("GLOO_SOCKET_IFNAME names an interface"), std::string::npos);
+    EXPECT_EQ(result.output.find("wait timeout after"), std::string::npos);
+    EXPECT_EQ(result.output.find("frame #"), std::string::npos);
+  };
+  const auto begin = std::chrono::steady_clock::now();
+  auto port = std::to_string(findFreePort());
+  auto master = startRank(args, 0, 3, port, {{"DDPRUN_RDZV_TIMEOUT", "4"}});
+  auto worker = startRank(args, 1, 3, port, {{"DDPRUN_RDZV_TIMEOUT", "2"}});
+  const auto workerResult = worker->wait(60s);
+  const auto masterResult = master->wait(60s);
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, 30s) << "not the collective timeout";
+  {
+    SCOPED_TRACE("rank 1:\n" + workerResult.output);
+    expectTransientAndClean(workerResult);
+    EXPECT_NE(workerResult.output.find("ddptrain: the process group did not form: rank 2 of 3 "
+                                       "did not join within 2."),
+              std::string::npos);
+    EXPECT_NE(workerResult.output.find("(its Gloo address is not in the rendezvous store at "
+                                       "127.0.0.1:" +
+                                       port + ")"),
+              std::string::npos);
+  }
+  {
+    SCOPED_TRACE("rank 0:\n" + masterResult.output);
+    expectTransientAndClean(masterResult);
+    EXPECT_NE(masterResult.output.find("ddptrain: the process group did not form: rank 2 of 3 "
+                                       "did not join within 4."),
+              std::string::npos);
+  }
+
+  // The other way round: rank 0 gives up first and its store goes with it.
+  port = std::to_string(findFreePort());
+  master = startRank(args, 0, 3, port, {{"DDPRUN_RDZV_TIMEOUT", "2"}});
+  worker = startRank(args, 1, 3, port, {{"DDPRUN_RDZV_TIMEOUT", "6"}});
+  const auto late = worker->wait(60s);
+  SCOPED_TRACE("rank 1, rank 0 gone:\n" + late.output);
+  expectTransientAndClean(late);
+  EXPECT_NE(late.output.find("and rank 0's rendezvous store at 127.0.0.1:" + port +
+                             " no longer answers (rank 0 gave up first, or exited; its log names "
+                             "the ranks that did not join)"),
+            std::string::npos);
+  EXPECT_EQ(master->wait(60s).exitCode, 200);
 }
 
 TEST_F(DdptrainTest, BadConfigurationExitsWithTheUsageCode) {

@@ -39,13 +39,21 @@ TEST_P(LoopbackGroupTest, EveryRankSeesEveryValue) {
   const auto port = std::to_string(findFreePort());
   std::vector<std::unique_ptr<ChildProcess>> ranks;
   for (int rank = 0; rank < worldSize; ++rank) {
-    ranks.push_back(std::make_unique<ChildProcess>(std::vector<std::string>{worker(), "gloo"},
-                                                   rankEnv(rank, worldSize, port)));
+    auto env = rankEnv(rank, worldSize, port);
+    env["DDPRUN_RDZV_TIMEOUT"] = "60";
+    env["DDPRUN_COLLECTIVE_TIMEOUT"] = "120";
+    ranks.push_back(
+        std::make_unique<ChildProcess>(std::vector<std::string>{worker(), "gloo"}, env));
   }
   for (int rank = 0; rank < worldSize; ++rank) {
     auto result = ranks[rank]->wait(90s);
     expectVerified(result, "rank " + std::to_string(rank) + "/" + std::to_string(worldSize) +
                                " source=torchrun master=127.0.0.1: all collectives verified");
+    // Note [Waiting for the other ranks]: the join had the rendezvous timeout, the
+    // collectives keep theirs.
+    EXPECT_NE(result.output.find("rank " + std::to_string(rank) + " collective_timeout_ms=120000"),
+              std::string::npos)
+        << result.output;
   }
 }
 

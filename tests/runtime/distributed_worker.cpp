@@ -43,6 +43,12 @@ int main(int argc, char** argv) {
     std::cerr << "group reports rank " << group->getRank() << "/" << group->getSize() << "\n";
     return 1;
   }
+  // Note [Waiting for the other ranks]: Gloo formed within the rendezvous timeout, and its
+  // collectives have the collective timeout.
+  if (d.backend == ddp::comm::Backend::kGloo) {
+    const auto timeout = group->getBackend(c10::DeviceType::CPU)->getBackendOptions()->timeout;
+    std::cout << "rank " << rank << " collective_timeout_ms=" << timeout.count() << std::endl;
+  }
 
   // allreduce(sum): rank r contributes r+1 in every element -> n(n+1)/2 everywhere.
   {

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <torch/torch.h>
 
 #include "runtime/train/checkpointer.h"
@@ -39,6 +41,10 @@ std::string errorOf(const std::function<void()>& call) {
   } catch (const CheckpointMismatchError& e) {
     EXPECT_EQ(exitCodeFor(e), kExitUsage) << "a restart would read the same file";
     return e.what();
+  } catch (const c10::Error& e) {
+    return std::string("c10::Error instead: ") + e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    return std::string("another error instead: ") + e.what();
   }
   return "no CheckpointMismatchError";
 }
@@ -128,6 +134,81 @@ TEST(TrainStateTest, RefusesAPayloadThatDoesNotFit) {
             }),
             "'x.pt' is not a ddprun checkpoint (format 'something-else', expected "
             "'ddprun-checkpoint-v1')");
+}
+
+// Note [Reading a payload]: a file with our format string but a missing or mistyped entry
+// once failed with c10's "Argument passed to at() was not in the map." or "Expected Int but
+// got String" (transient, exit 200, restarted forever), naming neither file nor entry.
+TEST(TrainStateTest, RefusesAMissingOrMistypedEntryNamingFileAndEntry) {
+  OptimizerOptions adam{.name = "adam"};
+  auto model = makeModel();
+  auto optimizer = makeOptimizer(adam, model->parameters());
+  train(model, *optimizer);
+  const auto good = throughPickle(makeCheckpointPayload({*model, *optimizer, adam}, {.step = 3},
+                                                        {cpuRngState()}, ""))
+                        .toGenericDict();
+  // `good` with one entry changed by `edit`, as a file would hold it.
+  auto edited = [&](const std::function<void(c10::impl::GenericDict&)>& edit) {
+    auto payload = throughPickle(good).toGenericDict();
+    edit(payload);
+    return throughPickle(payload);
+  };
+  auto child = [](const c10::impl::GenericDict& dict, const char* key) {
+    return dict.at(key).toGenericDict();  // shares storage: edits reach the payload
+  };
+  const std::string prefix = "'ckpt/checkpoint-00000003.pt' is marked 'ddprun-checkpoint-v1' but ";
+  const std::string hint =
+      ": it was written by another program or edited. Resume from another checkpoint (--resume "
+      "PATH), or start fresh with --resume none";
+  const std::vector<std::pair<std::function<void(c10::impl::GenericDict&)>, std::string>> cases{
+      {[](auto& d) { d.erase("model"); }, "has no 'model' (expected a dict)"},
+      {[](auto& d) { d.insert_or_assign("step", std::string("3")); },
+       "its 'step' is the string '3', expected an int"},
+      {[](auto& d) { d.erase("world_size"); }, "has no 'world_size' (expected an int)"},
+      {[&](auto& d) { child(d, "sampler").erase("num_samples"); },
+       "has no 'sampler.num_samples' (expected an int)"},
+      {[](auto& d) { d.insert_or_assign("sampler", int64_t{7}); },
+       "its 'sampler' is the int 7, expected a dict"},
+      {[&](auto& d) { child(d, "rng").insert_or_assign("cpu", 1.5); },
+       "its 'rng.cpu' is the float 1.5, expected a list"},
+      {[&](auto& d) {
+         auto list = c10::impl::GenericList(c10::AnyType::get());
+         list.push_back(torch::zeros({3}, torch::kUInt8));
+         child(d, "rng").insert_or_assign("cpu", list);
+       },
+       "its 'rng.cpu.0' is not a CPU generator state"},
+      {[&](auto& d) { child(d, "model").insert_or_assign("0.weight", std::string("w")); },
+       "its 'model.0.weight' is the string 'w', expected a tensor"},
+      {[&](auto& d) { child(d, "optimizer").erase("name"); },
+       "has no 'optimizer.name' (expected a string)"},
+      {[&](auto& d) { child(d, "optimizer").insert_or_assign("state", c10::IValue()); },
+       "its 'optimizer.state' is None, expected a dict"},
+      {[&](auto& d) {
+         auto state = child(child(d, "optimizer"), "state");
+         state.at(int64_t{0}).toGenericDict().erase("exp_avg_sq");
+       },
+       "has no 'optimizer.state.0.exp_avg_sq' (expected a tensor)"},
+      {[&](auto& d) {
+         auto state = child(child(d, "optimizer"), "state");
+         state.at(int64_t{0}).toGenericDict().insert_or_assign("exp_avg", torch::zeros({2}));
+       },
+       "its 'optimizer.state.0.exp_avg' has shape [2], the parameter [8,4]"},
+  };
+  for (const auto& [edit, found] : cases) {
+    const auto payload = edited(edit);
+    auto restored = makeModel();
+    auto restoredOptimizer = makeOptimizer(adam, restored->parameters());
+    const auto message = errorOf([&] {
+      restoreCheckpoint(payload, "ckpt/checkpoint-00000003.pt",
+                        {*restored, *restoredOptimizer, adam}, 0, 1, torch::kCPU);
+    });
+    if (found.find("generator state") != std::string::npos) {
+      EXPECT_EQ(message.rfind(prefix + found + " (", 0), 0u) << message;
+    } else {
+      EXPECT_EQ(message, prefix + found + hint);
+    }
+    EXPECT_EQ(message.find("frame #"), std::string::npos) << message;
+  }
 }
 
 }  // namespace
