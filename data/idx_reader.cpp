@@ -17,6 +17,8 @@ constexpr std::uint8_t kTypeUnsignedByte = 0x08;
 constexpr int kMaxDims = 8;
 // Read in bounded chunks so a header's claim is only believed as far as data arrives.
 constexpr std::size_t kChunkBytes = 1 << 20;
+// No IDX file holds more values (1 TiB of bytes): a header that claims more is corrupt.
+constexpr std::int64_t kMaxValues = std::int64_t{1} << 40;
 
 std::string hex(std::uint32_t value) { return fmt::format("0x{:08x}", value); }
 
@@ -59,10 +61,15 @@ IdxArray readIdxFile(const std::string& path) {
                                   4 + 4 * d, d, size));
     }
     array.dims.push_back(size);
-    count *= size;
-    if (count > (std::int64_t{1} << 40)) {
-      throw DataError(fmt::format("{}: header claims more than 2^40 values; corrupt header", path));
+    // Checked before multiplying: 2^40 x 2^30 would wrap an int64 (to 0 for these two).
+    if (count > kMaxValues / size) {
+      throw DataError(
+          fmt::format("{}: offset {}: the header's dimensions {} make more than 2^40 values, "
+                      "expected at most 2^40 (a corrupt header). Replace the file with an "
+                      "intact copy.",
+                      path, 4 + 4 * d, fmt::join(array.dims, "x")));
     }
+    count *= size;
   }
   const std::int64_t dataOffset = 4 + 4 * numDims;
   std::vector<std::uint8_t> values;

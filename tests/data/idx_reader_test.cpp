@@ -89,6 +89,10 @@ TEST_F(IdxReaderTest, MalformedFilesGetClearErrors) {
   expectDataError(write("lying.gz", lying, true),
                   "declares 47040000 values (60000x28x28), but the data ends after 10");
   expectDataError(write("huge", header({1u << 30, 1u << 30})), "more than 2^40 values");
+  // 2^40 values after two dimensions, then x 2^30: the product wrapped to 0 and passed the
+  // check, and torch::empty threw its own c10::Error (found by idx_reader_fuzz_test.cpp).
+  expectDataError(write("wrapping", header({1u << 30, 1u << 10, 1u << 30})),
+                  "more than 2^40 values");
   expectDataError(write("zero", header({0})), "dimension 0 has size 0");
   expectDataError((dir_ / "missing").string(), "cannot open");
 }
