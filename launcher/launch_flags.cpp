@@ -146,7 +146,9 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
       v->fail("empty, 0 or 1", "'" + v->text + "'");
     }
   }
-  if (auto v = read("rdzv-timeout")) command.rendezvousTimeoutSeconds = v->integer(0, 86400);
+  if (auto v = read("rdzv-timeout")) {
+    command.rendezvousTimeoutSeconds = v->integer(0, static_cast<int>(env::kMaxTimeoutSeconds));
+  }
   if (auto v = read("backend")) {
     if (v->text != "" && v->text != "gloo" && v->text != "nccl" && v->text != "auto") {
       v->fail("gloo, nccl or auto", "'" + v->text + "'");

@@ -22,6 +22,9 @@ namespace {
 
 using ddp::ConfigError;
 
+// The longest command-line argument taken (see parseCommandLine).
+constexpr std::size_t kMaxArgumentBytes = 8192;
+
 // A value and where it came from, for parsers and their errors.
 struct Setting {
   const std::string& key;
@@ -55,12 +58,14 @@ struct Setting {
     }
     return out;
   }
-  double number(double min, bool inclusive = true) const {
+  // `expected` replaces "a number > min" in the message when the caller narrows the range.
+  double number(double min, bool inclusive = true, const std::string& expected = "") const {
     double out = 0;
     auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
     if (ec != std::errc() || end != value.data() + value.size() || !std::isfinite(out) ||
         out < min || (!inclusive && out == min)) {
-      fail(fmt::format("a number {} {}", inclusive ? ">=" : ">", min));
+      fail(expected.empty() ? fmt::format("a number {} {}", inclusive ? ">=" : ">", min)
+                            : expected);
     }
     return out;
   }
@@ -153,11 +158,22 @@ Option string(std::string key, std::string help, Get get) {
           [get](const C& c) { return yamlQuoted(get(const_cast<C&>(c))); }};
 }
 
-// Sizes in MiB held as bytes: printed back in MiB with every digit.
+// Sizes in MiB held as bytes: printed back in MiB with every digit. At least one byte (a
+// size that rounds to 0 bytes would print back as 0, which is refused) and at most 1 TiB
+// (llround of 1e300 MiB is undefined).
+constexpr double kMaxMebibytes = 1048576;
+
 template <typename Get>
 Option mebibytes(std::string key, std::string help, Get get) {
   return {std::move(key), std::move(help),
-          [get](C& c, const Setting& s) { get(c) = std::llround(s.number(0, false) * 1048576); },
+          [get](C& c, const Setting& s) {
+            const auto expected =
+                fmt::format("a size in MiB in (0, {}], at least one byte", kMaxMebibytes);
+            const double mebibytes = s.number(0, false, expected);
+            const auto bytes = mebibytes <= kMaxMebibytes ? std::llround(mebibytes * 1048576) : 0;
+            if (bytes < 1) s.fail(expected);
+            get(c) = bytes;
+          },
           [get](const C& c) { return fmt::format("{}", get(const_cast<C&>(c)) / 1048576.0); }};
 }
 
@@ -166,7 +182,7 @@ template <typename Get>
 Option seconds(std::string key, std::string help, Get get) {
   return {std::move(key), std::move(help),
           [get](C& c, const Setting& s) {
-            const auto value = s.integer(0, std::numeric_limits<std::int64_t>::max() / 1000);
+            const auto value = s.integer(0, ddp::env::kMaxTimeoutSeconds);
             get(c) =
                 value == 0 ? std::nullopt : std::optional(std::chrono::milliseconds(value * 1000));
           },
@@ -406,6 +422,18 @@ ParsedCommandLine parseCommandLine(int argc, const char* const* argv) {
   auto& config = parsed.config;
   for (const auto& o : options()) config.sources[o.key] = "default";
 
+  // cxxopts matches every argument against a std::regex, and libstdc++'s matcher recurses
+  // once per character: an argument of 30 000 bytes that starts with '-' overflowed the
+  // 8 MiB stack (SIGSEGV). No flag, value or path comes near the bound (PATH_MAX is 4096).
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument(argv[i]);
+    if (argument.size() > kMaxArgumentBytes) {
+      throw ConfigError(fmt::format(
+          "argument {} ('{}...'): expected at most {} bytes, found {}. No flag, value or path "
+          "is that long. Run 'ddptrain --help' for every option.",
+          i, argument.substr(0, 40), kMaxArgumentBytes, argument.size()));
+    }
+  }
   auto cli = makeCli();
   cxxopts::ParseResult result;
   try {

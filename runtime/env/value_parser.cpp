@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 
 namespace ddp::env {
 namespace {
@@ -30,6 +31,37 @@ IntegerParse parseInteger(std::string_view text, long long min, long long max) {
   }
   if (parsed < min) return {std::nullopt, shown + ", which is below " + std::to_string(min)};
   return {parsed, ""};
+}
+
+SecondsParse parseSeconds(std::string_view text, long long maxSeconds) {
+  const std::string shown(text);
+  if (text.empty()) return {std::nullopt, "an empty value"};
+  if (isSpace(text.front()) || isSpace(text.back())) {
+    return {std::nullopt, "whitespace around the number"};
+  }
+  if (text.front() == '-') return {std::nullopt, "a negative number"};
+  // from_chars would also take "inf", "nan" and "1p3"-style hex: only digits, a point and
+  // an exponent here, starting with a digit or the point.
+  const bool decimal = text.find_first_not_of("0123456789.eE+-") == std::string_view::npos &&
+                       (isDigit(text.front()) || text.front() == '.');
+  double seconds = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), seconds);
+  if (!decimal || error == std::errc::invalid_argument || end != text.data() + text.size()) {
+    return {std::nullopt, "'" + shown + "', which is not a number of seconds"};
+  }
+  const bool negativeExponent =
+      text.find("e-") != std::string_view::npos || text.find("E-") != std::string_view::npos;
+  const bool tiny = error == std::errc::result_out_of_range && negativeExponent;
+  if (!tiny && (error != std::errc() || seconds > static_cast<double>(maxSeconds))) {
+    return {std::nullopt, shown + ", which is above " + std::to_string(maxSeconds)};
+  }
+  const long long milliseconds = tiny ? 0 : std::llround(seconds * 1000);
+  if (milliseconds < 1) return {std::nullopt, shown + ", which is below 0.001 (1 ms)"};
+  return {std::chrono::milliseconds(milliseconds), ""};
+}
+
+std::string secondsExpectation(long long maxSeconds) {
+  return "a positive number of seconds, at most " + std::to_string(maxSeconds);
 }
 
 std::optional<HostProblem> checkBareHost(std::string_view host) {

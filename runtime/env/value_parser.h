@@ -8,6 +8,7 @@
 // launcher::LaunchError, ConfigError), so a bad value reads the same wherever it was set.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -24,6 +25,24 @@ IntegerParse parseInteger(std::string_view text, long long min, long long max);
 
 // "a decimal integer in [min, max]", the `expected` of a parseInteger failure.
 std::string integerExpectation(long long min, long long max);
+
+// The longest timeout that any flag, option or variable takes, in seconds (7 days): far
+// past any real wait, and far below where a deadline overflows (seconds become
+// milliseconds, and now() + timeout the steady clock's nanoseconds: 2^63 ns is 292 years).
+constexpr long long kMaxTimeoutSeconds = 7 * 24 * 3600;
+
+struct SecondsParse {
+  std::optional<std::chrono::milliseconds> value;  // set when the text is a timeout in range
+  std::string found;  // otherwise: what the text is instead, for the message
+};
+
+// A decimal number of seconds ("30", "0.5", "1e3"; no sign, whitespace, hex, inf or nan)
+// of at least 1 ms and at most maxSeconds, in whole milliseconds.
+SecondsParse parseSeconds(std::string_view text, long long maxSeconds = kMaxTimeoutSeconds);
+
+// "a positive number of seconds, at most <maxSeconds>", the `expected` of a parseSeconds
+// failure.
+std::string secondsExpectation(long long maxSeconds = kMaxTimeoutSeconds);
 
 // Why `host` is not a bare host name or IP address (an IPv6 address has two colons or
 // more): {expected, found}, or nullopt when it is one. Used for MASTER_ADDR,

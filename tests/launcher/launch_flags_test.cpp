@@ -74,5 +74,19 @@ TEST(LaunchFlagsTest, PetStandaloneEmptyMeansOn) {
   EXPECT_TRUE(readLaunchCommand({{"standalone", ""}}, {{"PET_STANDALONE", "0"}}).plan.standalone);
 }
 
+// One bound for every timeout (env::kMaxTimeoutSeconds): the launcher's --rdzv-timeout
+// takes what the workers' DDPRUN_RDZV_TIMEOUT and ddptrain's --rdzv-timeout take.
+TEST(LaunchFlagsTest, RendezvousTimeoutHasTheBoundOfEveryTimeout) {
+  EXPECT_EQ(readLaunchCommand({{"rdzv-timeout", "604800"}}, {}).rendezvousTimeoutSeconds, 604800);
+  try {
+    readLaunchCommand({{"rdzv-timeout", "604801"}}, {});
+    FAIL() << "--rdzv-timeout=604801 was accepted";
+  } catch (const LaunchError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "--rdzv-timeout=604801: expected a decimal integer in [0, 604800]; found 604801, "
+              "which is above 604800. Run 'ddprun --help' for the flags.");
+  }
+}
+
 }  // namespace
 }  // namespace ddp::launcher

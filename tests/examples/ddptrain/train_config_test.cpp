@@ -248,6 +248,38 @@ TEST_F(TrainConfigTest, BadValuesNameOptionValueAndSource) {
             list + ":2: 'lr' expects a single value, found a list");
 }
 
+// Found by train_config_fuzz_test.cpp: a size that rounds to 0 bytes or past int64
+// (llround of 1e300 MiB) was taken, and toYaml then wrote a value --config refuses; an
+// argument of 30 000 bytes that starts with '-' overflowed the stack in the std::regex that
+// cxxopts matches every argument with (SIGSEGV).
+TEST_F(TrainConfigTest, SizesAndArgumentsAreBounded) {
+  for (const std::string mib : {"1e-7", "4.9e-324", "1048577", "1e300", "9223372036854775808"}) {
+    EXPECT_EQ(configErrorOf({"--bucket-cap-mb", mib}),
+              "bucket-cap-mb: expected a size in MiB in (0, 1048576], at least one byte, found '" +
+                  mib + "' (from --bucket-cap-mb)" + kHelpHint);
+  }
+  EXPECT_EQ(parse({"--bucket-cap-mb", "1048576"}).config.trainer.ddp.bucketCapBytes,
+            std::int64_t{1} << 40);
+  EXPECT_EQ(parse({"--first-bucket-cap-mb", "0.000001"}).config.trainer.ddp.bucketCapFirstBytes, 1);
+  const std::string longFlag = "--" + std::string(30000, 'a');
+  EXPECT_EQ(configErrorOf({longFlag}),
+            "argument 1 ('--aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'): expected at most 8192 "
+            "bytes, found 30002. No flag, value or path is that long" +
+                std::string(kHelpHint));
+}
+
+// Seconds become milliseconds, and a deadline the steady clock's nanoseconds: the old bound
+// (INT64_MAX / 1000 s) passed values that wrapped there into a deadline in the past.
+TEST_F(TrainConfigTest, TimeoutsAreBoundedInSeconds) {
+  for (const char* option : {"rdzv-timeout", "collective-timeout"}) {
+    EXPECT_EQ(configErrorOf({std::string("--") + option, "9223372036854775"}),
+              std::string(option) + ": expected an integer in [0, 604800], found " +
+                  "'9223372036854775' (from --" + option + ")" + kHelpHint);
+  }
+  EXPECT_EQ(parse({"--collective-timeout", "604800"}).config.init.collectiveTimeout,
+            std::chrono::hours(24 * 7));
+}
+
 // Once these ended in SIGABRT (an uncaught yaml-cpp conversion; a directory read as a
 // stream), and after the single catch in main in exit 200, as if a retry could help.
 TEST_F(TrainConfigTest, ComplexKeysAndDirectoriesAreConfigErrors) {

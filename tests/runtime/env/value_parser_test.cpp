@@ -34,6 +34,45 @@ TEST(ParseIntegerTest, SaysWhatItFoundInstead) {
   }
 }
 
+// Timeouts from variables (DDPRUN_RDZV_TIMEOUT, DDPRUN_COLLECTIVE_TIMEOUT): 1e300 once
+// became a negative number of milliseconds (a deadline in the past) and inf undefined
+// behaviour.
+TEST(ParseSecondsTest, AcceptsDecimalSecondsUpToAWeek) {
+  using std::chrono::milliseconds;
+  EXPECT_EQ(parseSeconds("30").value, milliseconds(30000));
+  EXPECT_EQ(parseSeconds("0.5").value, milliseconds(500));
+  EXPECT_EQ(parseSeconds(".25").value, milliseconds(250));
+  EXPECT_EQ(parseSeconds("1e3").value, milliseconds(1000000));
+  EXPECT_EQ(parseSeconds("0.001").value, milliseconds(1));
+  EXPECT_EQ(parseSeconds("604800").value, milliseconds(604800000));
+  EXPECT_EQ(parseSeconds("90", 60).found, "90, which is above 60");
+  EXPECT_EQ(secondsExpectation(), "a positive number of seconds, at most 604800");
+}
+
+TEST(ParseSecondsTest, SaysWhatItFoundInstead) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"", "an empty value"},
+      {" 1", "whitespace around the number"},
+      {"-1", "a negative number"},
+      {"soon", "'soon', which is not a number of seconds"},
+      {"inf", "'inf', which is not a number of seconds"},
+      {"nan", "'nan', which is not a number of seconds"},
+      {"0x10", "'0x10', which is not a number of seconds"},
+      {"1.5s", "'1.5s', which is not a number of seconds"},
+      {"604801", "604801, which is above 604800"},
+      {"1e300", "1e300, which is above 604800"},
+      {"1e999", "1e999, which is above 604800"},
+      {"0", "0, which is below 0.001 (1 ms)"},
+      {"0.0004", "0.0004, which is below 0.001 (1 ms)"},
+      {"1e-999", "1e-999, which is below 0.001 (1 ms)"},
+  };
+  for (const auto& [text, found] : cases) {
+    const auto parsed = parseSeconds(text);
+    EXPECT_FALSE(parsed.value.has_value()) << "'" << text << "'";
+    EXPECT_EQ(parsed.found, found) << "'" << text << "'";
+  }
+}
+
 TEST(DescribeBadValueTest, OneShapeForSetAndUnset) {
   EXPECT_EQ(describeBadValue("--nnodes", "x", integerExpectation(1, 4), "'x'", "Fix it."),
             "--nnodes=x: expected a decimal integer in [1, 4]; found 'x'. Fix it.");
