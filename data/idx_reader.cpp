@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "data/gz_file.h"
+#include "runtime/env/value_parser.h"
 
 namespace ddp::data {
 namespace {
@@ -95,16 +96,22 @@ IdxArray readIdxFile(const std::string& path) {
 }
 
 ImageDataset readMnistSplit(const std::string& dir, const std::string& prefix) {
+  const std::string hint =
+      "HINT: --data-dir must hold the four MNIST-format files (Fashion-MNIST: apt-get install "
+      "dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist).";
+  if (const auto problem = env::checkPath(dir, env::FileKind::kDirectory, false)) {
+    throw DataError(
+        fmt::format("{}: expected a directory holding {}-images-idx3-ubyte[.gz] and "
+                    "{}-labels-idx1-ubyte[.gz], found {}. {}",
+                    dir, prefix, prefix, problem->found, hint));
+  }
   auto find = [&](const std::string& stem) {
     for (const auto& name : {stem + ".gz", stem}) {
       auto path = std::filesystem::path(dir) / name;
-      if (std::filesystem::exists(path)) return path.string();
+      std::error_code error;  // the overload without it throws std::filesystem_error
+      if (std::filesystem::exists(path, error)) return path.string();
     }
-    throw DataError(
-        fmt::format("{}: neither {} nor {}.gz exists. HINT: --data-dir must hold "
-                    "the four MNIST-format files (Fashion-MNIST: apt-get install "
-                    "dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist).",
-                    dir, stem, stem));
+    throw DataError(fmt::format("{}: neither {} nor {}.gz exists. {}", dir, stem, stem, hint));
   };
   const auto imagesPath = find(prefix + "-images-idx3-ubyte");
   const auto labelsPath = find(prefix + "-labels-idx1-ubyte");

@@ -1,8 +1,12 @@
 #include "runtime/env/value_parser.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 
 namespace ddp::env {
 namespace {
@@ -73,6 +77,35 @@ std::optional<HostProblem> checkBareHost(std::string_view host) {
     return HostProblem{"a host without a port", "host:port"};
   }
   return std::nullopt;
+}
+
+std::string describeFileType(unsigned mode) {
+  if (S_ISREG(mode)) return "a regular file";
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "a special file";
+}
+
+std::optional<PathProblem> checkPath(const std::string& path, FileKind kind, bool mayBeMissing) {
+  const std::string expected = kind == FileKind::kRegularFile ? "a regular file"
+                               : kind == FileKind::kDirectory ? "a directory"
+                                                              : "a regular file or /dev/null";
+  struct stat status {};
+  if (::stat(path.c_str(), &status) != 0) {
+    const int error = errno;
+    if (error == ENOENT && mayBeMissing) return std::nullopt;
+    return PathProblem{expected,
+                       std::string("nothing that can be read (") + std::strerror(error) + ")"};
+  }
+  const bool fits = kind == FileKind::kRegularFile ? S_ISREG(status.st_mode)
+                    : kind == FileKind::kDirectory
+                        ? S_ISDIR(status.st_mode)
+                        : S_ISREG(status.st_mode) || S_ISCHR(status.st_mode);
+  if (fits) return std::nullopt;
+  return PathProblem{expected, describeFileType(status.st_mode)};
 }
 
 std::string integerExpectation(long long min, long long max) {

@@ -53,6 +53,28 @@ struct HostProblem {
 };
 std::optional<HostProblem> checkBareHost(std::string_view host);
 
+// What a file argument must be. Checked before the file is opened: a FIFO opened for
+// reading or writing waits for its other end forever, and a directory or a device read
+// as a file fails obscurely (/dev/zero never ends).
+enum class FileKind {
+  kRegularFile,   // a file to read
+  kDirectory,     // a directory to read or write in
+  kWritableFile,  // a file to write: a regular file, or a character device (/dev/null)
+};
+
+// Why `path` is not of `kind`: {expected, found}, or nullopt when it is. `mayBeMissing`: a
+// path that does not exist (yet) is fine, for outputs and for inputs that only rank 0
+// reads (other ranks may not mount the volume).
+struct PathProblem {
+  std::string expected;
+  std::string found;
+};
+std::optional<PathProblem> checkPath(const std::string& path, FileKind kind, bool mayBeMissing);
+
+// A stat() mode as a message's `found`: "a regular file", "a directory", "a FIFO (named
+// pipe)", "a socket", "a character device", "a block device".
+std::string describeFileType(unsigned mode);
+
 std::string describeBadValue(const std::string& name, const std::optional<std::string>& value,
                              const std::string& expected, const std::string& found,
                              const std::string& hint);

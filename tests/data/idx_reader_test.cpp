@@ -1,6 +1,7 @@
 #include "data/idx_reader.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -115,6 +116,37 @@ TEST_F(IdxReaderTest, SplitChecksImagesAgainstLabels) {
     FAIL() << "no error";
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("t10k-images-idx3-ubyte.gz"), std::string::npos);
+  }
+}
+
+// --data-dir is checked for being a directory: a file there once read as a directory
+// that held no MNIST files ("neither ... exists"), and a FIFO among the files was opened
+// and waited on forever (GzFile, see gz_file_test.cpp).
+TEST_F(IdxReaderTest, SplitNeedsADirectoryOfRegularFiles) {
+  const auto file = write("not-a-dir", header({1}));
+  try {
+    readMnistSplit(file, "train");
+    FAIL() << "no error";
+  } catch (const DataError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              file +
+                  ": expected a directory holding train-images-idx3-ubyte[.gz] and "
+                  "train-labels-idx1-ubyte[.gz], found a regular file. HINT: --data-dir must hold "
+                  "the four MNIST-format files "
+                  "(Fashion-MNIST: apt-get install dataset-fashion-mnist -> "
+                  "/usr/share/datasets/fashion-mnist).");
+  }
+  const auto fifo = (dir_ / "train-images-idx3-ubyte").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  write("train-labels-idx1-ubyte", header({1}));
+  try {
+    readMnistSplit(dir_.string(), "train");
+    FAIL() << "no error";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(fifo + ": expected a regular file (plain or gzip), "
+                                                "found a FIFO (named pipe)"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -113,7 +113,8 @@ TEST_F(TextReaderTest, ShortOrEmptyTextsSayWhatTheyNeed) {
   expectDataError([&] { splitCharText(text, 0, 0.2); }, {"blockSize must be >= 1, found 0"});
   expectDataError([&] { splitCharText(text, 4, 1.0); },
                   {"testFraction must be in (0, 1), found 1"});
-  expectDataError([&] { readCharText(dir_.path("")); }, {"is a directory, expected a file"});
+  expectDataError([&] { readCharText(dir_.path("")); },
+                  {"expected a regular file (plain or gzip), found a directory"});
 }
 
 }  // namespace

@@ -3,6 +3,12 @@
 #include "runtime/env/value_parser.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <tuple>
 
 namespace ddp::env {
 namespace {
@@ -71,6 +77,43 @@ TEST(ParseSecondsTest, SaysWhatItFoundInstead) {
     EXPECT_FALSE(parsed.value.has_value()) << "'" << text << "'";
     EXPECT_EQ(parsed.found, found) << "'" << text << "'";
   }
+}
+
+// File arguments are checked before they are opened: a FIFO would wait for a writer (or a
+// reader) forever, a directory or a device read as a file fails obscurely.
+TEST(CheckPathTest, SaysWhatThePathIsInstead) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("value_parser_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string file = (dir / "file").string();
+  const std::string fifo = (dir / "fifo").string();
+  const std::string missing = (dir / "missing").string();
+  std::ofstream(file) << "x";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  using K = FileKind;
+  EXPECT_FALSE(checkPath(file, K::kRegularFile, false));
+  EXPECT_FALSE(checkPath(dir.string(), K::kDirectory, false));
+  EXPECT_FALSE(checkPath("/dev/null", K::kWritableFile, false));
+  EXPECT_FALSE(checkPath(missing, K::kWritableFile, true));
+  const std::vector<std::tuple<std::string, K, bool, std::string, std::string>> cases = {
+      {fifo, K::kRegularFile, false, "a regular file", "a FIFO (named pipe)"},
+      {dir.string(), K::kRegularFile, false, "a regular file", "a directory"},
+      {"/dev/zero", K::kRegularFile, false, "a regular file", "a character device"},
+      {missing, K::kRegularFile, false, "a regular file",
+       "nothing that can be read (No such file or directory)"},
+      {file, K::kDirectory, true, "a directory", "a regular file"},
+      {fifo, K::kWritableFile, true, "a regular file or /dev/null", "a FIFO (named pipe)"},
+      {dir.string(), K::kWritableFile, true, "a regular file or /dev/null", "a directory"},
+      {file + "/below", K::kWritableFile, true, "a regular file or /dev/null",
+       "nothing that can be read (Not a directory)"},
+  };
+  for (const auto& [path, kind, mayBeMissing, expected, found] : cases) {
+    const auto problem = checkPath(path, kind, mayBeMissing);
+    ASSERT_TRUE(problem.has_value()) << path;
+    EXPECT_EQ(problem->expected, expected) << path;
+    EXPECT_EQ(problem->found, found) << path;
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(DescribeBadValueTest, OneShapeForSetAndUnset) {

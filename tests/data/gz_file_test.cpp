@@ -1,0 +1,38 @@
+// GzFile opens what every reader in data/ reads: regular files only, checked on the open
+// file before a byte is read. A FIFO once waited for a writer forever, /dev/zero was read
+// until memory ran out, and a directory failed with "is a directory" only in one reader.
+#include "data/gz_file.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "tests/data/data_test_files.h"
+
+namespace ddp::data {
+namespace {
+
+using testing::expectDataError;
+using testing::TempDir;
+
+TEST(GzFileTest, OpensRegularFilesOnly) {
+  const TempDir dir("gz_file_test");
+  const std::string fifo = dir.path("fifo.csv");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const std::string hint = " Pass the path of the data file itself.";
+  expectDataError(
+      [&] { readWholeFile(fifo); },
+      {fifo + ": expected a regular file (plain or gzip), found a FIFO (named pipe)." + hint});
+  expectDataError(
+      [&] { readWholeFile("/dev/zero"); },
+      {"/dev/zero: expected a regular file (plain or gzip), found a character device." + hint});
+  expectDataError([&] { GzFile file(dir.path(""), "check --data-dir"); },
+                  {"expected a regular file (plain or gzip), found a directory." + hint +
+                   " HINT: check --data-dir"});
+  expectDataError([&] { readWholeFile(dir.path("missing")); },
+                  {dir.path("missing") + ": cannot open (No such file or directory)."});
+  EXPECT_EQ(readWholeFile(dir.write("a.gz", "plain text", /*gzip=*/true)), "plain text");
+  EXPECT_EQ(readWholeFile(dir.write("a.txt", "plain text")), "plain text");
+}
+
+}  // namespace
+}  // namespace ddp::data
