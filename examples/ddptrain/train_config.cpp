@@ -2,7 +2,6 @@
 
 #include <charconv>
 #include <cmath>
-#include <filesystem>
 #include <functional>
 #include <limits>
 #include <sstream>
@@ -88,6 +87,17 @@ struct Setting {
     fail("one of " + list);
   }
   std::string text() const { return value; }
+  // A path of `kind` or one that does not exist (yet): env::checkPath, before anything
+  // opens it. Empty values mean "none" and are not paths.
+  std::string path(ddp::env::FileKind kind, const std::string& expected) const {
+    if (value.empty()) return value;
+    if (const auto problem = ddp::env::checkPath(value, kind, /*mayBeMissing=*/true)) {
+      throw ConfigError(fmt::format(
+          "{}: expected {}, found {} at '{}' (from {}). Run 'ddptrain --help' for every option.",
+          key, expected, problem->found, value, source));
+    }
+    return value;
+  }
 };
 
 using C = TrainConfig;
@@ -156,6 +166,18 @@ template <typename Get>
 Option string(std::string key, std::string help, Get get) {
   return {std::move(key), std::move(help), [get](C& c, const Setting& s) { get(c) = s.text(); },
           [get](const C& c) { return yamlQuoted(get(const_cast<C&>(c))); }};
+}
+
+// A path that ddptrain writes (Setting::path): of `kind` if it exists.
+template <typename Get>
+Option outputPath(std::string key, std::string help, Get get, ddp::env::FileKind kind) {
+  Option option = string(std::move(key), std::move(help), get);
+  option.apply = [get, kind](C& c, const Setting& s) {
+    get(c) = s.path(kind, kind == ddp::env::FileKind::kDirectory
+                              ? "a directory (or a path to create)"
+                              : "a regular file or /dev/null (or a path to create)");
+  };
+  return option;
 }
 
 // Sizes in MiB held as bytes: printed back in MiB with every digit. At least one byte (a
@@ -263,13 +285,14 @@ const std::vector<Option>& options() {
         integer("eval-batch-size", "samples per rank per evaluation batch",
                 FIELD(trainer.evalBatchSize), 1),
         integer("log-every", "steps between log lines (rank 0)", FIELD(trainer.logEvery), 1),
-        string("metrics-file", "append metrics as JSON lines to this file (rank 0; empty: none)",
-               FIELD(trainer.metricsFile)),
+        outputPath("metrics-file",
+                   "append metrics as JSON lines to this file (rank 0; empty: none)",
+                   FIELD(trainer.metricsFile), ddp::env::FileKind::kWritableFile),
         choice("log-level", "debug, info, warn, error or off (else DDPRUN_LOG_LEVEL)",
                FIELD(logLevel), {"debug", "info", "warn", "error", "off"}),
         // checkpoints
-        string("checkpoint-dir", "where rank 0 writes checkpoints (empty: none)",
-               FIELD(trainer.checkpointDir)),
+        outputPath("checkpoint-dir", "where rank 0 writes checkpoints (empty: none)",
+                   FIELD(trainer.checkpointDir), ddp::env::FileKind::kDirectory),
         integer("checkpoint-every", "steps between checkpoints (0: only at the end)",
                 FIELD(trainer.checkpointEvery), 0),
         integer("keep-checkpoints", "checkpoints kept (the newest)", FIELD(trainer.keepCheckpoints),
@@ -311,11 +334,15 @@ const std::vector<Option>& options() {
         integer("threads", "torch threads per rank (0: OMP_NUM_THREADS or torch's default)",
                 FIELD(threads), 0),
     };
-    // An empty resume would mean nothing; say what it takes.
+    // An empty resume would mean nothing; say what it takes. A path is rank 0's to read
+    // (the others get the checkpoint broadcast): of the right type if it is there.
     for (auto& option : t) {
       if (option.key != "resume") continue;
       option.apply = [apply = option.apply](C& c, const Setting& s) {
         if (s.value.empty()) s.fail("auto, none or a checkpoint path");
+        if (s.value != "auto" && s.value != "none") {
+          s.path(ddp::env::FileKind::kRegularFile, "auto, none or a regular file");
+        }
         apply(c, s);
       };
     }
@@ -339,36 +366,44 @@ void apply(TrainConfig& config, const Option& option, const std::string& value,
   config.sources[option.key] = source;
 }
 
+// A node that is not a scalar, as a message's `found`.
+std::string describeNode(const YAML::Node& node) {
+  return node.IsSequence() ? "a list" : node.IsMap() ? "a mapping" : "no value";
+}
+
 void applyYamlFile(TrainConfig& config, const std::string& path) {
-  // yaml-cpp reads a directory or a FIFO as a stream: say what the path is instead.
-  std::error_code error;
-  const auto status = std::filesystem::status(path, error);
-  if (!error && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+  // yaml-cpp reads a directory or a FIFO as a stream (a FIFO: waiting for a writer).
+  if (const auto problem = ddp::env::checkPath(path, ddp::env::FileKind::kRegularFile, false)) {
     throw ConfigError(
-        fmt::format("--config '{}': expected a YAML file, found a {}. Pass the "
-                    "path of the file.",
-                    path, std::filesystem::is_directory(status) ? "directory" : "special file"));
+        fmt::format("--config '{}': expected a YAML file, found {}. Pass the path of the file.",
+                    path, problem->found));
   }
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
-    throw ConfigError(fmt::format("--config '{}': cannot read the file", path));
+    throw ConfigError(
+        fmt::format("--config '{}': cannot read the file. Check its permissions.", path));
   } catch (const YAML::Exception& e) {
-    throw ConfigError(fmt::format("--config '{}': not valid YAML: {}", path, e.what()));
+    throw ConfigError(
+        fmt::format("--config '{}': not valid YAML: {}. Expected one `option: value` a line (as "
+                    "--print-config writes them).",
+                    path, e.what()));
   }
   if (root.IsNull()) return;  // an empty file changes nothing
   if (!root.IsMap()) {
-    throw ConfigError(fmt::format("--config '{}': expected a mapping of option: value, found a {}",
-                                  path, root.IsSequence() ? "list" : "scalar"));
+    throw ConfigError(
+        fmt::format("--config '{}': expected a mapping of option: value, found a {}. Write one "
+                    "`option: value` a line (as --print-config writes them).",
+                    path, root.IsSequence() ? "list" : "scalar"));
   }
   for (const auto& item : root) {
     const auto where = fmt::format("{}:{}", path, item.first.Mark().line + 1);
     if (!item.first.IsScalar()) {  // YAML's complex keys ("? [a]")
       throw ConfigError(
-          fmt::format("{}: expected an option name as the key, found a {}. Keys "
+          fmt::format("{}: expected an option name as the key, found {}. Keys "
                       "are the long flag names without '--'.",
-                      where, item.first.IsSequence() ? "list" : "mapping"));
+                      where, describeNode(item.first)));
     }
     const auto key = item.first.Scalar();
     const Option* option = findOption(key);
@@ -379,8 +414,10 @@ void applyYamlFile(TrainConfig& config, const std::string& path) {
                       where, key));
     }
     if (!item.second.IsScalar()) {
-      throw ConfigError(fmt::format("{}: '{}' expects a single value, found a {}", where, key,
-                                    item.second.IsSequence() ? "list" : "mapping"));
+      throw ConfigError(
+          fmt::format("{}: '{}' expects a single value, found {}. Write it as "
+                      "`{}: <value>`.",
+                      where, key, describeNode(item.second), key));
     }
     apply(config, *option, item.second.Scalar(), where);
   }

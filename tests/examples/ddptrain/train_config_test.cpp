@@ -5,6 +5,7 @@
 #include "examples/ddptrain/train_config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -245,7 +246,18 @@ TEST_F(TrainConfigTest, BadValuesNameOptionValueAndSource) {
             "lr: expected a number > 0, found 'fast' (from " + lr + ":1)" + std::string(kHelpHint));
   const auto list = writeFile("list.yaml", "epochs: 3\nlr: [0.1, 0.2]\n");
   EXPECT_EQ(configErrorOf({"--config", list}),
-            list + ":2: 'lr' expects a single value, found a list");
+            list + ":2: 'lr' expects a single value, found a list. Write it as `lr: <value>`.");
+  // A key without a value, or a null key, was said to be "a mapping".
+  const auto empty = writeFile("empty-value.yaml", "epochs:\n");
+  EXPECT_EQ(configErrorOf({"--config", empty}),
+            empty +
+                ":1: 'epochs' expects a single value, found no value. Write it as "
+                "`epochs: <value>`.");
+  const auto nullKey = writeFile("null-key.yaml", "~: 1\n");
+  EXPECT_EQ(configErrorOf({"--config", nullKey}),
+            nullKey +
+                ":1: expected an option name as the key, found no value. Keys are the "
+                "long flag names without '--'.");
 }
 
 // Found by train_config_fuzz_test.cpp: a size that rounds to 0 bytes or past int64
@@ -266,6 +278,39 @@ TEST_F(TrainConfigTest, SizesAndArgumentsAreBounded) {
             "argument 1 ('--aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'): expected at most 8192 "
             "bytes, found 30002. No flag, value or path is that long" +
                 std::string(kHelpHint));
+}
+
+// File arguments are checked for their type when they are read (from a flag or the file):
+// a FIFO as --metrics-file or --resume made rank 0 wait for its other end forever, a file
+// as --checkpoint-dir failed only at the first checkpoint. A path that does not exist is
+// fine: an output is created, and ranks other than 0 need not mount the volume.
+TEST_F(TrainConfigTest, FileArgumentsAreCheckedForTheirType) {
+  const auto fifo = (dir_ / "fifo").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto file = writeFile("file", "x");
+  const auto dir = dir_.string();
+  EXPECT_EQ(configErrorOf({"--metrics-file", fifo}),
+            "metrics-file: expected a regular file or /dev/null (or a path to create), found a "
+            "FIFO (named pipe) at '" +
+                fifo + "' (from --metrics-file)" + kHelpHint);
+  EXPECT_EQ(configErrorOf({"--metrics-file", dir}),
+            "metrics-file: expected a regular file or /dev/null (or a path to create), found a "
+            "directory at '" +
+                dir + "' (from --metrics-file)" + kHelpHint);
+  EXPECT_EQ(configErrorOf({"--checkpoint-dir", file}),
+            "checkpoint-dir: expected a directory (or a path to create), found a regular file "
+            "at '" +
+                file + "' (from --checkpoint-dir)" + kHelpHint);
+  const auto yaml = writeFile("resume.yaml", "resume: " + fifo + "\n");
+  EXPECT_EQ(configErrorOf({"--config", yaml}),
+            "resume: expected auto, none or a regular file, found a FIFO (named pipe) at '" + fifo +
+                "' (from " + yaml + ":1)" + kHelpHint);
+  EXPECT_EQ(configErrorOf({"--config", fifo}),
+            "--config '" + fifo +
+                "': expected a YAML file, found a FIFO (named pipe). Pass the path of the file.");
+  const auto fine = parse({"--metrics-file", "/dev/null", "--checkpoint-dir", dir + "/new",
+                           "--resume", dir + "/missing.pt", "--checkpoint-dir", dir});
+  EXPECT_EQ(fine.config.trainer.resume, dir + "/missing.pt");
 }
 
 // Seconds become milliseconds, and a deadline the steady clock's nanoseconds: the old bound
@@ -296,13 +341,20 @@ TEST_F(TrainConfigTest, ComplexKeysAndDirectoriesAreConfigErrors) {
 TEST_F(TrainConfigTest, ConfigFileMustBeAReadableMapping) {
   const auto list = writeFile("list.yaml", "- lr\n- epochs\n");
   EXPECT_EQ(configErrorOf({"--config", list}),
-            "--config '" + list + "': expected a mapping of option: value, found a list");
+            "--config '" + list +
+                "': expected a mapping of option: value, found a list. Write one `option: value` a "
+                "line (as --print-config writes them).");
   const auto scalar = writeFile("scalar.yaml", "just some text\n");
-  EXPECT_EQ(configErrorOf({"--config", scalar}),
-            "--config '" + scalar + "': expected a mapping of option: value, found a scalar");
+  EXPECT_EQ(
+      configErrorOf({"--config", scalar}),
+      "--config '" + scalar +
+          "': expected a mapping of option: value, found a scalar. Write one `option: value` a "
+          "line (as --print-config writes them).");
   const auto missing = (dir_ / "missing.yaml").string();
   EXPECT_EQ(configErrorOf({"--config", missing}),
-            "--config '" + missing + "': cannot read the file");
+            "--config '" + missing +
+                "': expected a YAML file, found nothing that can be read (No such file or "
+                "directory). Pass the path of the file.");
   const auto broken = writeFile("broken.yaml", "lr: [0.1\n");
   EXPECT_EQ(
       configErrorOf({"--config", broken}).rfind("--config '" + broken + "': not valid YAML: ", 0),
