@@ -23,6 +23,9 @@ using ddp::ConfigError;
 
 // The longest command-line argument taken (see parseCommandLine).
 constexpr std::size_t kMaxArgumentBytes = 8192;
+// Torch threads per rank: beyond any machine, and the first parallel region creates them
+// all (100000 ended in SIGSEGV when thread creation failed).
+constexpr std::int64_t kMaxThreads = 1024;
 
 // A value and where it came from, for parsers and their errors.
 struct Setting {
@@ -112,19 +115,27 @@ struct Option {
 
 // Binders: each makes one option from the field it reads and writes (an accessor), so
 // parsing, toYaml and the defaults in --help come from the same place.
+//
+// An integer within [min, max] and within its field (an int stops at 2^31 - 1, a size_t
+// at 2^63 - 1 like every other integer): no value is ever wrapped.
 template <typename Get>
-Option integer(std::string key, std::string help, Get get, std::int64_t min) {
+Option integer(std::string key, std::string help, Get get, std::int64_t min,
+               std::int64_t max = std::numeric_limits<std::int64_t>::max()) {
   return {std::move(key), std::move(help),
-          [get, min](C& c, const Setting& s) {
+          [get, min, max](C& c, const Setting& s) {
             using Field = std::remove_reference_t<decltype(get(c))>;
-            if constexpr (std::is_same_v<Field, std::uint64_t>) {
-              get(c) = s.unsignedInteger();
-            } else {
-              constexpr auto max = static_cast<std::int64_t>(std::min<std::uint64_t>(
-                  std::numeric_limits<Field>::max(), std::numeric_limits<std::int64_t>::max()));
-              get(c) = static_cast<Field>(s.integer(min, max));
-            }
+            constexpr auto fieldMax = static_cast<std::int64_t>(std::min<std::uint64_t>(
+                std::numeric_limits<Field>::max(), std::numeric_limits<std::int64_t>::max()));
+            get(c) = static_cast<Field>(s.integer(min, std::min(max, fieldMax)));
           },
+          [get](const C& c) { return std::to_string(get(const_cast<C&>(c))); }};
+}
+
+// Seeds take the whole unsigned 64-bit range.
+template <typename Get>
+Option seed(std::string key, std::string help, Get get) {
+  return {std::move(key), std::move(help),
+          [get](C& c, const Setting& s) { get(c) = s.unsignedInteger(); },
           [get](const C& c) { return std::to_string(get(const_cast<C&>(c))); }};
 }
 
@@ -273,7 +284,7 @@ const std::vector<Option>& options() {
         number("lr-gamma", "step: factor per decay", FIELD(trainer.schedule.gamma), 0, false),
         number("clip-grad-norm", "clip the global gradient L2 norm to this (0: off)",
                FIELD(trainer.clipGradNorm), 0),
-        integer("seed", "seed of weights, shuffling and the data split", FIELD(trainer.seed), 0),
+        seed("seed", "seed of weights, shuffling and the data split", FIELD(trainer.seed)),
         boolean("shuffle", "reshuffle the training set every epoch", FIELD(trainer.shuffle)),
         boolean("drop-last",
                 "sampler: drop the tail that does not divide by the world size (instead of "
@@ -332,7 +343,7 @@ const std::vector<Option>& options() {
                 "seconds a collective may take (0: DDPRUN_COLLECTIVE_TIMEOUT or 1800)",
                 FIELD(init.collectiveTimeout)),
         integer("threads", "torch threads per rank (0: OMP_NUM_THREADS or torch's default)",
-                FIELD(threads), 0),
+                FIELD(threads), 0, kMaxThreads),
     };
     // An empty resume would mean nothing; say what it takes. A path is rank 0's to read
     // (the others get the checkpoint broadcast): of the right type if it is there.

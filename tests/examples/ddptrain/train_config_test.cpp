@@ -13,6 +13,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "runtime/exit_codes.h"
@@ -190,6 +191,34 @@ TEST_F(TrainConfigTest, IntegersFitTheirField) {
             "epochs: expected an integer in [1, 2147483647], found '4294967297' (from --epochs)" +
                 std::string(kHelpHint));
   EXPECT_EQ(parse({"--epochs", "2147483647"}).config.trainer.epochs, 2147483647);
+}
+
+// Every integer option, one past its field's limit: an error, never a wrapped value (int
+// fields stop at 2^31 - 1, int64 ones at 2^63 - 1). --threads stops at 1024: 100000 made
+// the first parallel region create threads until one failed (SIGSEGV).
+TEST_F(TrainConfigTest, EveryIntegerStopsAtItsLimit) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"epochs", "4294967297", "[1, 2147483647]"},
+      {"grad-accumulation", "2147483648", "[1, 2147483647]"},
+      {"keep-checkpoints", "2147483648", "[1, 2147483647]"},
+      {"threads", "2147483648", "[0, 1024]"},
+      {"threads", "1025", "[0, 1024]"},
+      {"prefetch-batches", "9223372036854775808", ">= 0"},
+      {"batch-size", "9223372036854775808", ">= 1"},
+      {"max-steps", "18446744073709551616", ">= 0"},
+  };
+  for (const auto& [option, value, range] : cases) {
+    const std::string expected = range[0] == '[' ? "an integer in " + range : "an integer " + range;
+    EXPECT_EQ(configErrorOf({"--" + option, value}), option + ": expected " + expected +
+                                                         ", found '" + value + "' (from --" +
+                                                         option + ")" + kHelpHint);
+  }
+  const auto limits = parse({"--grad-accumulation", "2147483647", "--keep-checkpoints",
+                             "2147483647", "--threads", "1024"})
+                          .config;
+  EXPECT_EQ(limits.trainer.gradAccumulation, 2147483647);
+  EXPECT_EQ(limits.trainer.keepCheckpoints, 2147483647);
+  EXPECT_EQ(limits.threads, 1024);
 }
 
 TEST_F(TrainConfigTest, UnknownFlagIsAConfigError) {
