@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <new>
 
 #include <fmt/format.h>
 
@@ -68,13 +69,22 @@ std::size_t GzFile::read(void* out, std::size_t size, std::int64_t offset) {
 std::string readWholeFile(const std::string& path) {
   GzFile file(path);
   std::string content;
-  for (;;) {
-    const std::size_t old = content.size();
-    content.resize(old + kChunkBytes);
-    const std::size_t n =
-        file.read(content.data() + old, kChunkBytes, static_cast<std::int64_t>(old));
-    content.resize(old + n);
-    if (n == 0) return content;
+  try {
+    for (;;) {
+      const std::size_t old = content.size();
+      content.resize(old + kChunkBytes);
+      const std::size_t n =
+          file.read(content.data() + old, kChunkBytes, static_cast<std::int64_t>(old));
+      content.resize(old + n);
+      if (n == 0) return content;
+    }
+  } catch (const std::bad_alloc&) {
+    // A .gz may decompress to far more than its size on disk.
+    throw DataError(fmt::format(
+        "{}: offset {}: the content does not fit in this process's memory ({} MiB read). "
+        "Expected a file that fits: use a smaller one (a .gz may decompress to far more than "
+        "its size), or give the process more memory.",
+        path, content.size(), content.size() >> 20));
   }
 }
 

@@ -1,7 +1,8 @@
 #include "data/idx_reader.h"
 
-#include <cstring>
 #include <filesystem>
+#include <memory>
+#include <new>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -22,6 +23,27 @@ constexpr std::size_t kChunkBytes = 1 << 20;
 constexpr std::int64_t kMaxValues = std::int64_t{1} << 40;
 
 std::string hex(std::uint32_t value) { return fmt::format("0x{:08x}", value); }
+
+// The `count` values after the header, in chunks: memory follows the bytes that arrive,
+// never the header's claim.
+void readValues(GzFile& file, const std::string& path, const std::vector<std::int64_t>& dims,
+                std::int64_t count, std::int64_t dataOffset, std::vector<std::uint8_t>& values) {
+  while (static_cast<std::int64_t>(values.size()) < count) {
+    const std::size_t want =
+        std::min<std::size_t>(kChunkBytes, static_cast<std::size_t>(count) - values.size());
+    const std::size_t old = values.size();
+    values.resize(old + want);
+    const auto n =
+        file.read(values.data() + old, want, dataOffset + static_cast<std::int64_t>(old));
+    values.resize(old + n);
+    if (n == 0) {
+      throw DataError(fmt::format(
+          "{}: the header declares {} values ({}), but the data ends after {} of them at "
+          "offset {} (truncated file, or a header larger than the file)",
+          path, count, fmt::join(dims, "x"), values.size(), dataOffset + values.size()));
+    }
+  }
+}
 
 }  // namespace
 
@@ -73,25 +95,23 @@ IdxArray readIdxFile(const std::string& path) {
     count *= size;
   }
   const std::int64_t dataOffset = 4 + 4 * numDims;
-  std::vector<std::uint8_t> values;
-  while (static_cast<std::int64_t>(values.size()) < count) {
-    const std::size_t want =
-        std::min<std::size_t>(kChunkBytes, static_cast<std::size_t>(count) - values.size());
-    const std::size_t old = values.size();
-    values.resize(old + want);
-    const auto n =
-        file.read(values.data() + old, want, dataOffset + static_cast<std::int64_t>(old));
-    values.resize(old + n);
-    if (n == 0) {
-      throw DataError(fmt::format(
-          "{}: the header declares {} values ({}), but the data ends after {} of them at "
-          "offset {} (truncated file, or a header larger than the file)",
-          path, count, fmt::join(array.dims, "x"), values.size(), dataOffset + values.size()));
-    }
+  auto values = std::make_unique<std::vector<std::uint8_t>>();
+  try {
+    readValues(file, path, array.dims, count, dataOffset, *values);
+  } catch (const std::bad_alloc&) {
+    // A .gz of 64 KiB may hold 64 MiB of values.
+    throw DataError(fmt::format(
+        "{}: offset {}: the header's {} values ({}) do not fit in this process's memory ({} "
+        "MiB read). Expected a file that fits: use a smaller one, or give the process more "
+        "memory.",
+        path, dataOffset + static_cast<std::int64_t>(values->size()), count,
+        fmt::join(array.dims, "x"), values->size() >> 20));
   }
-  auto tensor = torch::empty(array.dims, torch::kUInt8);
-  std::memcpy(tensor.data_ptr<std::uint8_t>(), values.data(), values.size());
-  array.values = tensor;
+  // The tensor takes the bytes as they are: a copy would need as much memory again.
+  auto* bytes = values.get();
+  array.values = torch::from_blob(
+      bytes->data(), array.dims, [bytes](void*) { delete bytes; }, torch::kUInt8);
+  values.release();
   return array;
 }
 

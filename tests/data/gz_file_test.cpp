@@ -6,13 +6,17 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <stdexcept>
+
 #include "tests/data/data_test_files.h"
+#include "tests/support/fuzz.h"
 
 namespace ddp::data {
 namespace {
 
 using testing::expectDataError;
 using testing::TempDir;
+namespace fuzz = ddp::testing::fuzz;
 
 TEST(GzFileTest, OpensRegularFilesOnly) {
   const TempDir dir("gz_file_test");
@@ -32,6 +36,35 @@ TEST(GzFileTest, OpensRegularFilesOnly) {
                   {dir.path("missing") + ": cannot open (No such file or directory)."});
   EXPECT_EQ(readWholeFile(dir.write("a.gz", "plain text", /*gzip=*/true)), "plain text");
   EXPECT_EQ(readWholeFile(dir.write("a.txt", "plain text")), "plain text");
+}
+
+// A .gz file may decompress to far more than its size (64 MiB of zeros are 64 KiB): when
+// the content does not fit in memory, the reader says so instead of std::bad_alloc. Read
+// in a child under a 32 MiB limit (tests/support/fuzz.h runs it and judges the exception).
+TEST(GzFileTest, ContentThatDoesNotFitInMemoryIsADataError) {
+  const TempDir dir("gz_file_test");
+  const std::string path = dir.path("bomb.gz");
+  gzFile out = gzopen(path.c_str(), "wb");
+  const std::string zeros(1 << 20, '\0');
+  for (int i = 0; i < 64; ++i) gzwrite(out, zeros.data(), static_cast<unsigned>(zeros.size()));
+  gzclose(out);
+  fuzz::Target target{"gzip_bomb", {path}};
+  target.parse = [](const std::string& file) {
+    try {
+      readWholeFile(file);
+    } catch (const DataError& e) {
+      if (std::string(e.what()).find("does not fit in this process's memory") ==
+          std::string::npos) {
+        throw std::logic_error(std::string("another DataError: ") + e.what());
+      }
+      throw;
+    }
+  };
+  fuzz::Settings settings;
+  settings.iterations = 1;  // input 0: the corpus entry as it is
+  settings.memoryLimitBytes = std::size_t{32} << 20;
+  const auto report = fuzz::run(target, settings);
+  EXPECT_EQ(report.rejected, 1) << report.describeFindings();
 }
 
 }  // namespace

@@ -9,6 +9,8 @@
 
 #include <torch/torch.h>
 
+#include "tests/support/fuzz.h"
+
 namespace ddp::data {
 namespace {
 
@@ -148,6 +150,31 @@ TEST_F(IdxReaderTest, SplitNeedsADirectoryOfRegularFiles) {
               std::string::npos)
         << e.what();
   }
+}
+
+// A header that claims 2^26 values and a .gz that holds them all as zeros (64 KiB on disk):
+// when they do not fit in memory, the reader says so instead of std::bad_alloc or c10's
+// "can't allocate memory". Read in a child under a 32 MiB limit (tests/support/fuzz.h).
+TEST_F(IdxReaderTest, ValuesThatDoNotFitInMemoryAreADataError) {
+  auto bytes = header({1u << 20, 64});
+  bytes.resize(bytes.size() + (std::size_t{1} << 26), 0);
+  const auto path = write("bomb.gz", bytes, /*gzip=*/true);
+  ddp::testing::fuzz::Target target{"idx_bomb", {path}};
+  target.parse = [](const std::string& file) {
+    try {
+      readIdxFile(file);
+    } catch (const DataError& e) {
+      if (std::string(e.what()).find("do not fit in this process's memory") == std::string::npos) {
+        throw std::logic_error(std::string("another DataError: ") + e.what());
+      }
+      throw;
+    }
+  };
+  ddp::testing::fuzz::Settings settings;
+  settings.iterations = 1;  // input 0: the corpus entry as it is
+  settings.memoryLimitBytes = std::size_t{32} << 20;
+  const auto report = ddp::testing::fuzz::run(target, settings);
+  EXPECT_EQ(report.rejected, 1) << report.describeFindings();
 }
 
 TEST(FashionMnistTest, RealFilesHaveTheKnownShape) {
