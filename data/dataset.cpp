@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <new>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
@@ -120,10 +121,29 @@ DatasetSplits loadSynthetic(const DatasetOptions& options) {
 std::vector<std::string> datasetKinds() { return {"idx", "csv", "text", "synthetic"}; }
 
 DatasetSplits loadDataset(const DatasetOptions& options) {
-  if (options.kind == "idx") return loadIdx(options);
-  if (options.kind == "csv") return loadCsv(options);
-  if (options.kind == "text") return loadText(options);
-  if (options.kind == "synthetic") return loadSynthetic(options);
+  // Data that does not fit is the user's to change (exit 2), not a transient failure that a
+  // restart would meet again: std::bad_alloc, and LibTorch's allocator failing, which is a
+  // plain c10::Error that only its text tells apart.
+  const auto tooLarge = [&](const std::string& detail) {
+    return DataError(fmt::format(
+        "data kind '{}'{}: the data does not fit in this process's memory ({}). Expected data "
+        "that fits: use a smaller data set{}, or give the process more memory.",
+        options.kind, options.kind == "synthetic" ? "" : " from '" + options.path + "'", detail,
+        options.kind == "synthetic" ? " (--synthetic-samples)" : ""));
+  };
+  try {
+    if (options.kind == "idx") return loadIdx(options);
+    if (options.kind == "csv") return loadCsv(options);
+    if (options.kind == "text") return loadText(options);
+    if (options.kind == "synthetic") return loadSynthetic(options);
+  } catch (const std::bad_alloc&) {
+    throw tooLarge("std::bad_alloc");
+  } catch (const c10::Error& e) {
+    const std::string message = e.what_without_backtrace();
+    const auto at = message.find("can't allocate memory");
+    if (at == std::string::npos) throw;
+    throw tooLarge(message.substr(at, message.find('.', at) - at));
+  }
   throw DataError(fmt::format("unknown data kind '{}': expected one of {}", options.kind,
                               fmt::join(datasetKinds(), ", ")));
 }

@@ -13,8 +13,9 @@ namespace ddp::data {
 
 class GzFile {
  public:
-  // Opens `path` for reading. Throws DataError naming the file and the system's reason;
-  // `hint` (e.g. where such files come from) is appended when it is not empty.
+  // Opens `path` for reading: a regular file only (a FIFO, a directory or a device is a
+  // DataError before anything is read). Throws DataError naming the file and the system's
+  // reason; `hint` (e.g. where such files come from) is appended when it is not empty.
   explicit GzFile(std::string path, const std::string& hint = "");
 
   // Reads up to `size` bytes into `out`; fewer means the file ended. A decompression
@@ -32,7 +33,7 @@ class GzFile {
 };
 
 // The whole (decompressed) content of a file. Memory grows with the data actually
-// read, in bounded chunks; `path` must be a regular file (a directory is an error).
+// read, in bounded chunks; `path` must be a regular file (see GzFile).
 std::string readWholeFile(const std::string& path);
 
 }  // namespace ddp::data

@@ -1,13 +1,15 @@
 #include "data/idx_reader.h"
 
-#include <cstring>
 #include <filesystem>
+#include <memory>
+#include <new>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include "data/gz_file.h"
+#include "runtime/env/value_parser.h"
 
 namespace ddp::data {
 namespace {
@@ -17,8 +19,31 @@ constexpr std::uint8_t kTypeUnsignedByte = 0x08;
 constexpr int kMaxDims = 8;
 // Read in bounded chunks so a header's claim is only believed as far as data arrives.
 constexpr std::size_t kChunkBytes = 1 << 20;
+// No IDX file holds more values (1 TiB of bytes): a header that claims more is corrupt.
+constexpr std::int64_t kMaxValues = std::int64_t{1} << 40;
 
 std::string hex(std::uint32_t value) { return fmt::format("0x{:08x}", value); }
+
+// The `count` values after the header, in chunks: memory follows the bytes that arrive,
+// never the header's claim.
+void readValues(GzFile& file, const std::string& path, const std::vector<std::int64_t>& dims,
+                std::int64_t count, std::int64_t dataOffset, std::vector<std::uint8_t>& values) {
+  while (static_cast<std::int64_t>(values.size()) < count) {
+    const std::size_t want =
+        std::min<std::size_t>(kChunkBytes, static_cast<std::size_t>(count) - values.size());
+    const std::size_t old = values.size();
+    values.resize(old + want);
+    const auto n =
+        file.read(values.data() + old, want, dataOffset + static_cast<std::int64_t>(old));
+    values.resize(old + n);
+    if (n == 0) {
+      throw DataError(fmt::format(
+          "{}: the header declares {} values ({}), but the data ends after {} of them at "
+          "offset {} (truncated file, or a header larger than the file)",
+          path, count, fmt::join(dims, "x"), values.size(), dataOffset + values.size()));
+    }
+  }
+}
 
 }  // namespace
 
@@ -59,45 +84,54 @@ IdxArray readIdxFile(const std::string& path) {
                                   4 + 4 * d, d, size));
     }
     array.dims.push_back(size);
-    count *= size;
-    if (count > (std::int64_t{1} << 40)) {
-      throw DataError(fmt::format("{}: header claims more than 2^40 values; corrupt header", path));
+    // Checked before multiplying: 2^40 x 2^30 would wrap an int64 (to 0 for these two).
+    if (count > kMaxValues / size) {
+      throw DataError(
+          fmt::format("{}: offset {}: the header's dimensions {} make more than 2^40 values, "
+                      "expected at most 2^40 (a corrupt header). Replace the file with an "
+                      "intact copy.",
+                      path, 4 + 4 * d, fmt::join(array.dims, "x")));
     }
+    count *= size;
   }
   const std::int64_t dataOffset = 4 + 4 * numDims;
-  std::vector<std::uint8_t> values;
-  while (static_cast<std::int64_t>(values.size()) < count) {
-    const std::size_t want =
-        std::min<std::size_t>(kChunkBytes, static_cast<std::size_t>(count) - values.size());
-    const std::size_t old = values.size();
-    values.resize(old + want);
-    const auto n =
-        file.read(values.data() + old, want, dataOffset + static_cast<std::int64_t>(old));
-    values.resize(old + n);
-    if (n == 0) {
-      throw DataError(fmt::format(
-          "{}: the header declares {} values ({}), but the data ends after {} of them at "
-          "offset {} (truncated file, or a header larger than the file)",
-          path, count, fmt::join(array.dims, "x"), values.size(), dataOffset + values.size()));
-    }
+  auto values = std::make_unique<std::vector<std::uint8_t>>();
+  try {
+    readValues(file, path, array.dims, count, dataOffset, *values);
+  } catch (const std::bad_alloc&) {
+    // A .gz of 64 KiB may hold 64 MiB of values.
+    throw DataError(fmt::format(
+        "{}: offset {}: the header's {} values ({}) do not fit in this process's memory ({} "
+        "MiB read). Expected a file that fits: use a smaller one, or give the process more "
+        "memory.",
+        path, dataOffset + static_cast<std::int64_t>(values->size()), count,
+        fmt::join(array.dims, "x"), values->size() >> 20));
   }
-  auto tensor = torch::empty(array.dims, torch::kUInt8);
-  std::memcpy(tensor.data_ptr<std::uint8_t>(), values.data(), values.size());
-  array.values = tensor;
+  // The tensor takes the bytes as they are: a copy would need as much memory again.
+  auto* bytes = values.get();
+  array.values = torch::from_blob(
+      bytes->data(), array.dims, [bytes](void*) { delete bytes; }, torch::kUInt8);
+  values.release();
   return array;
 }
 
 ImageDataset readMnistSplit(const std::string& dir, const std::string& prefix) {
+  const std::string hint =
+      "HINT: --data-dir must hold the four MNIST-format files (Fashion-MNIST: apt-get install "
+      "dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist).";
+  if (const auto problem = env::checkPath(dir, env::FileKind::kDirectory, false)) {
+    throw DataError(
+        fmt::format("{}: expected a directory holding {}-images-idx3-ubyte[.gz] and "
+                    "{}-labels-idx1-ubyte[.gz], found {}. {}",
+                    dir, prefix, prefix, problem->found, hint));
+  }
   auto find = [&](const std::string& stem) {
     for (const auto& name : {stem + ".gz", stem}) {
       auto path = std::filesystem::path(dir) / name;
-      if (std::filesystem::exists(path)) return path.string();
+      std::error_code error;  // the overload without it throws std::filesystem_error
+      if (std::filesystem::exists(path, error)) return path.string();
     }
-    throw DataError(
-        fmt::format("{}: neither {} nor {}.gz exists. HINT: --data-dir must hold "
-                    "the four MNIST-format files (Fashion-MNIST: apt-get install "
-                    "dataset-fashion-mnist -> /usr/share/datasets/fashion-mnist).",
-                    dir, stem, stem));
+    throw DataError(fmt::format("{}: neither {} nor {}.gz exists. {}", dir, stem, stem, hint));
   };
   const auto imagesPath = find(prefix + "-images-idx3-ubyte");
   const auto labelsPath = find(prefix + "-labels-idx1-ubyte");

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <optional>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -55,6 +56,35 @@ std::int64_t trainLength(std::int64_t length, double testFraction) {
   return static_cast<std::int64_t>(std::floor((1 - testFraction) * static_cast<double>(length)));
 }
 
+// Whether both splits of a text of `length` bytes hold a window of blockSize + 1 bytes
+// (written without forming blockSize + 1, which wraps for INT64_MAX).
+bool holdsWindows(std::int64_t length, std::int64_t blockSize, double testFraction) {
+  const std::int64_t train = trainLength(length, testFraction);
+  return train > blockSize && length - train > blockSize;
+}
+
+// Past this the splits' arithmetic in double is no longer exact, and no file is that long.
+constexpr std::int64_t kMaxTextBytes = std::int64_t{1} << 53;
+// How far past its estimate the shortest length is looked for, one byte at a time.
+constexpr std::int64_t kMaxSearchSteps = 1 << 20;
+
+// The shortest text whose splits both hold a window, for the hint (or, where rounding
+// keeps the search from reaching it, a length it is at least); nullopt when it is longer
+// than kMaxTextBytes (a huge blockSize, or a testFraction so near 0 or 1 that a split's
+// share of a byte rounds away: (1 - 1e-17) == 1 in double).
+std::optional<std::int64_t> shortestText(std::int64_t blockSize, double testFraction) {
+  // The smaller split, about share * length bytes, must exceed blockSize: count up from
+  // there (both splits grow with the text).
+  const double share = std::min(testFraction, 1 - testFraction);
+  const double estimate = static_cast<double>(blockSize) / share;
+  if (!(estimate < static_cast<double>(kMaxTextBytes))) return std::nullopt;
+  const auto first = static_cast<std::int64_t>(estimate);
+  for (std::int64_t length = first; length < first + kMaxSearchSteps; ++length) {
+    if (holdsWindows(length, blockSize, testFraction)) return length;
+  }
+  return first + kMaxSearchSteps;
+}
+
 }  // namespace
 
 CharSplits splitCharText(const CharText& text, std::int64_t blockSize, double testFraction) {
@@ -69,23 +99,18 @@ CharSplits splitCharText(const CharText& text, std::int64_t blockSize, double te
   CharSplits splits;
   splits.trainBytes = trainLength(length, testFraction);
   splits.testBytes = length - splits.trainBytes;
-  const std::int64_t window = blockSize + 1;
-  if (splits.trainBytes < window || splits.testBytes < window) {
-    // The shortest text that would do, for the hint. Both split lengths grow with the
-    // text's, so count up from a bound below it: the smaller split, about share * length,
-    // must exceed window - 1.
-    const double share = std::min(testFraction, 1 - testFraction);
-    auto needed = static_cast<std::int64_t>(static_cast<double>(window - 1) / share);
-    while (trainLength(needed, testFraction) < window ||
-           needed - trainLength(needed, testFraction) < window) {
-      ++needed;
-    }
+  if (!holdsWindows(length, blockSize, testFraction)) {
+    const auto needed = shortestText(blockSize, testFraction);
     throw DataError(fmt::format(
         "{}: {} bytes of text split into {} to train on and {} to test (testFraction {}); each "
-        "split needs at least one window of blockSize + 1 = {} bytes, so the text needs at "
-        "least {} bytes. HINT: use a longer text or a smaller blockSize",
-        text.path, length, splits.trainBytes, splits.testBytes, testFraction, window, needed));
+        "split needs at least one window of blockSize + 1 = {} bytes, so the text needs {}. "
+        "HINT: use a longer text{}",
+        text.path, length, splits.trainBytes, splits.testBytes, testFraction,
+        static_cast<std::uint64_t>(blockSize) + 1,
+        needed ? fmt::format("at least {} bytes", *needed) : std::string("more than 2^53 bytes"),
+        needed ? " or a smaller blockSize" : ", a smaller blockSize or a testFraction nearer 0.5"));
   }
+  // Both splits hold a window, so blockSize + 1 <= length: no overflow from here on.
   splits.train = cutWindows(text.tokens.narrow(0, 0, splits.trainBytes), blockSize);
   splits.test = cutWindows(text.tokens.narrow(0, splits.trainBytes, splits.testBytes), blockSize);
   return splits;

@@ -21,6 +21,14 @@ struct FlagValue {
         fromFlag ? flagHint
                  : "Fix " + origin + " where it is set (pod spec or shell), or pass the flag."));
   }
+  // A path the launcher writes: of `kind` if it is there already (env::checkPath), so that a
+  // FIFO or a file in the wrong place is refused before any worker starts.
+  std::string outputPath(env::FileKind kind) const {
+    if (const auto problem = env::checkPath(text, kind, /*mayBeMissing=*/true)) {
+      fail(problem->expected + " (or a path to create)", problem->found);
+    }
+    return text;
+  }
   int integer(int min, int max) const {
     const auto parsed = env::parseInteger(text, min, max);
     if (!parsed.value) fail(env::integerExpectation(min, max), parsed.found);
@@ -146,7 +154,9 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
       v->fail("empty, 0 or 1", "'" + v->text + "'");
     }
   }
-  if (auto v = read("rdzv-timeout")) command.rendezvousTimeoutSeconds = v->integer(0, 86400);
+  if (auto v = read("rdzv-timeout")) {
+    command.rendezvousTimeoutSeconds = v->integer(0, static_cast<int>(env::kMaxTimeoutSeconds));
+  }
   if (auto v = read("backend")) {
     if (v->text != "" && v->text != "gloo" && v->text != "nccl" && v->text != "auto") {
       v->fail("gloo, nccl or auto", "'" + v->text + "'");
@@ -154,7 +164,9 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
     command.backend = v->text;
   }
   if (auto v = read("grace-period")) command.gracePeriodSeconds = v->integer(0, 3600);
-  if (auto v = read("log-dir")) command.logDir = v->text;
+  if (auto v = read("log-dir"); v && !v->text.empty()) {
+    command.logDir = v->outputPath(env::FileKind::kDirectory);
+  }
   if (auto v = read("redirects")) command.redirects = v->integer(0, 3);
   if (command.redirects != 0 && command.logDir.empty()) {
     throw LaunchError("--redirects=" + std::to_string(command.redirects) +
@@ -162,7 +174,7 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
                       "--log-dir DIR, or drop --redirects.");
   }
   if (auto v = read("error-file"); v && !v->text.empty()) {
-    command.errorFile = v->text;
+    command.errorFile = v->outputPath(env::FileKind::kWritableFile);
   } else if (!command.logDir.empty()) {
     command.errorFile = command.logDir + "/error.json";
   }

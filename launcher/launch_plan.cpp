@@ -43,6 +43,23 @@ int resolveNproc(const std::string& text, const std::string& origin, const Devic
   return static_cast<int>(*count.value);
 }
 
+// Under mpirun (one ddprun per node) every worker checks its GROUP_RANK and
+// GROUP_WORLD_SIZE against the MPI rank and size it inherits (Note [Environment
+// precedence]): a flag that says otherwise would start workers that all refuse to run.
+void checkFlagAgreesWithMpi(const env::NodeEnv& node, const std::string& flag,
+                            const std::optional<int>& given, int mpiValue, const std::string& field,
+                            const std::string& what) {
+  if (!given || *given == mpiValue) return;
+  const std::string variable = node.origins.at(field);
+  throw LaunchError(env::describeBadValue(
+      "--" + flag, std::to_string(*given),
+      "the " + what + " mpirun gives this launcher, " + variable + "=" + std::to_string(mpiValue),
+      std::to_string(*given),
+      "Drop --" + flag +
+          " (under mpirun the MPI rank is the node rank and its size the node "
+          "count), or start ddprun outside mpirun."));
+}
+
 }  // namespace
 
 DeviceCounts detectDevices(const env::EnvMap& env) {
@@ -76,6 +93,11 @@ LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::NodeEnv& node,
   }
   plan.standalone = flags.standalone;
 
+  if (node.source == env::EnvSource::kOpenMpi || node.source == env::EnvSource::kPmi) {
+    checkFlagAgreesWithMpi(node, "nnodes", flags.nnodes, node.nnodes, "nnodes", "node count");
+    checkFlagAgreesWithMpi(node, "node-rank", flags.nodeRank, node.nodeRank, "nodeRank",
+                           "node rank");
+  }
   if (flags.nnodes) {
     plan.nnodes = *flags.nnodes;
     plan.origins["nnodes"] = "--nnodes";

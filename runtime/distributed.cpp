@@ -1,6 +1,5 @@
 #include "runtime/distributed.h"
 
-#include <charconv>
 #include <chrono>
 #include <mutex>
 #include <optional>
@@ -13,6 +12,7 @@
 #include <torch/torch.h>
 
 #include "runtime/config.h"
+#include "runtime/env/value_parser.h"
 #include "runtime/env/variables.h"
 #include "runtime/log/logging.h"
 #include "runtime/memory/host_allocator.h"
@@ -23,18 +23,18 @@
 namespace ddp {
 namespace {
 
-// A positive number of seconds from `variable`, if set.
+// A timeout in seconds from `variable`, if set (env::parseSeconds: at most a week, so the
+// deadline it becomes cannot overflow).
 std::optional<std::chrono::milliseconds> secondsFromEnv(const env::EnvMap& environment,
                                                         const std::string& variable) {
   auto value = env::lookup(environment, variable);
   if (!value) return std::nullopt;
-  double seconds = 0;
-  auto [end, ec] = std::from_chars(value->data(), value->data() + value->size(), seconds);
-  if (ec != std::errc() || end != value->data() + value->size() || !(seconds > 0)) {
-    throw env::EnvError(variable, *value, "a positive number of seconds", "'" + *value + "'",
+  const auto parsed = env::parseSeconds(*value);
+  if (!parsed.value) {
+    throw env::EnvError(variable, *value, env::secondsExpectation(), parsed.found,
                         "Fix " + variable + " where it is set (launcher, pod spec or shell).");
   }
-  return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
+  return parsed.value;
 }
 
 // Note [Waiting for the other ranks] in comm/process_group.h: the ranks that did not join,

@@ -28,7 +28,6 @@
 
 #include <cerrno>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -40,6 +39,7 @@
 #include <torch/torch.h>
 
 #include "runtime/ddprun.h"
+#include "runtime/env/value_parser.h"
 #include "runtime/train/checkpointer.h"
 #include "runtime/train/trainer.h"
 
@@ -54,6 +54,7 @@ constexpr double kLearningRate = 0.05;
 constexpr std::uint64_t kDataSeed = 1234;
 constexpr std::uint64_t kModelSeed = 42;
 constexpr std::int64_t kLogEvery = 10;
+constexpr std::int64_t kMaxSteps = 1000000;
 
 struct Options {
   std::int64_t steps = kDefaultSteps;
@@ -297,12 +298,15 @@ Options parseOptions(int argc, char** argv) {
     } else if (arg == "--checkpoint-dir" && i + 1 < argc) {
       options.checkpointDir = argv[++i];
     } else if (arg == "--steps" && i + 1 < argc) {
-      char* end = nullptr;
-      options.steps = std::strtoll(argv[++i], &end, 10);
-      if (*end != '\0' || options.steps < 0) {
-        throw ddp::ConfigError("--steps expects a count >= 0, found '" + std::string(argv[i]) +
-                               "'");
+      // The project's one integer parser: strtoll took "" as 0 and clamped overflow.
+      const std::string text = argv[++i];
+      const auto parsed = ddp::env::parseInteger(text, 0, kMaxSteps);
+      if (!parsed.value) {
+        throw ddp::ConfigError(ddp::env::describeBadValue(
+            "--steps", text, ddp::env::integerExpectation(0, kMaxSteps), parsed.found,
+            "Usage: custom_loop [--trainer [--checkpoint-dir D]] [--steps N]"));
       }
+      options.steps = *parsed.value;
     } else {
       throw ddp::ConfigError("unknown argument '" + arg +
                              "'; usage: custom_loop [--trainer [--checkpoint-dir D]] [--steps N]");

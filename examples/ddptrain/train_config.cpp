@@ -2,7 +2,6 @@
 
 #include <charconv>
 #include <cmath>
-#include <filesystem>
 #include <functional>
 #include <limits>
 #include <sstream>
@@ -21,6 +20,12 @@ namespace ddptrain {
 namespace {
 
 using ddp::ConfigError;
+
+// The longest command-line argument taken (see parseCommandLine).
+constexpr std::size_t kMaxArgumentBytes = 8192;
+// Torch threads per rank: beyond any machine, and the first parallel region creates them
+// all (100000 ended in SIGSEGV when thread creation failed).
+constexpr std::int64_t kMaxThreads = 1024;
 
 // A value and where it came from, for parsers and their errors.
 struct Setting {
@@ -55,12 +60,14 @@ struct Setting {
     }
     return out;
   }
-  double number(double min, bool inclusive = true) const {
+  // `expected` replaces "a number > min" in the message when the caller narrows the range.
+  double number(double min, bool inclusive = true, const std::string& expected = "") const {
     double out = 0;
     auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), out);
     if (ec != std::errc() || end != value.data() + value.size() || !std::isfinite(out) ||
         out < min || (!inclusive && out == min)) {
-      fail(fmt::format("a number {} {}", inclusive ? ">=" : ">", min));
+      fail(expected.empty() ? fmt::format("a number {} {}", inclusive ? ">=" : ">", min)
+                            : expected);
     }
     return out;
   }
@@ -83,6 +90,17 @@ struct Setting {
     fail("one of " + list);
   }
   std::string text() const { return value; }
+  // A path of `kind` or one that does not exist (yet): env::checkPath, before anything
+  // opens it. Empty values mean "none" and are not paths.
+  std::string path(ddp::env::FileKind kind, const std::string& expected) const {
+    if (value.empty()) return value;
+    if (const auto problem = ddp::env::checkPath(value, kind, /*mayBeMissing=*/true)) {
+      throw ConfigError(fmt::format(
+          "{}: expected {}, found {} at '{}' (from {}). Run 'ddptrain --help' for every option.",
+          key, expected, problem->found, value, source));
+    }
+    return value;
+  }
 };
 
 using C = TrainConfig;
@@ -97,19 +115,27 @@ struct Option {
 
 // Binders: each makes one option from the field it reads and writes (an accessor), so
 // parsing, toYaml and the defaults in --help come from the same place.
+//
+// An integer within [min, max] and within its field (an int stops at 2^31 - 1, a size_t
+// at 2^63 - 1 like every other integer): no value is ever wrapped.
 template <typename Get>
-Option integer(std::string key, std::string help, Get get, std::int64_t min) {
+Option integer(std::string key, std::string help, Get get, std::int64_t min,
+               std::int64_t max = std::numeric_limits<std::int64_t>::max()) {
   return {std::move(key), std::move(help),
-          [get, min](C& c, const Setting& s) {
+          [get, min, max](C& c, const Setting& s) {
             using Field = std::remove_reference_t<decltype(get(c))>;
-            if constexpr (std::is_same_v<Field, std::uint64_t>) {
-              get(c) = s.unsignedInteger();
-            } else {
-              constexpr auto max = static_cast<std::int64_t>(std::min<std::uint64_t>(
-                  std::numeric_limits<Field>::max(), std::numeric_limits<std::int64_t>::max()));
-              get(c) = static_cast<Field>(s.integer(min, max));
-            }
+            constexpr auto fieldMax = static_cast<std::int64_t>(std::min<std::uint64_t>(
+                std::numeric_limits<Field>::max(), std::numeric_limits<std::int64_t>::max()));
+            get(c) = static_cast<Field>(s.integer(min, std::min(max, fieldMax)));
           },
+          [get](const C& c) { return std::to_string(get(const_cast<C&>(c))); }};
+}
+
+// Seeds take the whole unsigned 64-bit range.
+template <typename Get>
+Option seed(std::string key, std::string help, Get get) {
+  return {std::move(key), std::move(help),
+          [get](C& c, const Setting& s) { get(c) = s.unsignedInteger(); },
           [get](const C& c) { return std::to_string(get(const_cast<C&>(c))); }};
 }
 
@@ -153,11 +179,34 @@ Option string(std::string key, std::string help, Get get) {
           [get](const C& c) { return yamlQuoted(get(const_cast<C&>(c))); }};
 }
 
-// Sizes in MiB held as bytes: printed back in MiB with every digit.
+// A path that ddptrain writes (Setting::path): of `kind` if it exists.
+template <typename Get>
+Option outputPath(std::string key, std::string help, Get get, ddp::env::FileKind kind) {
+  Option option = string(std::move(key), std::move(help), get);
+  option.apply = [get, kind](C& c, const Setting& s) {
+    get(c) = s.path(kind, kind == ddp::env::FileKind::kDirectory
+                              ? "a directory (or a path to create)"
+                              : "a regular file or /dev/null (or a path to create)");
+  };
+  return option;
+}
+
+// Sizes in MiB held as bytes: printed back in MiB with every digit. At least one byte (a
+// size that rounds to 0 bytes would print back as 0, which is refused) and at most 1 TiB
+// (llround of 1e300 MiB is undefined).
+constexpr double kMaxMebibytes = 1048576;
+
 template <typename Get>
 Option mebibytes(std::string key, std::string help, Get get) {
   return {std::move(key), std::move(help),
-          [get](C& c, const Setting& s) { get(c) = std::llround(s.number(0, false) * 1048576); },
+          [get](C& c, const Setting& s) {
+            const auto expected =
+                fmt::format("a size in MiB in (0, {}], at least one byte", kMaxMebibytes);
+            const double mebibytes = s.number(0, false, expected);
+            const auto bytes = mebibytes <= kMaxMebibytes ? std::llround(mebibytes * 1048576) : 0;
+            if (bytes < 1) s.fail(expected);
+            get(c) = bytes;
+          },
           [get](const C& c) { return fmt::format("{}", get(const_cast<C&>(c)) / 1048576.0); }};
 }
 
@@ -166,7 +215,7 @@ template <typename Get>
 Option seconds(std::string key, std::string help, Get get) {
   return {std::move(key), std::move(help),
           [get](C& c, const Setting& s) {
-            const auto value = s.integer(0, std::numeric_limits<std::int64_t>::max() / 1000);
+            const auto value = s.integer(0, ddp::env::kMaxTimeoutSeconds);
             get(c) =
                 value == 0 ? std::nullopt : std::optional(std::chrono::milliseconds(value * 1000));
           },
@@ -235,7 +284,7 @@ const std::vector<Option>& options() {
         number("lr-gamma", "step: factor per decay", FIELD(trainer.schedule.gamma), 0, false),
         number("clip-grad-norm", "clip the global gradient L2 norm to this (0: off)",
                FIELD(trainer.clipGradNorm), 0),
-        integer("seed", "seed of weights, shuffling and the data split", FIELD(trainer.seed), 0),
+        seed("seed", "seed of weights, shuffling and the data split", FIELD(trainer.seed)),
         boolean("shuffle", "reshuffle the training set every epoch", FIELD(trainer.shuffle)),
         boolean("drop-last",
                 "sampler: drop the tail that does not divide by the world size (instead of "
@@ -247,13 +296,14 @@ const std::vector<Option>& options() {
         integer("eval-batch-size", "samples per rank per evaluation batch",
                 FIELD(trainer.evalBatchSize), 1),
         integer("log-every", "steps between log lines (rank 0)", FIELD(trainer.logEvery), 1),
-        string("metrics-file", "append metrics as JSON lines to this file (rank 0; empty: none)",
-               FIELD(trainer.metricsFile)),
+        outputPath("metrics-file",
+                   "append metrics as JSON lines to this file (rank 0; empty: none)",
+                   FIELD(trainer.metricsFile), ddp::env::FileKind::kWritableFile),
         choice("log-level", "debug, info, warn, error or off (else DDPRUN_LOG_LEVEL)",
                FIELD(logLevel), {"debug", "info", "warn", "error", "off"}),
         // checkpoints
-        string("checkpoint-dir", "where rank 0 writes checkpoints (empty: none)",
-               FIELD(trainer.checkpointDir)),
+        outputPath("checkpoint-dir", "where rank 0 writes checkpoints (empty: none)",
+                   FIELD(trainer.checkpointDir), ddp::env::FileKind::kDirectory),
         integer("checkpoint-every", "steps between checkpoints (0: only at the end)",
                 FIELD(trainer.checkpointEvery), 0),
         integer("keep-checkpoints", "checkpoints kept (the newest)", FIELD(trainer.keepCheckpoints),
@@ -315,13 +365,17 @@ const std::vector<Option>& options() {
                 "seconds a collective may take (0: DDPRUN_COLLECTIVE_TIMEOUT or 1800)",
                 FIELD(init.collectiveTimeout)),
         integer("threads", "torch threads per rank (0: OMP_NUM_THREADS or torch's default)",
-                FIELD(threads), 0),
+                FIELD(threads), 0, kMaxThreads),
     };
-    // An empty resume would mean nothing; say what it takes.
+    // An empty resume would mean nothing; say what it takes. A path is rank 0's to read
+    // (the others get the checkpoint broadcast): of the right type if it is there.
     for (auto& option : t) {
       if (option.key != "resume") continue;
       option.apply = [apply = option.apply](C& c, const Setting& s) {
         if (s.value.empty()) s.fail("auto, none or a checkpoint path");
+        if (s.value != "auto" && s.value != "none") {
+          s.path(ddp::env::FileKind::kRegularFile, "auto, none or a regular file");
+        }
         apply(c, s);
       };
     }
@@ -345,36 +399,44 @@ void apply(TrainConfig& config, const Option& option, const std::string& value,
   config.sources[option.key] = source;
 }
 
+// A node that is not a scalar, as a message's `found`.
+std::string describeNode(const YAML::Node& node) {
+  return node.IsSequence() ? "a list" : node.IsMap() ? "a mapping" : "no value";
+}
+
 void applyYamlFile(TrainConfig& config, const std::string& path) {
-  // yaml-cpp reads a directory or a FIFO as a stream: say what the path is instead.
-  std::error_code error;
-  const auto status = std::filesystem::status(path, error);
-  if (!error && std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+  // yaml-cpp reads a directory or a FIFO as a stream (a FIFO: waiting for a writer).
+  if (const auto problem = ddp::env::checkPath(path, ddp::env::FileKind::kRegularFile, false)) {
     throw ConfigError(
-        fmt::format("--config '{}': expected a YAML file, found a {}. Pass the "
-                    "path of the file.",
-                    path, std::filesystem::is_directory(status) ? "directory" : "special file"));
+        fmt::format("--config '{}': expected a YAML file, found {}. Pass the path of the file.",
+                    path, problem->found));
   }
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
   } catch (const YAML::BadFile&) {
-    throw ConfigError(fmt::format("--config '{}': cannot read the file", path));
+    throw ConfigError(
+        fmt::format("--config '{}': cannot read the file. Check its permissions.", path));
   } catch (const YAML::Exception& e) {
-    throw ConfigError(fmt::format("--config '{}': not valid YAML: {}", path, e.what()));
+    throw ConfigError(
+        fmt::format("--config '{}': not valid YAML: {}. Expected one `option: value` a line (as "
+                    "--print-config writes them).",
+                    path, e.what()));
   }
   if (root.IsNull()) return;  // an empty file changes nothing
   if (!root.IsMap()) {
-    throw ConfigError(fmt::format("--config '{}': expected a mapping of option: value, found a {}",
-                                  path, root.IsSequence() ? "list" : "scalar"));
+    throw ConfigError(
+        fmt::format("--config '{}': expected a mapping of option: value, found a {}. Write one "
+                    "`option: value` a line (as --print-config writes them).",
+                    path, root.IsSequence() ? "list" : "scalar"));
   }
   for (const auto& item : root) {
     const auto where = fmt::format("{}:{}", path, item.first.Mark().line + 1);
     if (!item.first.IsScalar()) {  // YAML's complex keys ("? [a]")
       throw ConfigError(
-          fmt::format("{}: expected an option name as the key, found a {}. Keys "
+          fmt::format("{}: expected an option name as the key, found {}. Keys "
                       "are the long flag names without '--'.",
-                      where, item.first.IsSequence() ? "list" : "mapping"));
+                      where, describeNode(item.first)));
     }
     const auto key = item.first.Scalar();
     const Option* option = findOption(key);
@@ -385,8 +447,10 @@ void applyYamlFile(TrainConfig& config, const std::string& path) {
                       where, key));
     }
     if (!item.second.IsScalar()) {
-      throw ConfigError(fmt::format("{}: '{}' expects a single value, found a {}", where, key,
-                                    item.second.IsSequence() ? "list" : "mapping"));
+      throw ConfigError(
+          fmt::format("{}: '{}' expects a single value, found {}. Write it as "
+                      "`{}: <value>`.",
+                      where, key, describeNode(item.second), key));
     }
     apply(config, *option, item.second.Scalar(), where);
   }
@@ -428,6 +492,18 @@ ParsedCommandLine parseCommandLine(int argc, const char* const* argv) {
   auto& config = parsed.config;
   for (const auto& o : options()) config.sources[o.key] = "default";
 
+  // cxxopts matches every argument against a std::regex, and libstdc++'s matcher recurses
+  // once per character: an argument of 30 000 bytes that starts with '-' overflowed the
+  // 8 MiB stack (SIGSEGV). No flag, value or path comes near the bound (PATH_MAX is 4096).
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view argument(argv[i]);
+    if (argument.size() > kMaxArgumentBytes) {
+      throw ConfigError(fmt::format(
+          "argument {} ('{}...'): expected at most {} bytes, found {}. No flag, value or path "
+          "is that long. Run 'ddptrain --help' for every option.",
+          i, argument.substr(0, 40), kMaxArgumentBytes, argument.size()));
+    }
+  }
   auto cli = makeCli();
   cxxopts::ParseResult result;
   try {

@@ -288,11 +288,8 @@ std::optional<int> parsePetNnodes(const EnvMap& env) {
 }
 
 ClusterEnv resolveClusterEnv(const EnvMap& env) {
-  requireTogether(env, var::kRank, var::kWorldSize);
+  requirePairs(env);
   requireTogether(env, var::kLocalRank, var::kLocalWorldSize);
-  requireTogether(env, var::kOmpiRank, var::kOmpiSize);
-  requireTogether(env, var::kOmpiLocalRank, var::kOmpiLocalSize);
-  requireTogether(env, var::kMpiLocalRankId, var::kMpiLocalNranks);
 
   ClusterEnv out;
   setDefaults(out);

@@ -63,6 +63,13 @@ void requireTogether(const EnvMap& env, const std::string& first, const std::str
   if (secondValue && !firstValue) throw missingPartner(first, second, *secondValue);
 }
 
+void requirePairs(const EnvMap& env) {
+  requireTogether(env, var::kRank, var::kWorldSize);
+  requireTogether(env, var::kOmpiRank, var::kOmpiSize);
+  requireTogether(env, var::kOmpiLocalRank, var::kOmpiLocalSize);
+  requireTogether(env, var::kMpiLocalRankId, var::kMpiLocalNranks);
+}
+
 void checkRankBelow(const IntVar& rank, const IntVar& size) {
   if (rank.value < size.value) return;
   throw EnvError(rank.name, rank.raw,

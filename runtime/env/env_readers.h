@@ -30,6 +30,9 @@ EnvError missingPartner(const std::string& missing, const std::string& present,
                         const std::string& presentValue);
 // One variable of a pair without the other means a hand-edited or half-forwarded env.
 void requireTogether(const EnvMap& env, const std::string& first, const std::string& second);
+// The pairs both views check: RANK/WORLD_SIZE and the MPI ones. (LOCAL_RANK/LOCAL_WORLD_SIZE
+// is the process view's alone: a node refuses LOCAL_RANK, and its workers get both.)
+void requirePairs(const EnvMap& env);
 void checkRankBelow(const IntVar& rank, const IntVar& size);
 void checkNotAbove(const IntVar& part, const IntVar& whole);
 // `other` is a lower-precedence variable describing the same quantity as `chosen`.

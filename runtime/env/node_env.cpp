@@ -67,8 +67,7 @@ NodeEnv resolveNodeEnv(const EnvMap& env, const NodeFlags& given) {
                    "ddprun is running inside another launcher's worker; start the program "
                    "directly, or unset LOCAL_RANK.");
   }
-  requireTogether(env, var::kRank, var::kWorldSize);
-  requireTogether(env, var::kOmpiRank, var::kOmpiSize);
+  requirePairs(env);
 
   NodeEnv out;
   for (const char* field : {"nnodes", "nodeRank", "nprocPerNode", "masterAddr", "masterPort"}) {

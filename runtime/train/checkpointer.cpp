@@ -142,7 +142,13 @@ std::optional<std::int64_t> stepOfName(const std::string& name, const std::regex
 std::vector<char> readFile(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw CheckpointError(systemError("cannot open", path.string()));
-  std::vector<char> bytes(fs::file_size(path));
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) {
+    throw CheckpointError(
+        fmt::format("cannot read the size of '{}': {}", path.string(), ec.message()));
+  }
+  std::vector<char> bytes(size);
   in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (in.gcount() != static_cast<std::streamsize>(bytes.size())) {
     throw CheckpointError(fmt::format("cannot read '{}': expected {} bytes, got {}", path.string(),
@@ -253,8 +259,9 @@ Checkpointer::Checkpointer(CheckpointerOptions options,
 
 std::vector<CheckpointInfo> Checkpointer::list() const {
   std::vector<CheckpointInfo> found;
-  if (options_.dir.empty() || !fs::is_directory(options_.dir)) return found;
-  for (const auto& entry : fs::directory_iterator(options_.dir)) {
+  std::error_code ec;
+  if (options_.dir.empty() || !fs::is_directory(options_.dir, ec)) return found;
+  for (const auto& entry : fs::directory_iterator(options_.dir, ec)) {
     const auto name = entry.path().filename().string();
     const auto step = stepOfName(name, kManifestName);
     if (!step) continue;

@@ -57,6 +57,21 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// `content` as a gzip file's bytes (what TempDir::write(..., true) writes), for corpora.
+inline std::string gzipped(const std::string& content) {
+  z_stream stream{};
+  deflateInit2(&stream, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&stream, content.size()), '\0');
+  stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(content.data()));
+  stream.avail_in = static_cast<uInt>(content.size());
+  stream.next_out = reinterpret_cast<Bytef*>(out.data());
+  stream.avail_out = static_cast<uInt>(out.size());
+  deflate(&stream, Z_FINISH);
+  out.resize(stream.total_out);
+  deflateEnd(&stream);
+  return out;
+}
+
 // The message of the DataError that `call` throws, every one of `expected` in it.
 template <typename Call>
 void expectDataError(Call&& call, std::initializer_list<std::string> expected) {

@@ -3,17 +3,20 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <stdexcept>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "tests/data/data_test_files.h"
+#include "tests/support/fuzz.h"
 
 namespace ddp::data {
 namespace {
 
 using testing::expectDataError;
 using testing::TempDir;
+namespace fuzz = ddp::testing::fuzz;
 
 DatasetOptions optionsFor(const std::string& kind, const std::string& path) {
   DatasetOptions options;
@@ -132,6 +135,36 @@ TEST(LoadDatasetTest, OptionsThatCannotWorkAreRefused) {
   TempDir dir("dataset_test");
   expectDataError([&] { loadDataset(optionsFor("csv", dir.write("one.csv", "1,2,0\n"))); },
                   {"one.csv: 1 row: expected at least 2"});
+}
+
+// Data that does not fit in memory is a DataError (exit 2: a retry would fail again), not
+// c10's "DefaultCPUAllocator: can't allocate memory" (exit 200, retried): 16 MiB of text
+// are 128 MiB of int64 tokens, and a trillion synthetic samples more than any machine has.
+// Each is loaded in a child under a 64 MiB limit (tests/support/fuzz.h judges it).
+TEST(LoadDatasetTest, DataThatDoesNotFitInMemoryIsADataError) {
+  TempDir dir("dataset_test");
+  const std::string text = dir.write("big.txt", std::string(16 << 20, 'a'));
+  fuzz::Target target{"dataset_memory", {"text", "synthetic"}};
+  target.parse = [&text](const std::string& kind) {
+    DatasetOptions options;
+    options.kind = kind;
+    options.path = text;
+    options.syntheticSamples = std::int64_t{1} << 40;
+    try {
+      loadDataset(options);
+    } catch (const DataError& e) {
+      if (std::string(e.what()).find("does not fit in this process's memory") ==
+          std::string::npos) {
+        throw std::logic_error(std::string("another DataError: ") + e.what());
+      }
+      throw;
+    }
+  };
+  fuzz::Settings settings;
+  settings.iterations = 2;  // the two corpus entries as they are
+  settings.memoryLimitBytes = std::size_t{64} << 20;
+  const auto report = fuzz::run(target, settings);
+  EXPECT_EQ(report.rejected, 2) << report.describeFindings();
 }
 
 }  // namespace

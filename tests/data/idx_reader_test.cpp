@@ -1,12 +1,15 @@
 #include "data/idx_reader.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
 
 #include <torch/torch.h>
+
+#include "tests/support/fuzz.h"
 
 namespace ddp::data {
 namespace {
@@ -89,6 +92,10 @@ TEST_F(IdxReaderTest, MalformedFilesGetClearErrors) {
   expectDataError(write("lying.gz", lying, true),
                   "declares 47040000 values (60000x28x28), but the data ends after 10");
   expectDataError(write("huge", header({1u << 30, 1u << 30})), "more than 2^40 values");
+  // 2^40 values after two dimensions, then x 2^30: the product wrapped to 0 and passed the
+  // check, and torch::empty threw its own c10::Error (found by idx_reader_fuzz_test.cpp).
+  expectDataError(write("wrapping", header({1u << 30, 1u << 10, 1u << 30})),
+                  "more than 2^40 values");
   expectDataError(write("zero", header({0})), "dimension 0 has size 0");
   expectDataError((dir_ / "missing").string(), "cannot open");
 }
@@ -112,6 +119,62 @@ TEST_F(IdxReaderTest, SplitChecksImagesAgainstLabels) {
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find("t10k-images-idx3-ubyte.gz"), std::string::npos);
   }
+}
+
+// --data-dir is checked for being a directory: a file there once read as a directory
+// that held no MNIST files ("neither ... exists"), and a FIFO among the files was opened
+// and waited on forever (GzFile, see gz_file_test.cpp).
+TEST_F(IdxReaderTest, SplitNeedsADirectoryOfRegularFiles) {
+  const auto file = write("not-a-dir", header({1}));
+  try {
+    readMnistSplit(file, "train");
+    FAIL() << "no error";
+  } catch (const DataError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              file +
+                  ": expected a directory holding train-images-idx3-ubyte[.gz] and "
+                  "train-labels-idx1-ubyte[.gz], found a regular file. HINT: --data-dir must hold "
+                  "the four MNIST-format files "
+                  "(Fashion-MNIST: apt-get install dataset-fashion-mnist -> "
+                  "/usr/share/datasets/fashion-mnist).");
+  }
+  const auto fifo = (dir_ / "train-images-idx3-ubyte").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  write("train-labels-idx1-ubyte", header({1}));
+  try {
+    readMnistSplit(dir_.string(), "train");
+    FAIL() << "no error";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(fifo + ": expected a regular file (plain or gzip), "
+                                                "found a FIFO (named pipe)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// A header that claims 2^26 values and a .gz that holds them all as zeros (64 KiB on disk):
+// when they do not fit in memory, the reader says so instead of std::bad_alloc or c10's
+// "can't allocate memory". Read in a child under a 32 MiB limit (tests/support/fuzz.h).
+TEST_F(IdxReaderTest, ValuesThatDoNotFitInMemoryAreADataError) {
+  auto bytes = header({1u << 20, 64});
+  bytes.resize(bytes.size() + (std::size_t{1} << 26), 0);
+  const auto path = write("bomb.gz", bytes, /*gzip=*/true);
+  ddp::testing::fuzz::Target target{"idx_bomb", {path}};
+  target.parse = [](const std::string& file) {
+    try {
+      readIdxFile(file);
+    } catch (const DataError& e) {
+      if (std::string(e.what()).find("do not fit in this process's memory") == std::string::npos) {
+        throw std::logic_error(std::string("another DataError: ") + e.what());
+      }
+      throw;
+    }
+  };
+  ddp::testing::fuzz::Settings settings;
+  settings.iterations = 1;  // input 0: the corpus entry as it is
+  settings.memoryLimitBytes = std::size_t{32} << 20;
+  const auto report = ddp::testing::fuzz::run(target, settings);
+  EXPECT_EQ(report.rejected, 1) << report.describeFindings();
 }
 
 TEST(FashionMnistTest, RealFilesHaveTheKnownShape) {

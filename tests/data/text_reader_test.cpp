@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <set>
 
 #include <torch/torch.h>
@@ -64,6 +65,25 @@ class TextReaderTest : public ::testing::Test {
   TempDir dir_{"text_reader_test"};
 };
 
+// ddptrain takes any blockSize >= 1 and any testFraction in (0, 1). Found by
+// text_reader_fuzz_test.cpp: blockSize + 1 wrapped for INT64_MAX (SIGSEGV in reshape), and
+// the search for the shortest text that would do never ended where a split's share of a
+// byte rounds away ((1 - 1e-17) == 1 in double) or the answer passes 2^63.
+TEST_F(TextReaderTest, EdgeBlockSizesAndFractionsAreDataErrors) {
+  const auto path = dir_.write("short.txt", std::string(229, 'x'));
+  const auto text = readCharText(path);
+  const std::string beyond = "so the text needs more than 2^53 bytes";
+  expectDataError([&] { splitCharText(text, std::numeric_limits<std::int64_t>::max(), 0.2); },
+                  {path, "229 bytes of text split into 183 to train on and 46 to test", beyond,
+                   "blockSize + 1 = 9223372036854775808 bytes"});
+  expectDataError([&] { splitCharText(text, std::int64_t{1} << 53, 0.999999); }, {beyond});
+  expectDataError([&] { splitCharText(text, 64, 1e-17); }, {beyond});
+  expectDataError([&] { splitCharText(text, 64, 4.9e-324); }, {beyond});
+  // Where the answer is in reach it is exact: 64 / 1e-6 bytes and one more.
+  expectDataError([&] { splitCharText(text, 64, 1e-6); },
+                  {"so the text needs at least 64000001 bytes"});
+}
+
 TEST_F(TextReaderTest, VocabularyDependsOnTheBytesPresentOnly) {
   // Same bytes in another order (and gzip-compressed): the same vocabulary.
   const auto a = readCharText(dir_.write("a.txt", "hello, world"));
@@ -93,7 +113,8 @@ TEST_F(TextReaderTest, ShortOrEmptyTextsSayWhatTheyNeed) {
   expectDataError([&] { splitCharText(text, 0, 0.2); }, {"blockSize must be >= 1, found 0"});
   expectDataError([&] { splitCharText(text, 4, 1.0); },
                   {"testFraction must be in (0, 1), found 1"});
-  expectDataError([&] { readCharText(dir_.path("")); }, {"is a directory, expected a file"});
+  expectDataError([&] { readCharText(dir_.path("")); },
+                  {"expected a regular file (plain or gzip), found a directory"});
 }
 
 }  // namespace

@@ -92,6 +92,17 @@ grep -q 'custom_loop --trainer: already complete at step 60' <<<"$out" \
 for file in checkpoint-00000060.pt run-journal.jsonl run-complete.json; do
   [[ $(stat -c %a "$tmp/checkpoints/$file") == 640 ]] || fail "$file: mode $(stat -c %a "$tmp/checkpoints/$file"), expected 640"
 done
+# A bad --steps is a usage error that says what it expected (strtoll took "" as 0 and
+# clamped 99999999999999999999 to 2^63 - 1 steps, a run without end).
+for steps in 99999999999999999999 ""; do
+  set +e
+  out=$(timeout 60 "$tmp/build/custom_loop" --steps "$steps" 2>&1)
+  code=$?
+  set -e
+  [[ $code -eq 2 ]] || fail "custom_loop --steps '$steps' exited $code, expected 2: $out"
+  grep -qF -- "--steps=$steps: expected a decimal integer in [0, 1000000]; found" <<<"$out" \
+    || fail "custom_loop --steps '$steps' did not say what it expected: $out"
+done
 t3=$(now)
 echo "install+checks $((t1 - t0)) s, configure+build $((t2 - t1)) s, run $((t3 - t2)) s"
 echo PASS

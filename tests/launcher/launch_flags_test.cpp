@@ -3,6 +3,11 @@
 #include "launcher/launch_flags.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 namespace ddp::launcher {
 namespace {
@@ -72,6 +77,60 @@ TEST(LaunchFlagsTest, PetStandaloneEmptyMeansOn) {
   EXPECT_TRUE(readLaunchCommand({}, {{"PET_STANDALONE", "1"}}).plan.standalone);
   EXPECT_FALSE(readLaunchCommand({}, {{"PET_STANDALONE", "0"}}).plan.standalone);
   EXPECT_TRUE(readLaunchCommand({{"standalone", ""}}, {{"PET_STANDALONE", "0"}}).plan.standalone);
+}
+
+// One bound for every timeout (env::kMaxTimeoutSeconds): the launcher's --rdzv-timeout
+// takes what the workers' DDPRUN_RDZV_TIMEOUT and ddptrain's --rdzv-timeout take.
+TEST(LaunchFlagsTest, RendezvousTimeoutHasTheBoundOfEveryTimeout) {
+  EXPECT_EQ(readLaunchCommand({{"rdzv-timeout", "604800"}}, {}).rendezvousTimeoutSeconds, 604800);
+  try {
+    readLaunchCommand({{"rdzv-timeout", "604801"}}, {});
+    FAIL() << "--rdzv-timeout=604801 was accepted";
+  } catch (const LaunchError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "--rdzv-timeout=604801: expected a decimal integer in [0, 604800]; found 604801, "
+              "which is above 604800. Run 'ddprun --help' for the flags.");
+  }
+}
+
+// The message of the LaunchError that reading `given` and `env` throws.
+std::string launchErrorOf(const GivenFlags& given, const env::EnvMap& env) {
+  try {
+    readLaunchCommand(given, env);
+  } catch (const LaunchError& e) {
+    return e.what();
+  }
+  return "no LaunchError";
+}
+
+// Output paths are checked for their type before anything starts: a FIFO as the error file
+// made the launcher wait for a reader at the end of a failed run, and a file as the log
+// directory failed only when the first worker started. A path that is not there yet is
+// fine (it is created).
+TEST(LaunchFlagsTest, OutputPathsAreCheckedForTheirType) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("launch_flags_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string fifo = (dir / "fifo").string();
+  const std::string file = (dir / "file").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  std::ofstream(file) << "x";
+  EXPECT_EQ(launchErrorOf({{"error-file", fifo}}, {}),
+            "--error-file=" + fifo +
+                ": expected a regular file or /dev/null (or a path to create); found a FIFO "
+                "(named pipe). Run 'ddprun --help' for the flags.");
+  EXPECT_EQ(launchErrorOf({{"error-file", dir.string()}}, {}),
+            "--error-file=" + dir.string() +
+                ": expected a regular file or /dev/null (or a path to create); found a "
+                "directory. Run 'ddprun --help' for the flags.");
+  EXPECT_EQ(launchErrorOf({}, {{"PET_LOG_DIR", file}}),
+            "PET_LOG_DIR=" + file +
+                ": expected a directory (or a path to create); found a regular file. Fix "
+                "PET_LOG_DIR where it is set (pod spec or shell), or pass the flag.");
+  const auto fine =
+      readLaunchCommand({{"error-file", "/dev/null"}, {"log-dir", (dir / "logs").string()}}, {});
+  EXPECT_EQ(fine.errorFile, "/dev/null");
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

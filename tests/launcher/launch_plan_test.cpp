@@ -160,6 +160,7 @@ INSTANTIATE_TEST_SUITE_P(
                  {{"OMPI_COMM_WORLD_RANK", "1"},
                   {"OMPI_COMM_WORLD_SIZE", "2"},
                   {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
+                  {"OMPI_COMM_WORLD_LOCAL_SIZE", "1"},  // mpirun sets both
                   {"MASTER_ADDR", "w0.job"}},
                  nproc("4"),
                  "openmpi",
@@ -337,6 +338,19 @@ INSTANTIATE_TEST_SUITE_P(
                 {},
                 {{"nnodes", "2"}, {"standalone", ""}},
                 "--standalone runs one node"},
+        // Every worker would refuse these: its GROUP_RANK/GROUP_WORLD_SIZE must match what
+        // mpirun told its launcher (found by tests/launcher/launch_flags_fuzz_test.cpp).
+        BadCase{"NodeRankFlagContradictsMpi",
+                {{"PMI_RANK", "0"}, {"PMI_SIZE", "2"}, {"MASTER_ADDR", "m"}},
+                {{"node-rank", "1"}},
+                "--node-rank=1: expected the node rank mpirun gives this launcher, PMI_RANK=0; "
+                "found 1. Drop --node-rank"},
+        BadCase{
+            "NnodesFlagContradictsMpi",
+            {{"OMPI_COMM_WORLD_RANK", "0"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"MASTER_ADDR", "m"}},
+            {{"nnodes", "3"}},
+            "--nnodes=3: expected the node count mpirun gives this launcher, "
+            "OMPI_COMM_WORLD_SIZE=2; found 3"},
         BadCase{"NodeRankFlagTooHigh",
                 {},
                 {{"nnodes", "2"}, {"node-rank", "2"}, {"master-addr", "m"}},

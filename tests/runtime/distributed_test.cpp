@@ -156,6 +156,12 @@ INSTANTIATE_TEST_SUITE_P(
                       {{"DDPRUN_RDZV_TIMEOUT", "soon"}},
                       "gloo",
                       "DDPRUN_RDZV_TIMEOUT=soon: expected a positive number of seconds"},
+        // 1e300 s became a negative number of milliseconds: a deadline already past.
+        BadConfigCase{"TimeoutBeyondAWeek",
+                      {{"DDPRUN_COLLECTIVE_TIMEOUT", "1e300"}},
+                      "gloo",
+                      "DDPRUN_COLLECTIVE_TIMEOUT=1e300: expected a positive number of seconds, at "
+                      "most 604800; found 1e300, which is above 604800"},
         BadConfigCase{"UnknownHostAllocator",
                       {{"DDPRUN_HOST_ALLOCATOR", "jemalloc"}},
                       "gloo",

@@ -5,6 +5,7 @@
 #include "examples/ddptrain/train_config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "runtime/exit_codes.h"
@@ -191,6 +193,34 @@ TEST_F(TrainConfigTest, IntegersFitTheirField) {
   EXPECT_EQ(parse({"--epochs", "2147483647"}).config.trainer.epochs, 2147483647);
 }
 
+// Every integer option, one past its field's limit: an error, never a wrapped value (int
+// fields stop at 2^31 - 1, int64 ones at 2^63 - 1). --threads stops at 1024: 100000 made
+// the first parallel region create threads until one failed (SIGSEGV).
+TEST_F(TrainConfigTest, EveryIntegerStopsAtItsLimit) {
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"epochs", "4294967297", "[1, 2147483647]"},
+      {"grad-accumulation", "2147483648", "[1, 2147483647]"},
+      {"keep-checkpoints", "2147483648", "[1, 2147483647]"},
+      {"threads", "2147483648", "[0, 1024]"},
+      {"threads", "1025", "[0, 1024]"},
+      {"prefetch-batches", "9223372036854775808", ">= 0"},
+      {"batch-size", "9223372036854775808", ">= 1"},
+      {"max-steps", "18446744073709551616", ">= 0"},
+  };
+  for (const auto& [option, value, range] : cases) {
+    const std::string expected = range[0] == '[' ? "an integer in " + range : "an integer " + range;
+    EXPECT_EQ(configErrorOf({"--" + option, value}), option + ": expected " + expected +
+                                                         ", found '" + value + "' (from --" +
+                                                         option + ")" + kHelpHint);
+  }
+  const auto limits = parse({"--grad-accumulation", "2147483647", "--keep-checkpoints",
+                             "2147483647", "--threads", "1024"})
+                          .config;
+  EXPECT_EQ(limits.trainer.gradAccumulation, 2147483647);
+  EXPECT_EQ(limits.trainer.keepCheckpoints, 2147483647);
+  EXPECT_EQ(limits.threads, 1024);
+}
+
 TEST_F(TrainConfigTest, UnknownFlagIsAConfigError) {
   EXPECT_EQ(configErrorOf({"--learning-rate", "0.1"}),
             "Option \u2018learning-rate\u2019 does not exist" + std::string(kHelpHint));
@@ -245,7 +275,83 @@ TEST_F(TrainConfigTest, BadValuesNameOptionValueAndSource) {
             "lr: expected a number > 0, found 'fast' (from " + lr + ":1)" + std::string(kHelpHint));
   const auto list = writeFile("list.yaml", "epochs: 3\nlr: [0.1, 0.2]\n");
   EXPECT_EQ(configErrorOf({"--config", list}),
-            list + ":2: 'lr' expects a single value, found a list");
+            list + ":2: 'lr' expects a single value, found a list. Write it as `lr: <value>`.");
+  // A key without a value, or a null key, was said to be "a mapping".
+  const auto empty = writeFile("empty-value.yaml", "epochs:\n");
+  EXPECT_EQ(configErrorOf({"--config", empty}),
+            empty +
+                ":1: 'epochs' expects a single value, found no value. Write it as "
+                "`epochs: <value>`.");
+  const auto nullKey = writeFile("null-key.yaml", "~: 1\n");
+  EXPECT_EQ(configErrorOf({"--config", nullKey}),
+            nullKey +
+                ":1: expected an option name as the key, found no value. Keys are the "
+                "long flag names without '--'.");
+}
+
+// Found by train_config_fuzz_test.cpp: a size that rounds to 0 bytes or past int64
+// (llround of 1e300 MiB) was taken, and toYaml then wrote a value --config refuses; an
+// argument of 30 000 bytes that starts with '-' overflowed the stack in the std::regex that
+// cxxopts matches every argument with (SIGSEGV).
+TEST_F(TrainConfigTest, SizesAndArgumentsAreBounded) {
+  for (const std::string mib : {"1e-7", "4.9e-324", "1048577", "1e300", "9223372036854775808"}) {
+    EXPECT_EQ(configErrorOf({"--bucket-cap-mb", mib}),
+              "bucket-cap-mb: expected a size in MiB in (0, 1048576], at least one byte, found '" +
+                  mib + "' (from --bucket-cap-mb)" + kHelpHint);
+  }
+  EXPECT_EQ(parse({"--bucket-cap-mb", "1048576"}).config.trainer.ddp.bucketCapBytes,
+            std::int64_t{1} << 40);
+  EXPECT_EQ(parse({"--first-bucket-cap-mb", "0.000001"}).config.trainer.ddp.bucketCapFirstBytes, 1);
+  const std::string longFlag = "--" + std::string(30000, 'a');
+  EXPECT_EQ(configErrorOf({longFlag}),
+            "argument 1 ('--aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'): expected at most 8192 "
+            "bytes, found 30002. No flag, value or path is that long" +
+                std::string(kHelpHint));
+}
+
+// File arguments are checked for their type when they are read (from a flag or the file):
+// a FIFO as --metrics-file or --resume made rank 0 wait for its other end forever, a file
+// as --checkpoint-dir failed only at the first checkpoint. A path that does not exist is
+// fine: an output is created, and ranks other than 0 need not mount the volume.
+TEST_F(TrainConfigTest, FileArgumentsAreCheckedForTheirType) {
+  const auto fifo = (dir_ / "fifo").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto file = writeFile("file", "x");
+  const auto dir = dir_.string();
+  EXPECT_EQ(configErrorOf({"--metrics-file", fifo}),
+            "metrics-file: expected a regular file or /dev/null (or a path to create), found a "
+            "FIFO (named pipe) at '" +
+                fifo + "' (from --metrics-file)" + kHelpHint);
+  EXPECT_EQ(configErrorOf({"--metrics-file", dir}),
+            "metrics-file: expected a regular file or /dev/null (or a path to create), found a "
+            "directory at '" +
+                dir + "' (from --metrics-file)" + kHelpHint);
+  EXPECT_EQ(configErrorOf({"--checkpoint-dir", file}),
+            "checkpoint-dir: expected a directory (or a path to create), found a regular file "
+            "at '" +
+                file + "' (from --checkpoint-dir)" + kHelpHint);
+  const auto yaml = writeFile("resume.yaml", "resume: " + fifo + "\n");
+  EXPECT_EQ(configErrorOf({"--config", yaml}),
+            "resume: expected auto, none or a regular file, found a FIFO (named pipe) at '" + fifo +
+                "' (from " + yaml + ":1)" + kHelpHint);
+  EXPECT_EQ(configErrorOf({"--config", fifo}),
+            "--config '" + fifo +
+                "': expected a YAML file, found a FIFO (named pipe). Pass the path of the file.");
+  const auto fine = parse({"--metrics-file", "/dev/null", "--checkpoint-dir", dir + "/new",
+                           "--resume", dir + "/missing.pt", "--checkpoint-dir", dir});
+  EXPECT_EQ(fine.config.trainer.resume, dir + "/missing.pt");
+}
+
+// Seconds become milliseconds, and a deadline the steady clock's nanoseconds: the old bound
+// (INT64_MAX / 1000 s) passed values that wrapped there into a deadline in the past.
+TEST_F(TrainConfigTest, TimeoutsAreBoundedInSeconds) {
+  for (const char* option : {"rdzv-timeout", "collective-timeout"}) {
+    EXPECT_EQ(configErrorOf({std::string("--") + option, "9223372036854775"}),
+              std::string(option) + ": expected an integer in [0, 604800], found " +
+                  "'9223372036854775' (from --" + option + ")" + kHelpHint);
+  }
+  EXPECT_EQ(parse({"--collective-timeout", "604800"}).config.init.collectiveTimeout,
+            std::chrono::hours(24 * 7));
 }
 
 // Once these ended in SIGABRT (an uncaught yaml-cpp conversion; a directory read as a
@@ -264,13 +370,20 @@ TEST_F(TrainConfigTest, ComplexKeysAndDirectoriesAreConfigErrors) {
 TEST_F(TrainConfigTest, ConfigFileMustBeAReadableMapping) {
   const auto list = writeFile("list.yaml", "- lr\n- epochs\n");
   EXPECT_EQ(configErrorOf({"--config", list}),
-            "--config '" + list + "': expected a mapping of option: value, found a list");
+            "--config '" + list +
+                "': expected a mapping of option: value, found a list. Write one `option: value` a "
+                "line (as --print-config writes them).");
   const auto scalar = writeFile("scalar.yaml", "just some text\n");
-  EXPECT_EQ(configErrorOf({"--config", scalar}),
-            "--config '" + scalar + "': expected a mapping of option: value, found a scalar");
+  EXPECT_EQ(
+      configErrorOf({"--config", scalar}),
+      "--config '" + scalar +
+          "': expected a mapping of option: value, found a scalar. Write one `option: value` a "
+          "line (as --print-config writes them).");
   const auto missing = (dir_ / "missing.yaml").string();
   EXPECT_EQ(configErrorOf({"--config", missing}),
-            "--config '" + missing + "': cannot read the file");
+            "--config '" + missing +
+                "': expected a YAML file, found nothing that can be read (No such file or "
+                "directory). Pass the path of the file.");
   const auto broken = writeFile("broken.yaml", "lr: [0.1\n");
   EXPECT_EQ(
       configErrorOf({"--config", broken}).rfind("--config '" + broken + "': not valid YAML: ", 0),

@@ -172,8 +172,17 @@ INSTANTIATE_TEST_SUITE_P(
                     {{"PET_NPROC_PER_NODE", "many"}},
                     "PET_NPROC_PER_NODE",
                     "a process count >= 1"},
-        BadNodeCase{
-            "OmpiHalf", {{"OMPI_COMM_WORLD_RANK", "0"}}, "OMPI_COMM_WORLD_SIZE", "(unset)"}));
+        BadNodeCase{"OmpiHalf", {{"OMPI_COMM_WORLD_RANK", "0"}}, "OMPI_COMM_WORLD_SIZE", "(unset)"},
+        // The process view refuses these half pairs; a launcher that let them pass started
+        // workers that all refused them (found by tests/runtime/env/node_env_fuzz_test.cpp).
+        BadNodeCase{"OmpiLocalHalf",
+                    {{"OMPI_COMM_WORLD_LOCAL_RANK", "1"}},
+                    "OMPI_COMM_WORLD_LOCAL_SIZE",
+                    "to be set together with OMPI_COMM_WORLD_LOCAL_RANK"},
+        BadNodeCase{"MpichLocalHalf",
+                    {{"PMI_RANK", "0"}, {"PMI_SIZE", "2"}, {"MPI_LOCALNRANKS", "1"}},
+                    "MPI_LOCALRANKID",
+                    "to be set together with MPI_LOCALNRANKS"}));
 
 // The process view reads MASTER_ADDR with the same reader: the same value, the same error.
 TEST(NodeEnvTest, SharesTheMasterReaderWithTheProcessView) {
