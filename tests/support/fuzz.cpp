@@ -550,6 +550,24 @@ Report run(const Target& target, const Settings& settings) {
   return report;
 }
 
+Report runEachOnce(const std::string& name, const std::vector<std::string>& inputs,
+                   std::function<void(const std::string&)> parse, const std::string& expected,
+                   std::size_t memoryLimitBytes) {
+  Target target{name, inputs};
+  target.parse = [parse = std::move(parse), expected](const std::string& input) {
+    try {
+      parse(input);
+    } catch (const PermanentError& e) {
+      if (std::string(e.what()).find(expected) != std::string::npos) throw;
+      throw std::logic_error("a PermanentError without \"" + expected + "\": " + e.what());
+    }
+  };
+  Settings settings;
+  settings.iterations = static_cast<std::int64_t>(inputs.size());  // the corpus as it is
+  settings.memoryLimitBytes = memoryLimitBytes;
+  return run(target, settings);
+}
+
 std::int64_t Report::count(const std::string& kind) const {
   return std::count_if(findings.begin(), findings.end(),
                        [&](const Finding& f) { return f.kind == kind; });
