@@ -20,6 +20,9 @@ constexpr std::int64_t kMlpHidden2 = 128;
 constexpr std::int64_t kCnnChannels1 = 32;
 constexpr std::int64_t kCnnChannels2 = 64;
 constexpr std::int64_t kCnnHidden = 128;
+// The largest gpt the zoo builds (16 GiB of float32 weights, before gradients and the
+// optimizer's state): a char-level model, far past any that trains here.
+constexpr std::int64_t kMaxGptParameters = std::int64_t{1} << 32;
 
 [[noreturn]] void reject(const ModelSpec& spec, const std::string& what) {
   throw ModelSpecError(fmt::format("model '{}': {}", spec.name, what));
@@ -47,6 +50,23 @@ void checkGpt(const ModelSpec& spec) {
        {std::pair{"gptLayers", spec.gptLayers}, std::pair{"gptHeads", spec.gptHeads},
         std::pair{"gptEmbedding", spec.gptEmbedding}}) {
     if (value < 1) reject(spec, fmt::format("{} must be >= 1, found {}", field, value));
+  }
+  // Counted in double before anything is allocated: the model would otherwise grow layer by
+  // layer until the machine's memory ran out (a pod: OOMKilled, restarted, again). The
+  // layout is gpt.h's: embeddings (V + T) E, per block 12 E^2 + 13 E, head 2 E + E V + V.
+  const double e = static_cast<double>(spec.gptEmbedding);
+  const double vocabulary = static_cast<double>(spec.numClasses);
+  const double parameters = (vocabulary + static_cast<double>(spec.sampleShape[0])) * e +
+                            static_cast<double>(spec.gptLayers) * (12 * e * e + 13 * e) + 2 * e +
+                            e * vocabulary + vocabulary;
+  if (parameters > static_cast<double>(kMaxGptParameters)) {
+    reject(spec,
+           fmt::format("gptLayers {}, gptEmbedding {}, a vocabulary of {} and a block of {} "
+                       "make {:.2g} parameters; expected at most {} ({} GiB as float32). "
+                       "HINT: fewer layers (--gpt-layers) or a narrower embedding "
+                       "(--gpt-embedding)",
+                       spec.gptLayers, spec.gptEmbedding, spec.numClasses, spec.sampleShape[0],
+                       parameters, kMaxGptParameters, kMaxGptParameters * 4 >> 30));
   }
   if (spec.gptEmbedding % spec.gptHeads != 0) {
     reject(spec, fmt::format("gptEmbedding {} is not divisible by gptHeads {} (every head gets "

@@ -159,21 +159,9 @@ TEST_F(IdxReaderTest, ValuesThatDoNotFitInMemoryAreADataError) {
   auto bytes = header({1u << 20, 64});
   bytes.resize(bytes.size() + (std::size_t{1} << 26), 0);
   const auto path = write("bomb.gz", bytes, /*gzip=*/true);
-  ddp::testing::fuzz::Target target{"idx_bomb", {path}};
-  target.parse = [](const std::string& file) {
-    try {
-      readIdxFile(file);
-    } catch (const DataError& e) {
-      if (std::string(e.what()).find("do not fit in this process's memory") == std::string::npos) {
-        throw std::logic_error(std::string("another DataError: ") + e.what());
-      }
-      throw;
-    }
-  };
-  ddp::testing::fuzz::Settings settings;
-  settings.iterations = 1;  // input 0: the corpus entry as it is
-  settings.memoryLimitBytes = std::size_t{32} << 20;
-  const auto report = ddp::testing::fuzz::run(target, settings);
+  const auto report = ddp::testing::fuzz::runEachOnce(
+      "idx_bomb", {path}, [](const std::string& file) { readIdxFile(file); },
+      "do not fit in this process's memory", std::size_t{32} << 20);
   EXPECT_EQ(report.rejected, 1) << report.describeFindings();
 }
 

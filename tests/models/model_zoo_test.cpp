@@ -2,11 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <stdexcept>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
+
+#include "tests/support/fuzz.h"
 
 namespace ddp::models {
 
@@ -167,6 +170,34 @@ TEST(ModelZooTest, BadSpecsSayWhatIsWrong) {
                 "model 'gpt': gptEmbedding 130 is not divisible by gptHeads 4");
   expectInvalid({"gpt", {64}, 65, 0}, "model 'gpt': gptLayers must be >= 1, found 0");
   expectInvalid({"gpt", {64}, 0}, "the vocabulary size (numClasses) must be >= 1, found 0");
+}
+
+// ddptrain takes --gpt-layers, --gpt-embedding and --block-size up to 2^63 - 1: the model
+// then grew layer by layer until the machine's memory ran out (a pod: OOMKilled, then
+// restarted). Above 2^32 parameters it is refused before anything is allocated. Each spec
+// is built in a child under a 512 MiB limit (tests/support/fuzz.h judges what it throws).
+TEST(ModelZooTest, GptsBeyondTheParameterBoundAreRefused) {
+  constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+  const std::vector<ModelSpec> specs = {{"gpt", {64}, 65, kMax, 4, 128},
+                                        {"gpt", {64}, 65, 2, 1, std::int64_t{1} << 31},
+                                        {"gpt", {std::int64_t{1} << 40}, 65, 2, 4, 128},
+                                        {"gpt", {64}, std::int64_t{1} << 40, 2, 4, 128}};
+  const std::string layersMessage =
+      "model 'gpt': gptLayers 9223372036854775807, gptEmbedding 128, a vocabulary of 65 and a "
+      "block of 64 make 1.8e+24 parameters; expected at most 4294967296 (16 GiB as float32). "
+      "HINT: fewer layers (--gpt-layers) or a narrower embedding (--gpt-embedding)";
+  const auto build = [&](const std::string& index) {
+    try {
+      createModel(specs[std::stoul(index)]);
+    } catch (const ModelSpecError& e) {
+      if (index == "0" && e.what() != layersMessage) throw std::logic_error(e.what());
+      throw;
+    }
+  };
+  const auto report = ddp::testing::fuzz::runEachOnce("gpt_size", {"0", "1", "2", "3"}, build,
+                                                      "parameters; expected at most 4294967296",
+                                                      std::size_t{512} << 20);
+  EXPECT_EQ(report.rejected, 4) << report.describeFindings();
 }
 
 TEST(ModelZooTest, DescribeNamesTheLayoutAndTheParameterCount) {

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -547,6 +548,24 @@ Report run(const Target& target, const Settings& settings) {
   ::munmap(shared, sizeof(Progress));
   for (auto& finding : report.findings) finding.savedTo = save(report, finding);
   return report;
+}
+
+Report runEachOnce(const std::string& name, const std::vector<std::string>& inputs,
+                   std::function<void(const std::string&)> parse, const std::string& expected,
+                   std::size_t memoryLimitBytes) {
+  Target target{name, inputs};
+  target.parse = [parse = std::move(parse), expected](const std::string& input) {
+    try {
+      parse(input);
+    } catch (const PermanentError& e) {
+      if (std::string(e.what()).find(expected) != std::string::npos) throw;
+      throw std::logic_error("a PermanentError without \"" + expected + "\": " + e.what());
+    }
+  };
+  Settings settings;
+  settings.iterations = static_cast<std::int64_t>(inputs.size());  // the corpus as it is
+  settings.memoryLimitBytes = memoryLimitBytes;
+  return run(target, settings);
 }
 
 std::int64_t Report::count(const std::string& kind) const {

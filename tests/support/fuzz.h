@@ -109,6 +109,14 @@ Report run(const Target& target, const Settings& settings);
 // log) and a GoogleTest failure listing every finding.
 Report runAndExpectNoFindings(const Target& target, std::int64_t defaultIterations);
 
+// Each of `inputs` once, as given, in a child under `memoryLimitBytes` (above the test's
+// own size), judged as run() judges; a PermanentError whose message lacks `expected` is a
+// finding too. For inputs too large to parse in the test's own process before a fix: the
+// report's `rejected` counts the inputs refused as they should be.
+Report runEachOnce(const std::string& name, const std::vector<std::string>& inputs,
+                   std::function<void(const std::string&)> parse, const std::string& expected,
+                   std::size_t memoryLimitBytes);
+
 // `text` as a C string literal body: printable ASCII as is, everything else escaped,
 // cut after `maxBytes` bytes ("..." then says so).
 std::string escape(const std::string& text, std::size_t maxBytes = 200);

@@ -131,6 +131,16 @@ TEST(FuzzTest, AnAllocationPastTheMemoryLimitFailsInsteadOfTakingTheMachine) {
   EXPECT_EQ(report.findings[0].detail, "std::bad_alloc: std::bad_alloc");
 }
 
+TEST(FuzzTest, RunEachOnceWantsTheExpectedMessage) {
+  const auto refuse = [](const std::string& input) { throw ConfigError("refused: " + input); };
+  const Report report = runEachOnce("each_once", {"a", "b"}, refuse, "refused: a", 1 << 30);
+  EXPECT_EQ(report.inputs, 2);
+  EXPECT_EQ(report.rejected, 1);
+  ASSERT_EQ(report.findings.size(), 1u);
+  EXPECT_EQ(report.findings[0].detail,
+            "std::logic_error: a PermanentError without \"refused: a\": refused: b");
+}
+
 TEST(FuzzTest, EscapeShowsEveryByte) {
   EXPECT_EQ(escape(std::string("a\0b\n\"\xff", 6)), "a\\x00\"\"b\\n\\\"\\xff");
   EXPECT_EQ(escape("abcdef", 3), "abc...(6 bytes)");
