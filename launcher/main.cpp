@@ -122,6 +122,20 @@ Command parseCommand(int argc, char** argv) {
     if (ddp::launcher::flagTakesValue(arg) && i + 1 < argc) own.push_back(argv[++i]);
   }
 
+  // cxxopts matches every argument against a std::regex, and libstdc++'s matcher recurses
+  // once per character: a flag of ~30 000 bytes overflowed the stack (SIGSEGV). No flag,
+  // value or path comes near the bound (PATH_MAX is 4096). The program's own arguments
+  // are passed on as they are.
+  constexpr std::size_t kMaxFlagBytes = 8192;
+  for (const auto& arg : own) {
+    if (arg.size() > kMaxFlagBytes) {
+      throw LaunchError("ddprun flag '" + arg.substr(0, 40) + "...': expected at most " +
+                        std::to_string(kMaxFlagBytes) + " bytes, found " +
+                        std::to_string(arg.size()) +
+                        ". No flag, value or path is that long. Run 'ddprun --help' for the "
+                        "options.");
+    }
+  }
   auto cli = makeCli();
   std::vector<char*> ownArgv;
   for (auto& a : own) ownArgv.push_back(a.data());
