@@ -53,17 +53,19 @@ std::optional<FlagValue> valueOf(const GivenFlags& given, const env::EnvMap& env
   return std::nullopt;
 }
 
-// torchrun's --nnodes takes N or MIN:MAX; a fixed count only.
-int parseNnodes(const FlagValue& value) {
+// torchrun's --nnodes takes N or MIN:MAX (elastic: --rdzv-backend c10d only, checked by
+// resolveLaunchPlan once the backend is known).
+env::NodeCountRange parseNnodes(const FlagValue& value) {
   const auto colon = value.text.find(':');
-  if (colon == std::string::npos) return value.integer(1, 65536);
+  if (colon == std::string::npos) {
+    const int count = value.integer(1, 65536);
+    return {count, count};
+  }
   const FlagValue min{value.text.substr(0, colon), value.origin};
   const FlagValue max{value.text.substr(colon + 1), value.origin};
-  if (min.integer(1, 65536) != max.integer(1, 65536)) {
-    value.fail("a fixed node count N (or N:N)",
-               "an elastic range; elastic ranges are not supported");
-  }
-  return min.integer(1, 65536);
+  const env::NodeCountRange range{min.integer(1, 65536), max.integer(1, 65536)};
+  if (range.min > range.max) value.fail("MIN:MAX with MIN <= MAX", "MIN above MAX");
+  return range;
 }
 
 }  // namespace
@@ -84,7 +86,26 @@ const std::vector<FlagSpec>& launchFlagSpecs() {
       {"standalone", "", var::kPetStandalone, false, "off",
        "one node on loopback with a free port (the variable: empty or 1 is on, 0 off)"},
       {"max-restarts", "N", var::kPetMaxRestarts, false, "0",
-       "restarts of the worker group after a failure"},
+       "restarts of the worker group after a failure (membership changes do not count)"},
+      {"rdzv-backend", "NAME", var::kPetRdzvBackend, false, "static",
+       "static (--node-rank and --master-addr say where each node is) or c10d (the nodes "
+       "meet at --rdzv-endpoint and get their ranks there; needed for --nnodes MIN:MAX); "
+       "etcd and etcd-v2 are refused"},
+      {"rdzv-endpoint", "HOST:PORT", var::kPetRdzvEndpoint, false, "",
+       "c10d: where the nodes meet; the node with that address hosts the store (port "
+       "default 29400). static: the master's address and port"},
+      {"rdzv-id", "ID", var::kPetRdzvId, false, "none",
+       "c10d: the job's id; jobs with different ids on one endpoint never meet"},
+      {"rdzv-conf", "K=V,...", var::kPetRdzvConf, false, "",
+       "c10d: join_timeout (600), last_call_timeout (30), close_timeout (30), read_timeout "
+       "(60), keep_alive_interval (1), keep_alive_max_attempt (5), is_host; other keys are "
+       "refused (torchrun's timeout, heartbeat_timeout, store_type, cas_backoff_max_seconds, "
+       "use_agent_store are ignored with a warning)"},
+      {"local-addr", "ADDR", var::kPetLocalAddr, false, "",
+       "c10d: this node's address for the others (default: the local address of a socket "
+       "connected to the endpoint)"},
+      {"monitor-interval", "SECONDS", var::kPetMonitorInterval, false, "0.1",
+       "c10d: how often the launcher checks the job's membership while the workers run"},
       {"rdzv-timeout", "SECONDS", "", false, "0",
        "seconds the workers wait for the master (sets DDPRUN_RDZV_TIMEOUT; 0: the workers' "
        "default, 300)"},
@@ -121,6 +142,59 @@ bool flagTakesValue(std::string_view arg) {
   return false;
 }
 
+namespace {
+
+// --rdzv-*, --local-addr and --monitor-interval.
+template <typename Read>
+void readRendezvous(LaunchCommand& command, Read& read) {
+  std::string backend = "static";
+  if (auto v = read("rdzv-backend")) {
+    if (v->text == "etcd" || v->text == "etcd-v2") {
+      v->fail("static or c10d", "'" + v->text + "', which needs an etcd server",
+              "Use c10d: it needs no extra service (the store lives in one node's ddprun).");
+    }
+    if (v->text != "static" && v->text != "c10d") v->fail("static or c10d", "'" + v->text + "'");
+    backend = v->text;
+  }
+  command.plan.rendezvousBackend = backend;
+  auto endpoint = read("rdzv-endpoint");
+  if (endpoint && endpoint->text.empty()) endpoint.reset();
+  if (auto v = read("rdzv-id"); v && !v->text.empty()) command.plan.runId = v->text;
+  if (auto v = read("monitor-interval")) {
+    const auto parsed = env::parseSeconds(v->text);
+    if (!parsed.value) v->fail(env::secondsExpectation(), parsed.found);
+    command.monitorInterval = *parsed.value;
+  }
+  auto conf = read("rdzv-conf");
+  auto localAddr = read("local-addr");
+  if (backend == "static") {
+    // torchrun's static backend takes its master from the endpoint when there is one.
+    if (endpoint && !command.plan.masterAddr) {
+      RendezvousConfig parsed;
+      parseRendezvousEndpoint(endpoint->text, endpoint->origin, parsed);
+      command.plan.masterAddr = parsed.endpointHost;
+      if (endpoint->text.find(':') != std::string::npos && !command.plan.masterPort) {
+        command.plan.masterPort = parsed.endpointPort;
+      }
+    }
+    return;
+  }
+  RendezvousConfig config;
+  if (!endpoint) {
+    throw LaunchError(
+        "--rdzv-backend c10d needs --rdzv-endpoint HOST:PORT (or PET_RDZV_ENDPOINT): where "
+        "the nodes meet; the node with that address hosts the store. E.g. --rdzv-endpoint "
+        "node0:29400.");
+  }
+  parseRendezvousEndpoint(endpoint->text, endpoint->origin, config);
+  config.runId = command.plan.runId;
+  if (conf) command.warnings = parseRendezvousConf(conf->text, conf->origin, config);
+  if (localAddr) config.localAddr = localAddr->text;
+  command.rendezvous = config;
+}
+
+}  // namespace
+
 LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env) {
   LaunchCommand command;
   auto& plan = command.plan;
@@ -130,7 +204,11 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
     return value;
   };
   if (auto v = read("nproc-per-node")) plan.nprocPerNode = v->text;
-  if (auto v = read("nnodes")) plan.nnodes = parseNnodes(*v);
+  if (auto v = read("nnodes")) {
+    const auto range = parseNnodes(*v);
+    plan.nnodes = range.min;
+    plan.maxNodes = range.max;
+  }
   if (auto v = read("node-rank")) plan.nodeRank = v->integer(0, 65535);
   if (auto v = read("master-addr")) {
     if (const auto problem = env::checkBareHost(v->text)) {
@@ -179,6 +257,7 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
     command.errorFile = command.logDir + "/error.json";
   }
   command.dryRun = read("dry-run").has_value();
+  readRendezvous(command, read);
   if (auto v = read("log-level"); v && !v->text.empty()) command.logLevel = v->text;
   return command;
 }

@@ -11,6 +11,7 @@
 //   3. the default.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "launcher/launch_plan.h"
+#include "launcher/node_rendezvous.h"
 #include "runtime/env/cluster_env.h"
 
 namespace ddp::launcher {
@@ -54,6 +56,11 @@ struct LaunchCommand {
   std::string errorFile;
   std::optional<std::string> logLevel;  // the flag; log::resolveLevel() adds the variable
   bool dryRun = false;
+  // --rdzv-backend c10d: the endpoint, id and --rdzv-conf (min/max nodes and the local
+  // workers are filled in from the plan).
+  std::optional<RendezvousConfig> rendezvous;
+  std::vector<std::string> warnings;  // accepted but ignored settings, to log once
+  std::chrono::milliseconds monitorInterval{100};
   // Flag name -> where its value came from ("--max-restarts", "PET_MAX_RESTARTS").
   std::map<std::string, std::string> origins;
 };

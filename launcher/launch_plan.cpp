@@ -115,6 +115,30 @@ LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::NodeEnv& node,
     }
     plan.nodeRank = 0;
   }
+  plan.maxNodes = flags.maxNodes  ? *flags.maxNodes
+                  : flags.nnodes  ? plan.nnodes
+                  : node.maxNodes ? *node.maxNodes
+                                  : plan.nnodes;
+  plan.rendezvousBackend = flags.rendezvousBackend;
+  plan.runId = flags.runId;
+  const bool c10d = plan.rendezvousBackend == "c10d";
+  if (plan.maxNodes != plan.nnodes && !c10d) {
+    throw LaunchError("nnodes " + std::to_string(plan.nnodes) + ":" +
+                      std::to_string(plan.maxNodes) + " (from " + plan.origins["nnodes"] +
+                      ") is an elastic range, and the static rendezvous has fixed node ranks. "
+                      "Add --rdzv-backend c10d --rdzv-endpoint HOST:PORT (an elastic "
+                      "PyTorchJob sets PET_RDZV_BACKEND and PET_RDZV_ENDPOINT), or give N.");
+  }
+  if (c10d) {
+    if (plan.standalone) {
+      throw LaunchError(
+          "--standalone starts its own single-node rendezvous; drop it, or drop "
+          "--rdzv-backend c10d.");
+    }
+    // Each round of the rendezvous decides these (launcher/node_rendezvous.h).
+    plan.nodeRank = 0;
+    plan.origins["nodeRank"] = "rendezvous";
+  }
   if (plan.nodeRank >= plan.nnodes) {
     throw LaunchError("node rank " + std::to_string(plan.nodeRank) + " (from " +
                       plan.origins["nodeRank"] + ") must be below the node count " +
@@ -135,7 +159,11 @@ LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::NodeEnv& node,
                       std::to_string(plan.nprocPerNode));
   }
 
-  if (plan.standalone) {
+  if (c10d) {
+    plan.masterAddr = "";
+    plan.masterPort = 0;
+    plan.origins["masterAddr"] = plan.origins["masterPort"] = "rendezvous";
+  } else if (plan.standalone) {
     plan.masterAddr = "127.0.0.1";
     plan.masterPort = flags.masterPort.value_or(0);  // 0: the launcher picks a free one
     plan.origins["masterAddr"] = plan.origins["masterPort"] = "--standalone";
@@ -204,6 +232,7 @@ std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int
       {var::kMasterPort, std::to_string(plan.masterPort)},
       {var::kTorchelasticRestartCount, std::to_string(options.restartCount)},
       {var::kTorchelasticMaxRestarts, std::to_string(plan.maxRestarts)},
+      {var::kTorchelasticRunId, plan.runId},
       // The runtime reads either; a stale one inherited from the pod must not disagree.
       {var::kRestartCount, std::to_string(options.restartCount)},
   };
@@ -227,13 +256,32 @@ std::string describePlanJson(const LaunchPlan& plan, const std::vector<std::stri
   out["masterPort"] = plan.masterPort;
   out["maxRestarts"] = plan.maxRestarts;
   out["standalone"] = plan.standalone;
+  const bool c10d = plan.rendezvousBackend == "c10d";
+  out["rendezvous"] = {{"backend", plan.rendezvousBackend}};
+  if (c10d) {
+    out["rendezvous"]["endpoint"] = plan.rendezvousEndpoint;
+    out["rendezvous"]["runId"] = plan.runId;
+    out["rendezvous"]["minNodes"] = plan.nnodes;
+    out["rendezvous"]["maxNodes"] = plan.maxNodes;
+  }
   out["origins"] = plan.origins;
   out["program"] = program;
   out["workers"] = nlohmann::ordered_json::array();
+  // With c10d, what each round assigns is shown as such: the plan cannot know it.
+  constexpr const char* kPerRound = "<assigned by each rendezvous round>";
   for (int local = 0; local < plan.nprocPerNode; ++local) {
-    out["workers"].push_back({{"rank", plan.globalRank(local)},
+    auto env = workerEnvironment(plan, local, options);
+    if (c10d) {
+      for (const char* name :
+           {var::kRank, var::kWorldSize, var::kGroupRank, var::kGroupWorldSize, var::kRoleRank,
+            var::kRoleWorldSize, var::kMasterAddr, var::kMasterPort}) {
+        env[name] = kPerRound;
+      }
+    }
+    out["workers"].push_back({{"rank", c10d ? nlohmann::ordered_json(kPerRound)
+                                            : nlohmann::ordered_json(plan.globalRank(local))},
                               {"localRank", local},
-                              {"env", workerEnvironment(plan, local, options)}});
+                              {"env", env}});
   }
   return out.dump(2);
 }

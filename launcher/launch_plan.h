@@ -32,6 +32,9 @@ class LaunchError : public PermanentError {
 struct LaunchFlags {
   std::optional<std::string> nprocPerNode;  // "N", auto, cpu, gpu
   std::optional<int> nnodes;
+  std::optional<int> maxNodes;               // --nnodes MIN:MAX with MIN < MAX: nnodes is MIN
+  std::string rendezvousBackend = "static";  // --rdzv-backend: static or c10d
+  std::string runId = "none";                // --rdzv-id
   std::optional<int> nodeRank;
   std::optional<std::string> masterAddr;
   std::optional<int> masterPort;
@@ -64,8 +67,22 @@ struct LaunchPlan {
   // Field name -> where it came from ("--nnodes", "PET_NNODES", "WORLD_SIZE", "default").
   std::map<std::string, std::string> origins;
 
-  int worldSize() const { return nnodes * nprocPerNode; }
-  int globalRank(int localRank) const { return nodeRank * nprocPerNode + localRank; }
+  // Elastic (--nnodes MIN:MAX): nnodes is MIN until a round says otherwise.
+  int maxNodes = 1;
+  // "static", or "c10d": nodeRank, nnodes and the master then come from each round of the
+  // rendezvous (launcher/node_rendezvous.h), and so do the two below.
+  std::string rendezvousBackend = "static";
+  std::string runId = "none";      // --rdzv-id: TORCHELASTIC_RUN_ID
+  std::string rendezvousEndpoint;  // c10d: host:port
+  // A round's first global rank of this node and the round's world size: nodes may run
+  // different numbers of workers. Unset (-1, 0): nodeRank x nprocPerNode, nnodes x nprocPerNode.
+  int firstGlobalRank = -1;
+  int totalWorkers = 0;
+
+  int worldSize() const { return totalWorkers > 0 ? totalWorkers : nnodes * nprocPerNode; }
+  int globalRank(int localRank) const {
+    return (firstGlobalRank >= 0 ? firstGlobalRank : nodeRank * nprocPerNode) + localRank;
+  }
 };
 
 // The flags over the node's environment (see the top of this file). Throws env::EnvError

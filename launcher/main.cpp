@@ -20,6 +20,7 @@
 
 #include <cxxopts.hpp>
 
+#include "launcher/elastic_agent.h"
 #include "launcher/failure_report.h"
 #include "launcher/group_guardian.h"
 #include "launcher/launch_flags.h"
@@ -73,6 +74,8 @@ struct Command {
   ddp::launcher::WorkerGroupSpec spec;
   std::string errorFile;
   bool dryRun = false;
+  std::optional<ddp::launcher::RendezvousConfig> rendezvous;  // --rdzv-backend c10d
+  std::chrono::milliseconds monitorInterval{100};
 };
 
 // cxxopts over the flag table (launch_flags.h): each flag once, with its underscore alias.
@@ -177,6 +180,16 @@ Command parseCommand(int argc, char** argv) {
   spec.output.redirectStderr = (options.redirects & 2) != 0;
   command.errorFile = options.errorFile;
   command.dryRun = options.dryRun;
+  command.monitorInterval = options.monitorInterval;
+  for (const auto& warning : options.warnings) ddp::log::warn("launcher", "{}", warning);
+  if (options.rendezvous) {
+    auto config = *options.rendezvous;
+    config.minNodes = spec.plan.nnodes;
+    config.maxNodes = spec.plan.maxNodes;
+    config.localWorkers = spec.plan.nprocPerNode;
+    spec.plan.rendezvousEndpoint = config.endpoint();
+    command.rendezvous = config;
+  }
 
   if (program.empty()) {
     throw LaunchError("no PROGRAM given: ddprun [options] [--] PROGRAM [ARGS...]");
@@ -212,22 +225,45 @@ int main(int argc, char** argv) {
     return ddp::kExitOk;
   }
   const auto& plan = spec.plan;
-  ddp::log::info("launcher",
-                 "source={} nnodes={} node_rank={} nproc_per_node={} world_size={} "
-                 "master={}:{} max_restarts={} program={}",
-                 plan.source, plan.nnodes, plan.nodeRank, plan.nprocPerNode, plan.worldSize(),
-                 plan.masterAddr, plan.masterPort, plan.maxRestarts, spec.argv.front());
+  if (command.rendezvous) {
+    ddp::log::info("launcher",
+                   "source={} rdzv_backend=c10d endpoint={} run_id={} nnodes={}:{} "
+                   "nproc_per_node={} max_restarts={} program={}",
+                   plan.source, plan.rendezvousEndpoint, plan.runId, plan.nnodes, plan.maxNodes,
+                   plan.nprocPerNode, plan.maxRestarts, spec.argv.front());
+  } else {
+    ddp::log::info("launcher",
+                   "source={} nnodes={} node_rank={} nproc_per_node={} world_size={} "
+                   "master={}:{} max_restarts={} program={}",
+                   plan.source, plan.nnodes, plan.nodeRank, plan.nprocPerNode, plan.worldSize(),
+                   plan.masterAddr, plan.masterPort, plan.maxRestarts, spec.argv.front());
+  }
   ddp::launcher::RunResult result;
+  ddp::launcher::LaunchPlan lastPlan = plan;  // the last round's, for the error file
   try {
     // Note [Nothing outlives the launcher] in launcher/group_guardian.h: what a worker
     // leaves behind is adopted and reaped here, and killed by the guardian if ddprun dies
     // without stopping it. The guardian is forked while this process has one thread.
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     ddp::launcher::GroupGuardian guardian;
+    // Before the rendezvous module starts its threads, so that they inherit the blocked
+    // signals (Note [Worker processes]).
     ddp::launcher::SignalChannel signals;
-    result = ddp::launcher::runWithRestarts(plan.maxRestarts, [&](int restartCount) {
-      return ddp::launcher::runAttempt(spec, restartCount, signals, guardian);
-    });
+    if (command.rendezvous) {
+      auto rendezvous = ddp::launcher::loadC10dRendezvous(*command.rendezvous);
+      const ddp::launcher::MembershipMonitor monitor{
+          command.monitorInterval, [&] { return rendezvous->membershipChange(); }};
+      result = ddp::launcher::runElastic(
+          plan, *rendezvous, [&](const ddp::launcher::LaunchPlan& roundPlan, int restartCount) {
+            auto roundSpec = spec;
+            roundSpec.plan = lastPlan = roundPlan;
+            return ddp::launcher::runAttempt(roundSpec, restartCount, signals, guardian, &monitor);
+          });
+    } else {
+      result = ddp::launcher::runWithRestarts(plan.maxRestarts, [&](int restartCount) {
+        return ddp::launcher::runAttempt(spec, restartCount, signals, guardian);
+      });
+    }
   } catch (const std::exception& e) {
     std::cerr << "ddprun: " << e.what() << std::endl;
     return ddp::exitCodeFor(e);
@@ -235,7 +271,8 @@ int main(int argc, char** argv) {
   if (result.failure) {
     std::cerr << ddp::launcher::failureReportText(*result.failure, result.exitCode);
     if (!command.errorFile.empty()) {
-      const auto json = ddp::launcher::failureReportJson(*result.failure, plan, result.exitCode);
+      const auto json =
+          ddp::launcher::failureReportJson(*result.failure, lastPlan, result.exitCode);
       const auto error = ddp::launcher::writeErrorFile(command.errorFile, json);
       if (!error.empty()) std::cerr << "ddprun: " << error << std::endl;
     }

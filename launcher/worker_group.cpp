@@ -43,11 +43,12 @@ const char* signalName(int signal) {
 class Attempt {
  public:
   Attempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals,
-          GroupGuardian& guardian)
+          GroupGuardian& guardian, const MembershipMonitor* monitor)
       : spec_(spec),
         restartCount_(restartCount),
         signals_(signals),
         guardian_(guardian),
+        monitor_(monitor),
         router_(spec.output, restartCount) {}
 
   AttemptResult run() {
@@ -171,6 +172,7 @@ class Attempt {
         workers_.begin(), workers_.end(),
         [](const Worker& w) { return w.state != WorkerState::kRunning && !w.groupGone; });
     if (leftoversWatched) until(Clock::now() + kGroupCheckInterval);
+    if (monitor_ && !tearingDown_) until(nextMonitorCheck_);
     const int ready = poll(fds.data(), fds.size(), timeoutMs);
     if (ready < 0) {
       if (errno == EINTR) return;
@@ -189,6 +191,19 @@ class Attempt {
         }
       }
     }
+    checkMembership();
+  }
+
+  void checkMembership() {
+    if (!monitor_ || tearingDown_ || Clock::now() < nextMonitorCheck_) return;
+    nextMonitorCheck_ = Clock::now() + monitor_->interval;
+    const std::string reason = monitor_->check();
+    if (reason.empty()) return;
+    log::warn("launcher", "membership changed: {}; stopping the workers to re-form the group",
+              reason);
+    result_.outcome = AttemptOutcome::kMembershipChanged;
+    result_.membershipChange = reason;
+    beginTeardown(SIGTERM);
   }
 
   void readPipe(Worker& w, Stream stream) {
@@ -294,6 +309,8 @@ class Attempt {
   int restartCount_;
   SignalChannel& signals_;
   GroupGuardian& guardian_;
+  const MembershipMonitor* monitor_;
+  Clock::time_point nextMonitorCheck_ = Clock::now();
   OutputRouter router_;
   std::vector<Worker> workers_;
   AttemptResult result_;
@@ -310,8 +327,8 @@ bool isRetryable(const ExitStatus& status) {
 }
 
 AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals,
-                         GroupGuardian& guardian) {
-  return Attempt(spec, restartCount, signals, guardian).run();
+                         GroupGuardian& guardian, const MembershipMonitor* monitor) {
+  return Attempt(spec, restartCount, signals, guardian, monitor).run();
 }
 
 RunResult runWithRestarts(int maxRestarts, const AttemptRunner& runAttemptFn) {

@@ -69,12 +69,22 @@ struct WorkerFailure {
   std::chrono::system_clock::time_point time;
 };
 
-enum class AttemptOutcome { kSucceeded, kWorkerFailed, kInterrupted };
+// kMembershipChanged: the monitor (c10d rendezvous) said the group must re-form; the workers
+// were stopped like at a failure (SIGTERM, SIGKILL after the grace period).
+enum class AttemptOutcome { kSucceeded, kWorkerFailed, kInterrupted, kMembershipChanged };
 
 struct AttemptResult {
   AttemptOutcome outcome = AttemptOutcome::kSucceeded;
   std::optional<WorkerFailure> failure;  // kWorkerFailed
   int signal = 0;                        // kInterrupted: what the launcher received
+  std::string membershipChange;          // kMembershipChanged: why
+};
+
+// Asked every `interval` while the workers run and no teardown has begun: a non-empty
+// answer stops them with kMembershipChanged (NodeRendezvous::membershipChange()).
+struct MembershipMonitor {
+  std::chrono::milliseconds interval{100};  // torchrun's --monitor-interval default, 0.1 s
+  std::function<std::string()> check;
 };
 
 struct RunResult {
@@ -87,7 +97,7 @@ struct RunResult {
 // Runs the workers once (see Note [Worker states]). `signals` must exist before any worker
 // starts, so that no exit or signal is missed; `guardian` watches each worker's group.
 AttemptResult runAttempt(const WorkerGroupSpec& spec, int restartCount, SignalChannel& signals,
-                         GroupGuardian& guardian);
+                         GroupGuardian& guardian, const MembershipMonitor* monitor = nullptr);
 
 // The restart policy over attempts; runAttempt in production, scripted outcomes in tests.
 using AttemptRunner = std::function<AttemptResult(int restartCount)>;

@@ -265,26 +265,36 @@ int parseInt(const std::string& variable, const std::string& value, int min, int
                  "Fix " + variable + " where it is set (launcher, pod spec or shell).");
 }
 
-// PET_NNODES: "N", or "MIN:MAX" from an elastic PyTorchJob, accepted only when MIN == MAX.
-std::optional<int> parsePetNnodes(const EnvMap& env) {
+std::optional<NodeCountRange> parsePetNnodesRange(const EnvMap& env) {
   const std::string name = var::kPetNnodes;
   auto raw = lookup(env, name);
   if (!raw) return std::nullopt;
   const auto colon = raw->find(':');
-  if (colon == std::string::npos) return parseInt(name, *raw, 1, kIntMax);
+  if (colon == std::string::npos) {
+    const int count = parseInt(name, *raw, 1, kIntMax);
+    return NodeCountRange{count, count};
+  }
   const auto min = parseInteger(std::string_view(*raw).substr(0, colon), 1, kIntMax).value;
   const auto max = parseInteger(std::string_view(*raw).substr(colon + 1), 1, kIntMax).value;
-  if (!min || !max) {
-    throw EnvError(name, *raw, "a node count N or MIN:MAX with decimal integers >= 1",
+  if (!min || !max || *min > *max) {
+    throw EnvError(name, *raw, "a node count N or MIN:MAX with decimal integers 1 <= MIN <= MAX",
                    "'" + *raw + "'", "Fix " + name + " where it is set (pod spec or shell).");
   }
-  if (*min != *max) {
-    throw EnvError(name, *raw, "a fixed node count (N, or MIN:MAX with MIN == MAX)",
-                   "the elastic range " + *raw,
-                   "Elastic ranges are not supported: give the job equal min and max replicas "
-                   "(elasticPolicy.minReplicas == maxReplicas).");
+  return NodeCountRange{static_cast<int>(*min), static_cast<int>(*max)};
+}
+
+std::optional<int> parsePetNnodes(const EnvMap& env) {
+  const auto range = parsePetNnodesRange(env);
+  if (!range) return std::nullopt;
+  if (range->elastic()) {
+    const std::string name = var::kPetNnodes;
+    throw EnvError(name, *lookup(env, name), "a fixed node count (N, or MIN:MAX with MIN == MAX)",
+                   "the elastic range " + *lookup(env, name),
+                   "An elastic range needs a rendezvous that assigns the node ranks: start the "
+                   "program under `ddprun --rdzv-backend c10d` (an elastic PyTorchJob sets "
+                   "PET_RDZV_BACKEND=c10d), or give the job equal min and max replicas.");
   }
-  return *min;
+  return range->min;
 }
 
 ClusterEnv resolveClusterEnv(const EnvMap& env) {

@@ -134,8 +134,20 @@ std::optional<std::string> lookup(const EnvMap& env, const std::string& name);
 // parseInteger (value_parser.h) in [min, max], or an EnvError naming `variable`.
 int parseInt(const std::string& variable, const std::string& value, int min, int max);
 
-// PET_NNODES: "N", or "MIN:MAX" from an elastic PyTorchJob, accepted only when MIN == MAX;
-// nullopt when unset. Throws EnvError. (The launcher reads the node count with it too.)
+// A node count as torchrun's --nnodes writes it: N (min == max), or MIN:MAX (elastic).
+struct NodeCountRange {
+  int min = 1;
+  int max = 1;
+  bool elastic() const { return min != max; }
+};
+
+// PET_NNODES: "N", or "MIN:MAX" (1 <= MIN <= MAX) from an elastic PyTorchJob; nullopt when
+// unset. Throws EnvError. An elastic range is for ddprun's c10d rendezvous (the launcher's
+// node view reads it with this).
+std::optional<NodeCountRange> parsePetNnodesRange(const EnvMap& env);
+
+// PET_NNODES as a fixed node count (MIN:MAX only when MIN == MAX); nullopt when unset.
+// Throws EnvError, for an elastic range too: only a launcher's rendezvous can resolve it.
 std::optional<int> parsePetNnodes(const EnvMap& env);
 
 // See Note [Environment precedence]. Throws EnvError.

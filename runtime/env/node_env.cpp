@@ -41,9 +41,10 @@ void resolvePyTorchJobNode(const EnvMap& env, NodeEnv& out) {
 
 void resolveTrainerV2Node(const EnvMap& env, const NodeFlags& given, NodeEnv& out) {
   out.source = EnvSource::kTrainerV2;
-  if (auto nnodes = readNnodes(env)) {
-    out.nnodes = nnodes->value;
-    out.origins["nnodes"] = nnodes->name;
+  if (const auto range = given.nnodes ? std::nullopt : parsePetNnodesRange(env)) {
+    out.nnodes = range->min;
+    if (range->elastic()) out.maxNodes = range->max;
+    out.origins["nnodes"] = var::kPetNnodes;
   }
   if (auto nodeRank = readInt(env, var::kPetNodeRank, 0, kIntMax)) {
     if (!given.nnodes && !given.nodeRank && nodeRank->value >= out.nnodes) {

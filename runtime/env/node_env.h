@@ -15,6 +15,9 @@ namespace ddp::env {
 
 struct NodeEnv {
   int nnodes = 1;
+  // PET_NNODES=MIN:MAX (an elastic PyTorchJob): nnodes is MIN, this MAX. Only a rendezvous
+  // that assigns node ranks (ddprun's c10d backend) runs such a node; nodeRank stays 0.
+  std::optional<int> maxNodes;
   int nodeRank = 0;
   // As written in PET_NPROC_PER_NODE: "N", auto, cpu, gpu or xpu; only a launcher knows
   // the devices that the symbolic ones count. Unset: the launcher's default.

@@ -20,6 +20,7 @@ inline constexpr const char* kMasterAddr = "MASTER_ADDR";
 inline constexpr const char* kMasterPort = "MASTER_PORT";
 inline constexpr const char* kTorchelasticRestartCount = "TORCHELASTIC_RESTART_COUNT";
 inline constexpr const char* kTorchelasticMaxRestarts = "TORCHELASTIC_MAX_RESTARTS";
+inline constexpr const char* kTorchelasticRunId = "TORCHELASTIC_RUN_ID";
 inline constexpr const char* kOmpNumThreads = "OMP_NUM_THREADS";
 
 // ddprun's own additions to the worker contract (launcher flag -> worker setting).
@@ -42,6 +43,12 @@ inline constexpr const char* kPetMaxRestarts = "PET_MAX_RESTARTS";
 inline constexpr const char* kPetStandalone = "PET_STANDALONE";
 inline constexpr const char* kPetLogDir = "PET_LOG_DIR";
 inline constexpr const char* kPetRedirects = "PET_REDIRECTS";
+inline constexpr const char* kPetRdzvBackend = "PET_RDZV_BACKEND";
+inline constexpr const char* kPetRdzvEndpoint = "PET_RDZV_ENDPOINT";
+inline constexpr const char* kPetRdzvId = "PET_RDZV_ID";
+inline constexpr const char* kPetRdzvConf = "PET_RDZV_CONF";
+inline constexpr const char* kPetLocalAddr = "PET_LOCAL_ADDR";
+inline constexpr const char* kPetMonitorInterval = "PET_MONITOR_INTERVAL";
 
 // MPI launchers: Open MPI, and MPICH / Intel MPI (Hydra).
 inline constexpr const char* kOmpiRank = "OMPI_COMM_WORLD_RANK";

@@ -127,6 +127,18 @@ std::optional<BoundSocket> bindMasterAddress(const std::string& masterAddr, std:
 
 }  // namespace
 
+bool isThisHostsAddress(const std::string& host) {
+  std::string whyNot;
+  try {
+    const auto bound = bindMasterAddress(host, /*port=*/0, whyNot);
+    if (!bound) return false;
+    close(bound->fd);
+    return true;
+  } catch (const RendezvousError&) {
+    return false;  // not even port 0 binds: no socket of ours can live there
+  }
+}
+
 std::string probeTcp(const std::string& host, std::uint16_t port,
                      std::chrono::milliseconds timeout) {
   addrinfo hints{};

@@ -72,6 +72,11 @@ struct TcpStoreOptions {
 // causes.
 c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& options);
 
+// Whether `host` resolves to an address of this machine: a socket binds to it (Note [Where
+// the store listens]). A name that does not resolve is not. ddprun's c10d rendezvous hosts
+// the store on the node whose address is the endpoint's.
+bool isThisHostsAddress(const std::string& host);
+
 // One probe: "" when a TCP connection to host:port succeeded within `timeout`, else
 // why not ("host name does not resolve: ...", "connection refused ...", "timed out").
 std::string probeTcp(const std::string& host, std::uint16_t port,

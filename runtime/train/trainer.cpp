@@ -366,7 +366,9 @@ std::int64_t Trainer::resume(Run& run) {
   run.step = progress.step;
   if (run.checkpointer) run.checkpointStep = loaded->info.step;
   if (dist_.rank() == 0) {
-    log::info("train", "event=resumed step={} epoch={} path={}", progress.step, progress.epoch,
+    // The world size it was written at: after an elastic re-formation they differ.
+    log::info("train", "event=resumed step={} epoch={} world_size={} saved_world_size={} path={}",
+              progress.step, progress.epoch, dist_.worldSize(), progress.worldSize,
               loaded->info.path);
   }
   return progress.step;
