@@ -44,18 +44,14 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import k8s_jobs  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from netns_hosts import NetnsHosts, sh  # noqa: E402
+
 REPO = pathlib.Path(sys.argv.pop(1) if len(sys.argv) > 1 else ".").resolve()
 DDPRUN = sys.argv.pop(1) if len(sys.argv) > 1 else str(REPO / "build/launcher/ddprun")
 DDPTRAIN = sys.argv.pop(1) if len(sys.argv) > 1 else str(REPO / "build/examples/ddptrain")
 STEPS = 40
 TIMEOUT = 300  # seconds for the whole job
-
-
-def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run(argv, capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: exit {out.returncode}: {out.stderr.strip()}")
-    return out
 
 
 def short_config(path: pathlib.Path, data_dir: str) -> None:
@@ -67,50 +63,17 @@ def short_config(path: pathlib.Path, data_dir: str) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
-class Cluster:
-    """Network namespaces for a set of pods on one bridge."""
+class Cluster(NetnsHosts):
+    """The pods of a job as emulated hosts, their names resolvable as the operator's
+    headless services make them."""
 
     def __init__(self, pods: list[k8s_jobs.Pod]):
-        self.tag = f"ddpk8s{os.getpid() % 100000}"
-        self.switch = f"{self.tag}-sw"
-        self.subnet = f"198.18.{os.getpid() % 250 + 1}"
+        super().__init__([p.name for p in pods], tag="ddpk8s",
+                         aliases=lambda name: [f"{name}.default.svc.cluster.local"])
         self.pods = pods
-        self.ns = {p.name: f"{self.tag}-{i}" for i, p in enumerate(pods)}
-        self.ip = {p.name: f"{self.subnet}.{10 + i}" for i, p in enumerate(pods)}
-
-    def __enter__(self):
-        try:
-            sh("ip", "netns", "add", self.switch)
-            sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
-            sh("ip", "-n", self.switch, "link", "set", "br0", "up")
-            hosts = "127.0.0.1 localhost\n" + "".join(
-                f"{self.ip[p.name]} {p.name} {p.name}.default.svc.cluster.local\n" for p in self.pods)
-            for i, p in enumerate(self.pods):
-                ns = self.ns[p.name]
-                sh("ip", "netns", "add", ns)
-                sh("ip", "-n", self.switch, "link", "add", f"v{i}", "type", "veth", "peer", "name", "eth0",
-                   "netns", ns)
-                sh("ip", "-n", self.switch, "link", "set", f"v{i}", "master", "br0", "up")
-                sh("ip", "-n", ns, "addr", "add", f"{self.ip[p.name]}/24", "dev", "eth0")
-                sh("ip", "-n", ns, "link", "set", "eth0", "up")
-                sh("ip", "-n", ns, "link", "set", "lo", "up")
-                etc = pathlib.Path("/etc/netns") / ns
-                etc.mkdir(parents=True, exist_ok=True)
-                (etc / "hosts").write_text(hosts)
-        except Exception:
-            self.__exit__()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        for ns in list(self.ns.values()) + [self.switch]:
-            sh("ip", "netns", "del", ns, check=False)
-            shutil.rmtree(pathlib.Path("/etc/netns") / ns, ignore_errors=True)
 
     def argv(self, pod: k8s_jobs.Pod, command: list[str]) -> list[str]:
-        """command run as the pod: its network namespace, its host name."""
-        return ["ip", "netns", "exec", self.ns[pod.name], "unshare", "--uts", "--",
-                "sh", "-c", 'hostname "$0" && exec "$@"', pod.name] + command
+        return super().argv(pod.name, command)
 
 
 class PodEmulationTest(unittest.TestCase):
