@@ -107,6 +107,28 @@ class DryRunPlanTest(unittest.TestCase):
                                program=k8s_jobs.split_ddprun(pods[0].argv)[1])
                 self.assertEqual(plans[0]["maxRestarts"], 0)
 
+    def test_elastic_pytorchjob(self):
+        """Every pod plans the same c10d rendezvous (endpoint worker-0, MIN:MAX, the id, the
+        restart budget); node ranks, WORLD_SIZE and the master come from each round."""
+        job = k8s_jobs.load_job(REPO, "pytorchjob-elastic.yaml")
+        policy = job["spec"]["elasticPolicy"]
+        pods = k8s_jobs.pytorchjob_pods(job)
+        self.assertNotIn("RANK", pods[0].env)
+        plans = [dry_run(p.argv, p.env) for p in pods]
+        name = job["metadata"]["name"]
+        expected = {"backend": "c10d", "endpoint": f"{name}-worker-0:23456", "runId": policy["rdzvId"],
+                    "minNodes": policy["minReplicas"], "maxNodes": policy["maxReplicas"]}
+        for plan in plans:
+            self.assertEqual(plan["rendezvous"], expected)
+            self.assertEqual(plan["source"], "trainer-v2")  # PET_* only, as Trainer v2 gives
+            self.assertEqual(plan["origins"]["nodeRank"], "rendezvous")
+            self.assertEqual(plan["maxRestarts"], policy["maxRestarts"])
+            self.assertEqual(plan["nprocPerNode"], int(job["spec"]["nprocPerNode"]))
+            env = plan["workers"][0]["env"]
+            self.assertEqual(env["TORCHELASTIC_RUN_ID"], policy["rdzvId"])
+            self.assertEqual(env["WORLD_SIZE"], "<assigned by each rendezvous round>")
+        print(f"{len(plans)} pods plan the rendezvous {expected}")
+
     def test_trainjob(self):
         job = k8s_jobs.load_job(REPO, "trainjob.yaml")
         pods = k8s_jobs.trainjob_pods(job)

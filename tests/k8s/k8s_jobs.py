@@ -33,7 +33,7 @@ MPI_HOSTFILE = "/etc/mpi/hostfile"  # mounted by mpi-operator on the launcher
 PYTORCHJOB_DEFAULT_PORT = 23456  # training-operator pytorch_types.go
 TRAINER_MASTER_PORT = 29500      # trainer constants.go
 
-JOB_FILES = ["pytorchjob-cpu.yaml", "pytorchjob-gpu.yaml", "mpijob.yaml", "trainjob.yaml"]
+JOB_FILES = ["pytorchjob-cpu.yaml", "pytorchjob-gpu.yaml", "pytorchjob-elastic.yaml", "mpijob.yaml", "trainjob.yaml"]
 CORE_FILES = ["checkpoints-pvc.yaml", "networkpolicy.yaml"]
 
 
@@ -91,6 +91,8 @@ def pytorchjob_pods(job: dict) -> list[Pod]:
     master's pytorchjob-port, WORLD_SIZE = pods x nprocPerNode (1 if not an integer),
     RANK = PET_NODE_RANK = the pod rank (master 0, worker i -> i+1), PET_NNODES = pods,
     PET_NPROC_PER_NODE = nprocPerNode (default "auto"), PYTHONUNBUFFERED=1."""
+    if "elasticPolicy" in job["spec"]:
+        return elastic_pytorchjob_pods(job)
     name = job["metadata"]["name"]
     specs = job["spec"]["pytorchReplicaSpecs"]
     nproc = str(job["spec"].get("nprocPerNode", "auto"))
@@ -120,6 +122,39 @@ def pytorchjob_pods(job: dict) -> list[Pod]:
                             _container(spec["template"], "pytorch"), env, spec["template"]))
             rank += 1
     return pods
+
+
+def elastic_pytorchjob_pods(job: dict) -> list[Pod]:
+    """PyTorchJob with elasticPolicy (training-operator elastic.go; k8s-env-contract.md):
+    no MASTER_*, RANK, WORLD_SIZE or PET_NODE_RANK; every pod gets PET_RDZV_BACKEND (default
+    c10d), PET_RDZV_ENDPOINT = <rdzvHost or <job>-worker-0>:<rdzvPort or the Worker's
+    pytorchjob-port>, PET_NNODES = "<minReplicas>:<maxReplicas>", PET_RDZV_ID and
+    PET_MAX_RESTARTS when set, PET_RDZV_CONF = k=v,k=v from rdzvConf, PET_NPROC_PER_NODE,
+    PYTHONUNBUFFERED=1."""
+    name = job["metadata"]["name"]
+    policy = job["spec"]["elasticPolicy"]
+    worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]
+    replicas = int(worker.get("replicas", 1))
+    container = _container(worker["template"], "pytorch")
+    port = policy.get("rdzvPort") or next((p["containerPort"] for p in container.get("ports", [])
+                                           if p.get("name") == "pytorchjob-port"), PYTORCHJOB_DEFAULT_PORT)
+    low = policy.get("minReplicas", policy.get("maxReplicas", replicas))
+    high = policy.get("maxReplicas", low)
+    env = {
+        "PYTHONUNBUFFERED": "1",
+        "PET_RDZV_BACKEND": policy.get("rdzvBackend", "c10d"),
+        "PET_RDZV_ENDPOINT": f"{policy.get('rdzvHost', name + '-worker-0')}:{port}",
+        "PET_NNODES": f"{low}:{high}",
+        "PET_NPROC_PER_NODE": str(job["spec"].get("nprocPerNode", "auto")),
+    }
+    if "rdzvId" in policy:
+        env["PET_RDZV_ID"] = policy["rdzvId"]
+    if "maxRestarts" in policy:
+        env["PET_MAX_RESTARTS"] = str(policy["maxRestarts"])
+    if policy.get("rdzvConf"):
+        env["PET_RDZV_CONF"] = ",".join(f"{c['key']}={c['value']}" for c in policy["rdzvConf"])
+    return [Pod(name, "PyTorchJob", "worker", i, f"{name}-worker-{i}", f"{name}-worker-{i}",
+                container, dict(env), worker["template"]) for i in range(replicas)]
 
 
 def trainjob_pods(job: dict) -> list[Pod]:

@@ -98,6 +98,15 @@ def webhook_errors(doc: dict) -> list[str]:
         nproc = str(spec.get("nprocPerNode", "auto"))
         if not (nproc.isdigit() or nproc in ("auto", "cpu", "gpu")):
             errors.append(f"spec.nprocPerNode {nproc!r}: an integer, auto, cpu or gpu")
+        elastic = spec.get("elasticPolicy")
+        if elastic is not None:
+            low, high = elastic.get("minReplicas"), elastic.get("maxReplicas")
+            if low is not None and high is not None and low > high:
+                errors.append(f"spec.elasticPolicy.minReplicas {low} is above maxReplicas {high}")
+            if "nProcPerNode" in elastic and "nprocPerNode" in spec:
+                errors.append("spec.elasticPolicy.nProcPerNode and spec.nprocPerNode are both set")
+            if elastic.get("rdzvBackend", "c10d") not in ("c10d", "etcd", "etcd-v2"):
+                errors.append(f"spec.elasticPolicy.rdzvBackend {elastic['rdzvBackend']!r}: c10d, etcd or etcd-v2")
     elif doc["kind"] == "MPIJob":
         specs = spec.get("mpiReplicaSpecs", {})
         if set(specs) != {"Launcher", "Worker"}:
@@ -329,6 +338,8 @@ class ManifestSchemaTest(unittest.TestCase):
                                     master + ["template", "spec", "containers", 0, "resources", "limits", "cpu"],
                                     "lots"), "lots"),
             ("job name", set_in(job("pytorchjob-cpu.yaml"), ["metadata", "name"], "DDP_run"), "DNS-1035"),
+            ("elastic range upside down",
+             set_in(job("pytorchjob-elastic.yaml"), ["spec", "elasticPolicy", "minReplicas"], 5), "minReplicas"),
             ("MPI implementation", set_in(job("mpijob.yaml"), ["spec", "mpiImplementation"], "OpenMPI5"),
              "OpenMPI5"),
             ("MPIJob ExitCode", set_in(job("mpijob.yaml"), ["spec", "mpiReplicaSpecs", "Worker", "restartPolicy"],
@@ -437,7 +448,8 @@ class ManifestSchemaTest(unittest.TestCase):
                 out = subprocess.run([kubectl, "kustomize", str(tmp)], capture_output=True, text=True)
                 self.assertEqual(out.returncode, 0, out.stderr)
                 docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-                self.assertEqual(len(docs), 1 + 4 + 1)
+                policies = len(k8s_jobs.load_all(REPO / "k8s/networkpolicy.yaml"))  # one per job
+                self.assertEqual(len(docs), 1 + policies + 1)
                 for doc in docs:
                     self.assertEqual(VALIDATORS.errors(doc), [], doc["kind"])
                 (job,) = [d for d in docs if d["kind"] in ("PyTorchJob", "MPIJob", "TrainJob")]
