@@ -279,7 +279,10 @@ INSTANTIATE_TEST_SUITE_P(
                  {"MASTER_ADDR", "m"}},
                 {},
                 "PET_NNODES x nprocPerNode = 2 x 3"},
-        BadCase{"ElasticRange", {{"PET_NNODES", "1:4"}}, {}, "elastic range 1:4"},
+        BadCase{"ElasticRangeWithoutC10d",
+                {{"PET_NNODES", "1:4"}},
+                {},
+                "nnodes 1:4 (from PET_NNODES) is an elastic range, and the static rendezvous"},
         BadCase{"ManyNodesNoMaster",
                 {{"PET_NNODES", "2"}, {"PET_NODE_RANK", "0"}},
                 {},
@@ -312,10 +315,23 @@ INSTANTIATE_TEST_SUITE_P(
                 {},
                 "PET_MASTER_ADDR=m 1: expected the host name or IP address of rank 0; found "
                 "whitespace"},
-        BadCase{"ElasticRangeFlag",
+        BadCase{"ElasticRangeFlagWithoutC10d",
                 {},
                 {{"nnodes", "1:4"}},
-                "--nnodes=1:4: expected a fixed node count N (or N:N)"},
+                "nnodes 1:4 (from --nnodes) is an elastic range, and the static rendezvous"},
+        BadCase{"ElasticRangeUpsideDown", {}, {{"nnodes", "4:1"}}, "MIN:MAX with MIN <= MAX"},
+        BadCase{"C10dWithoutEndpoint",
+                {},
+                {{"rdzv-backend", "c10d"}},
+                "--rdzv-backend c10d needs --rdzv-endpoint HOST:PORT"},
+        BadCase{"EtcdBackend",
+                {{"PET_RDZV_BACKEND", "etcd"}},
+                {},
+                "PET_RDZV_BACKEND=etcd: expected static or c10d"},
+        BadCase{"UnknownRdzvConfKey",
+                {},
+                {{"rdzv-backend", "c10d"}, {"rdzv-endpoint", "n0"}, {"rdzv-conf", "lastcall=5"}},
+                "the unknown key 'lastcall'"},
         BadCase{"BadMaxRestartsVariable",
                 {{"PET_MAX_RESTARTS", "many"}},
                 {},
@@ -382,6 +398,7 @@ TEST(WorkerEnvironmentTest, HasTorchrunVariablesAndOptions) {
                                                     {"MASTER_PORT", "4000"},
                                                     {"TORCHELASTIC_RESTART_COUNT", "1"},
                                                     {"TORCHELASTIC_MAX_RESTARTS", "5"},
+                                                    {"TORCHELASTIC_RUN_ID", "none"},
                                                     {"DDPRUN_RESTART_COUNT", "1"},
                                                     {"OMP_NUM_THREADS", "4"},
                                                     {"DDPRUN_BACKEND", "gloo"},
@@ -401,6 +418,47 @@ TEST(DescribePlanJsonTest, ListsEveryWorkerOnce) {
   EXPECT_EQ(json["workers"][0]["rank"], 2);
   EXPECT_EQ(json["workers"][1]["env"]["RANK"], "3");
   EXPECT_EQ(json["workers"][1]["env"]["LOCAL_RANK"], "1");
+}
+
+// An elastic PyTorchJob's environment (training-operator elastic.go): the c10d plan, with
+// node rank and master left to the rendezvous.
+TEST(ElasticPlanTest, ThePyTorchJobElasticEnvironmentPlansAC10dRendezvous) {
+  const EnvMap env{
+      {"PET_RDZV_BACKEND", "c10d"}, {"PET_RDZV_ENDPOINT", "job-worker-0:23456"},
+      {"PET_RDZV_ID", "job"},       {"PET_RDZV_CONF", "last_call_timeout=5,join_timeout=60"},
+      {"PET_NNODES", "2:3"},        {"PET_MAX_RESTARTS", "3"},
+      {"PET_NPROC_PER_NODE", "2"}};
+  const auto command = readLaunchCommand({}, env);
+  ASSERT_TRUE(command.rendezvous.has_value());
+  EXPECT_EQ(command.rendezvous->endpoint(), "job-worker-0:23456");
+  EXPECT_EQ(command.rendezvous->runId, "job");
+  EXPECT_EQ(command.rendezvous->lastCallTimeout, std::chrono::seconds(5));
+  EXPECT_EQ(command.rendezvous->joinTimeout, std::chrono::seconds(60));
+  const auto p = resolveLaunchPlan(command.plan, env, DeviceCounts{.gpus = 0, .cpus = 2});
+  EXPECT_EQ(p.rendezvousBackend, "c10d");
+  EXPECT_EQ(p.nnodes, 2);
+  EXPECT_EQ(p.maxNodes, 3);
+  EXPECT_EQ(p.nprocPerNode, 2);
+  EXPECT_EQ(p.maxRestarts, 3);
+  EXPECT_EQ(p.origins.at("nodeRank"), "rendezvous");
+  EXPECT_EQ(p.origins.at("masterAddr"), "rendezvous");
+  EXPECT_EQ(workerEnvironment(p, 0, {}).at("TORCHELASTIC_RUN_ID"), "job");
+}
+
+TEST(ElasticPlanTest, TheStaticBackendTakesItsMasterFromTheEndpoint) {
+  const auto command = readLaunchCommand({{"rdzv-endpoint", "n0:1234"}}, {});
+  EXPECT_EQ(command.plan.masterAddr, "n0");
+  EXPECT_EQ(command.plan.masterPort, 1234);
+  EXPECT_FALSE(command.rendezvous.has_value());
+}
+
+TEST(ElasticPlanTest, ARoundsRanksFollowItsFirstRankAndWorldSize) {
+  LaunchPlan p;
+  p.nprocPerNode = 2;
+  p.firstGlobalRank = 3;  // the nodes before this one run 3 workers in all
+  p.totalWorkers = 7;
+  EXPECT_EQ(p.globalRank(1), 4);
+  EXPECT_EQ(workerEnvironment(p, 1, {}).at("WORLD_SIZE"), "7");
 }
 
 }  // namespace

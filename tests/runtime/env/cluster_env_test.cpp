@@ -417,7 +417,7 @@ const std::vector<BadCase> kBadCases = {
     {"TrainerV2ElasticRange", with(kTrainerV2, {{"PET_NNODES", "1:4"}}), "PET_NNODES",
      "elastic range 1:4"},
     {"PyTorchJobElasticRange", with(kPyTorchJob, {{"PET_NNODES", "1:3"}}), "PET_NNODES",
-     "Elastic ranges are not supported"},
+     "start the program under `ddprun --rdzv-backend c10d`"},
     {"NnodesMalformedRange", with(kTrainerV2, {{"PET_NNODES", "2:x"}}), "PET_NNODES", "MIN:MAX"},
     {"TrainerV2NodeRankNotBelowNnodes", with(kTrainerV2, {{"PET_NODE_RANK", "2"}}), "PET_NODE_RANK",
      "below PET_NNODES=2"},

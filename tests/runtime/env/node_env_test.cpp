@@ -167,7 +167,8 @@ INSTANTIATE_TEST_SUITE_P(
                     {{"PET_NNODES", "2"}, {"PET_NODE_RANK", "2"}},
                     "PET_NODE_RANK",
                     "below the node count 2"},
-        BadNodeCase{"ElasticRange", {{"PET_NNODES", "1:4"}}, "PET_NNODES", "elastic range 1:4"},
+        BadNodeCase{
+            "ElasticRangeUpsideDown", {{"PET_NNODES", "4:1"}}, "PET_NNODES", "1 <= MIN <= MAX"},
         BadNodeCase{"BadNproc",
                     {{"PET_NPROC_PER_NODE", "many"}},
                     "PET_NPROC_PER_NODE",
@@ -185,6 +186,16 @@ INSTANTIATE_TEST_SUITE_P(
                     "to be set together with MPI_LOCALNRANKS"}));
 
 // The process view reads MASTER_ADDR with the same reader: the same value, the same error.
+// An elastic PyTorchJob (PET_NNODES=MIN:MAX, no RANK): MIN nodes, MAX kept for the c10d
+// rendezvous that assigns the node ranks.
+TEST(NodeEnvTest, ReadsAnElasticRangeAsMinAndMax) {
+  const auto node = resolveNodeEnv({{"PET_NNODES", "2:3"}, {"PET_NPROC_PER_NODE", "1"}});
+  EXPECT_EQ(node.nnodes, 2);
+  EXPECT_EQ(node.maxNodes, 3);
+  EXPECT_EQ(node.origins.at("nnodes"), "PET_NNODES");
+  EXPECT_FALSE(resolveNodeEnv({{"PET_NNODES", "2:2"}}).maxNodes.has_value());
+}
+
 TEST(NodeEnvTest, SharesTheMasterReaderWithTheProcessView) {
   const EnvMap env{{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m:1"}};
   std::string nodeError, processError;
