@@ -172,6 +172,11 @@ void readRendezvous(LaunchCommand& command, Read& read) {
     if (endpoint && !command.plan.masterAddr) {
       RendezvousConfig parsed;
       parseRendezvousEndpoint(endpoint->text, endpoint->origin, parsed);
+      // The workers get it as MASTER_ADDR, which must be a bare host name or address.
+      if (const auto problem = env::checkBareHost(parsed.endpointHost)) {
+        endpoint->fail(problem->expected, problem->found,
+                       "With --rdzv-backend static, the endpoint is the master's HOST:PORT.");
+      }
       command.plan.masterAddr = parsed.endpointHost;
       if (endpoint->text.find(':') != std::string::npos && !command.plan.masterPort) {
         command.plan.masterPort = parsed.endpointPort;

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
@@ -102,6 +103,9 @@ void parseRendezvousEndpoint(const std::string& text, const std::string& origin,
       if (text[close + 1] != ':') failValue(origin, text, "[ipv6]:port", "'" + text + "'", "");
       port = text.substr(close + 2);
     }
+  } else if (std::count(text.begin(), text.end(), ':') > 1) {
+    failValue(origin, text, "host:port, host or [ipv6]:port", "an IPv6 address without brackets",
+              "Write it as [ADDRESS]:PORT.");
   } else if (const auto colon = text.rfind(':'); colon != std::string::npos) {
     host = text.substr(0, colon);
     port = text.substr(colon + 1);

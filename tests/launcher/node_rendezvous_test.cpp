@@ -84,7 +84,7 @@ TEST(RendezvousEndpoint, HostPortHostAloneAndIpv6) {
   parseRendezvousEndpoint("[fd00::1]:29500", "--rdzv-endpoint", e);
   EXPECT_EQ(e.endpointHost, "fd00::1");
   EXPECT_EQ(e.endpointPort, 29500);
-  for (const std::string bad : {":29400", "node0:http", "node0:70000", "[fd00::1"}) {
+  for (const std::string bad : {":29400", "node0:http", "node0:70000", "[fd00::1", "fe80::1"}) {
     RendezvousConfig f;
     EXPECT_THROW(parseRendezvousEndpoint(bad, "--rdzv-endpoint", f), LaunchError) << bad;
   }
