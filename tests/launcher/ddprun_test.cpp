@@ -11,6 +11,7 @@
 #include <functional>
 #include <optional>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -194,6 +195,77 @@ TEST(LauncherTest, TakesTheNodeFromThePyTorchJobEnvironment) {
   ASSERT_EQ(result.exitCode, 0);
   EXPECT_NE(result.output.find("[rank2]: rank=2 world=4"), std::string::npos);
   EXPECT_NE(result.output.find("[rank3]: rank=3 world=4"), std::string::npos);
+}
+
+// --rdzv-backend c10d: two nodes meet at an endpoint on loopback with no --node-rank; the
+// first to bind it hosts the store; each round gives ranks, world size and the master.
+Args c10dNode(const std::string& endpoint, int nproc, const std::string& workerScript) {
+  return {"--rdzv-backend",
+          "c10d",
+          "--rdzv-endpoint",
+          endpoint,
+          "--rdzv-id",
+          "e2e",
+          "--nnodes",
+          "2",
+          "--nproc-per-node",
+          std::to_string(nproc),
+          "--rdzv-conf",
+          "last_call_timeout=1,join_timeout=30",
+          "--grace-period",
+          "2",
+          "--",
+          "/bin/sh",
+          "-c",
+          workerScript};
+}
+
+TEST(C10dLauncherTest, TwoNodesMeetAtTheEndpointAndGetTheirRanksFromTheRound) {
+  const std::string endpoint = "127.0.0.1:" + std::to_string(findFreePort());
+  const std::string script =
+      "echo \"rank=$RANK world=$WORLD_SIZE group=$GROUP_RANK gws=$GROUP_WORLD_SIZE "
+      "master=$MASTER_ADDR:$MASTER_PORT id=$TORCHELASTIC_RUN_ID\"";
+  auto argsOf = [&](int nproc) {
+    auto args = c10dNode(endpoint, nproc, script);
+    args.insert(args.begin(), DDPRUN_BINARY);
+    return args;
+  };
+  ChildProcess first(argsOf(1), {});
+  ChildProcess second(argsOf(2), {});
+  const auto a = first.wait(60s);
+  const auto b = second.wait(60s);
+  SCOPED_TRACE(a.output + "\n----\n" + b.output);
+  ASSERT_EQ(a.exitCode, 0);
+  ASSERT_EQ(b.exitCode, 0);
+  const std::string both = a.output + b.output;
+  // Three workers in all (1 + 2): every global rank once, one world size, one master.
+  std::regex line(R"(rank=(\d) world=3 group=(\d) gws=2 master=127\.0\.0\.1:(\d+) id=e2e)");
+  std::set<std::string> ranks, masters;
+  for (auto it = std::sregex_iterator(both.begin(), both.end(), line); it != std::sregex_iterator();
+       ++it) {
+    ranks.insert((*it)[1]);
+    masters.insert((*it)[3]);
+  }
+  EXPECT_EQ(ranks, (std::set<std::string>{"0", "1", "2"}));
+  EXPECT_EQ(masters.size(), 1u);
+}
+
+TEST(C10dLauncherTest, TheHostsDeathEndsTheJobWithAClearError) {
+  const std::string endpoint = "127.0.0.1:" + std::to_string(findFreePort());
+  auto args = c10dNode(endpoint, 1, "sleep 60");
+  args.insert(args.begin(), DDPRUN_BINARY);
+  args.insert(args.begin() + 1, {"--rdzv-conf", "is_host=true"});
+  auto host = std::make_unique<ChildProcess>(args, Env{});
+  args.erase(args.begin() + 1, args.begin() + 3);
+  ChildProcess other(args, {});
+  ASSERT_TRUE(waitFor([&] { return !childrenOf(other.pid()).empty(); }, 30s))
+      << "the other node never started its worker";
+  host.reset();  // SIGKILL: the store goes with it
+  const auto result = other.wait(60s);
+  EXPECT_EQ(result.exitCode, 200) << result.output;
+  EXPECT_NE(result.output.find("the rendezvous store at " + endpoint + " stopped answering"),
+            std::string::npos)
+      << result.output;
 }
 
 TEST(LauncherTest, SetsOmpNumThreadsOnlyWhenUnset) {
@@ -673,7 +745,13 @@ INSTANTIATE_TEST_SUITE_P(
         UsageCase{{"--nnodes", "2", "--node-rank", "2", "--master-addr", "h", "true"},
                   {},
                   "node rank 2 (from --node-rank) must be below the node count 2"},
-        UsageCase{{"--nnodes", "1:4", "true"}, {}, "elastic ranges are not supported"},
+        UsageCase{
+            {"--nnodes", "1:4", "true"}, {}, "is an elastic range, and the static rendezvous"},
+        UsageCase{
+            {"--rdzv-backend", "c10d", "--rdzv-endpoint", "h", "--rdzv-conf", "timeout", "true"},
+            {},
+            "'timeout' without a key=value"},
+        UsageCase{{"--rdzv-backend", "etcd-v2", "true"}, {}, "which needs an etcd server"},
         UsageCase{{"--nnodes", "2", "true"}, {}, "MASTER_ADDR (unset)"},
         UsageCase{{"--master-port", "70000", "true"},
                   {},
