@@ -198,8 +198,10 @@ TEST(LauncherTest, TakesTheNodeFromThePyTorchJobEnvironment) {
 }
 
 // --rdzv-backend c10d: two nodes meet at an endpoint on loopback with no --node-rank; the
-// first to bind it hosts the store; each round gives ranks, world size and the master.
-Args c10dNode(const std::string& endpoint, int nproc, const std::string& workerScript) {
+// node whose address it is hosts the store (the first to bind, here where both are on the
+// same machine); each round gives ranks, world size and the master.
+Args c10dNode(const std::string& endpoint, int nproc, const std::string& workerScript,
+              const std::string& extraConf = "") {
   return {"--rdzv-backend",
           "c10d",
           "--rdzv-endpoint",
@@ -211,7 +213,7 @@ Args c10dNode(const std::string& endpoint, int nproc, const std::string& workerS
           "--nproc-per-node",
           std::to_string(nproc),
           "--rdzv-conf",
-          "last_call_timeout=1,join_timeout=30",
+          "last_call_timeout=1,join_timeout=30" + extraConf,
           "--grace-period",
           "2",
           "--",
@@ -252,12 +254,13 @@ TEST(C10dLauncherTest, TwoNodesMeetAtTheEndpointAndGetTheirRanksFromTheRound) {
 
 TEST(C10dLauncherTest, TheHostsDeathEndsTheJobWithAClearError) {
   const std::string endpoint = "127.0.0.1:" + std::to_string(findFreePort());
-  auto args = c10dNode(endpoint, 1, "sleep 60");
-  args.insert(args.begin(), DDPRUN_BINARY);
-  args.insert(args.begin() + 1, {"--rdzv-conf", "is_host=true"});
-  auto host = std::make_unique<ChildProcess>(args, Env{});
-  args.erase(args.begin() + 1, args.begin() + 3);
-  ChildProcess other(args, {});
+  // Which node hosts is fixed (is_host): both would otherwise try, the first bind winning.
+  auto hostArgs = c10dNode(endpoint, 1, "sleep 60", ",is_host=true");
+  auto otherArgs = c10dNode(endpoint, 1, "sleep 60", ",is_host=false");
+  hostArgs.insert(hostArgs.begin(), DDPRUN_BINARY);
+  otherArgs.insert(otherArgs.begin(), DDPRUN_BINARY);
+  auto host = std::make_unique<ChildProcess>(hostArgs, Env{});
+  ChildProcess other(otherArgs, {});
   ASSERT_TRUE(waitFor([&] { return !childrenOf(other.pid()).empty(); }, 30s))
       << "the other node never started its worker";
   host.reset();  // SIGKILL: the store goes with it
