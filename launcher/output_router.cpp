@@ -44,7 +44,9 @@ OutputRouter::Sink& OutputRouter::sink(int rank, Stream stream) {
                      ("attempt_" + std::to_string(attempt_)) / ("rank_" + std::to_string(rank));
     std::filesystem::create_directories(dir);
     const auto path = dir / (stream == Stream::kStdout ? "stdout.log" : "stderr.log");
-    it->second.file = std::make_unique<std::ofstream>(path, std::ios::binary | std::ios::trunc);
+    // Appended: with --rdzv-backend c10d a membership change starts the workers again with
+    // the same restart count (it is not a failure), and the earlier round's lines stay.
+    it->second.file = std::make_unique<std::ofstream>(path, std::ios::binary | std::ios::app);
     if (!*it->second.file) {
       throw std::system_error(errno, std::generic_category(), "cannot write " + path.string());
     }

@@ -14,9 +14,11 @@ namespace {
 
 TEST(LaunchFlagsTest, ValueTakingFlagsComeFromTheTable) {
   for (const char* arg :
-       {"--nproc-per-node", "--nproc_per_node", "--nnodes", "--node_rank", "--master-addr",
-        "--master_port", "--max-restarts", "--rdzv-timeout", "--backend", "--grace-period",
-        "--log-dir", "--log_dir", "--redirects", "-r", "--error-file", "--log-level"}) {
+       {"--nproc-per-node", "--nproc_per_node",  "--nnodes",        "--node_rank", "--master-addr",
+        "--master_port",    "--max-restarts",    "--rdzv-timeout",  "--backend",   "--grace-period",
+        "--log-dir",        "--log_dir",         "--redirects",     "-r",          "--error-file",
+        "--log-level",      "--rdzv-backend",    "--rdzv_endpoint", "--rdzv-id",   "--rdzv-conf",
+        "--local-addr",     "--monitor-interval"}) {
     EXPECT_TRUE(flagTakesValue(arg)) << arg;
   }
   for (const char* arg : {"--standalone", "--dry-run", "--help", "--version", "train.py", "-x"}) {
@@ -28,8 +30,10 @@ TEST(LaunchFlagsTest, ValueTakingFlagsComeFromTheTable) {
 }
 
 TEST(LaunchFlagsTest, EveryTorchrunFlagFallsBackToItsPetVariable) {
-  for (const char* name : {"nproc-per-node", "nnodes", "node-rank", "master-addr", "master-port",
-                           "standalone", "max-restarts", "log-dir", "redirects"}) {
+  for (const char* name :
+       {"nproc-per-node", "nnodes", "node-rank", "master-addr", "master-port", "standalone",
+        "max-restarts", "log-dir", "redirects", "rdzv-backend", "rdzv-endpoint", "rdzv-id",
+        "rdzv-conf", "local-addr", "monitor-interval"}) {
     bool found = false;
     for (const auto& spec : launchFlagSpecs()) {
       if (spec.name != name) continue;

@@ -92,6 +92,12 @@ TEST(OutputRouterTest, WritesPerRankFilesAndHonoursRedirects) {
   };
   EXPECT_EQ(read(options.logDir + "/attempt_2/rank_1/stdout.log"), "to the file\n");
   EXPECT_EQ(read(options.logDir + "/attempt_2/rank_1/stderr.log"), "to both\n");
+  {
+    // The same restart count again (an elastic round after a membership change): appended.
+    OutputRouter router(options, 2);
+    router.feed(1, Stream::kStdout, "next round\n");
+  }
+  EXPECT_EQ(read(options.logDir + "/attempt_2/rank_1/stdout.log"), "to the file\nnext round\n");
 }
 
 }  // namespace
