@@ -299,10 +299,18 @@ RendezvousRound C10dRendezvous::nextRound() {
 }
 
 std::string C10dRendezvous::membershipChange() {
-  if (!current_) return "";
+  if (!current_ || finishedSeen_) return "";
   const int round = current_->round;
   try {
     if (auto reason = tryGet(key("closed"))) return "the job was closed: " + *reason;
+    // A member's workers succeeded: the others' are finishing too (rank 0's final
+    // evaluation and checkpoint may take a while). Its heartbeat stops when it exits, and a
+    // node that joins now finds the job finished: neither is a reason to re-form.
+    // Remembered: the host may then stop serving the store (after close_timeout).
+    if (store_->check({key("finished")})) {
+      finishedSeen_ = true;
+      return "";
+    }
     const auto waiting = store_->add(roundKey(round + 1, "joined"), 0);
     if (waiting > 0) {
       return fmt::format(

@@ -19,7 +19,9 @@
 //   r<R>/closed          the number of admitted arrivals, set once with compareSet("", n)
 //   r<R>/master          "<address> <port>" chosen by node rank 0 of round R
 //   r<R>/done            counter: members whose workers finished
-//   closed               the job is over (a reason): nobody joins again
+//   closed               the job failed (a reason): nobody joins again, the others stop
+//   finished             a member's workers succeeded: nobody joins again, and the others
+//                        no longer re-form (they are finishing too)
 // A round closes when MAX nodes joined (at once), or when at least MIN joined and no one
 // else arrived for last_call_timeout. Any member may close it: compareSet makes the first
 // count written the only one, and arrivals at or after that index are not admitted: they
@@ -92,6 +94,7 @@ class C10dRendezvous : public NodeRendezvous {
   // heartbeats: node id -> (counter, when it last moved on our clock).
   std::optional<RendezvousRound> current_;
   std::map<std::string, std::pair<int64_t, std::chrono::steady_clock::time_point>> heartbeats_;
+  bool finishedSeen_ = false;  // a member succeeded: this node never re-forms again
   // The heartbeat thread's own connection (a TCPStore client is one socket).
   c10::intrusive_ptr<c10d::Store> heartbeatStore_;
   std::atomic<bool> stopping_{false};

@@ -207,6 +207,26 @@ TEST_F(C10dRendezvousTest, ADeadNodesStoppedHeartbeatReformsTheGroup) {
   EXPECT_LT(Clock::now() - start, 1500ms);
 }
 
+TEST_F(C10dRendezvousTest, AfterAMemberSucceededItsSilenceIsNoReasonToReform) {
+  auto c = config(2, 2);
+  auto a = agent(c);
+  auto b = agent(c);
+  auto fa = nextRoundAsync(*a);
+  auto fb = nextRoundAsync(*b);
+  fa.get();
+  fb.get();
+  b->finish(true, "its workers succeeded");
+  b.reset();  // it exits: its heartbeat stops
+  EXPECT_EQ(waitForChange(*a, 1s), "") << "a finished node was taken for dead";
+  auto late = agent(c);
+  try {
+    late->nextRound();
+    FAIL() << "joined a finished job";
+  } catch (const RendezvousFailed& e) {
+    EXPECT_NE(std::string(e.what()).find("has finished"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(C10dRendezvousTest, AClosedJobStopsTheOthers) {
   auto c = config(2, 2);
   auto a = agent(c);
