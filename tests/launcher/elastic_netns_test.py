@@ -44,8 +44,10 @@ class ElasticNetnsTest(unittest.TestCase):
         self.assertEqual(problem, "", problem + "; run: sudo ctest -R launcher.elastic_netns")
         timeline = elastic_scenario.run(DDPRUN, DDPTRAIN, self.workdir())
         print("elastic timeline (s):", json.dumps(timeline), flush=True)
-        # The survivors resumed from a checkpoint at or after the kill (step 60, every 10).
-        self.assertGreaterEqual(timeline["first_logged_step_after_death"], 60)
+        # The survivors resumed from the newest checkpoint: the kill came at step 60's log
+        # line, and checkpoint 60 may not have been written yet (every 10 steps) if rank 0
+        # was on the killed node.
+        self.assertGreaterEqual(timeline["first_logged_step_after_death"], 50)
         self.assertEqual(timeline["exit_codes"], {"node0": 0, "node1": 0, "node2": 0})
 
     def test_python_ddp_script(self):
