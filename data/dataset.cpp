@@ -13,6 +13,7 @@
 #include "data/idx_reader.h"
 #include "data/synthetic.h"
 #include "data/text_reader.h"
+#include "runtime/memory/out_of_memory.h"
 
 namespace ddp::data {
 namespace {
@@ -139,10 +140,9 @@ DatasetSplits loadDataset(const DatasetOptions& options) {
   } catch (const std::bad_alloc&) {
     throw tooLarge("std::bad_alloc");
   } catch (const c10::Error& e) {
-    const std::string message = e.what_without_backtrace();
-    const auto at = message.find("can't allocate memory");
-    if (at == std::string::npos) throw;
-    throw tooLarge(message.substr(at, message.find('.', at) - at));
+    const auto detail = memory::hostOutOfMemoryDetail(e);
+    if (!detail) throw;
+    throw tooLarge(*detail);
   }
   throw DataError(fmt::format("unknown data kind '{}': expected one of {}", options.kind,
                               fmt::join(datasetKinds(), ", ")));

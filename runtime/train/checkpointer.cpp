@@ -39,6 +39,7 @@ constexpr std::int64_t kFailedRetryable = -2;
 constexpr std::int64_t kFailedPermanent = -3;
 // A step number has at most 18 digits: it fits in int64 (longer names are not ours).
 const std::regex kManifestName(R"(checkpoint-(\d{1,18})\.pt\.json)");
+const std::regex kDataName(R"(checkpoint-(\d{1,18})\.pt)");
 const std::regex kCheckpointName(R"(checkpoint-(\d{1,18})\.pt(\.json)?)");
 
 std::string systemError(const std::string& what, const std::string& path) {
@@ -406,10 +407,9 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
   }
   // A .pt whose manifest was never written (a failed or interrupted save) is never loaded:
   // remove it rather than let such files pile up.
-  static const std::regex kData(R"(checkpoint-\d+\.pt)");
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const auto name = entry.path().filename().string();
-    if (std::regex_match(name, kData) && !fs::exists(manifestPathFor(entry.path().string()))) {
+    if (stepOfName(entry.path().filename().string(), kDataName) &&
+        !fs::exists(manifestPathFor(entry.path().string()))) {
       fs::remove(entry.path(), ec);
       log::warn("checkpoint", "event=removed_unfinished path={}", entry.path().string());
     }

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/log/logging.h"
+#include "runtime/memory/out_of_memory.h"
 #include "runtime/train/checkpointer.h"
 #include "runtime/train/distributed_sampler.h"
 #include "runtime/train/prefetcher.h"
@@ -148,11 +149,7 @@ std::exception_ptr asTrainingFailure(std::exception_ptr error, std::int64_t step
   } catch (const std::bad_alloc&) {
     return failure("host", "std::bad_alloc");
   } catch (const c10::Error& e) {
-    // The CPU allocator reports with a plain c10::Error.
-    const std::string what = e.what_without_backtrace();
-    if (what.find("DefaultCPUAllocator: can't allocate memory") != std::string::npos) {
-      return failure("host", what);
-    }
+    if (memory::hostOutOfMemoryDetail(e)) return failure("host", e.what_without_backtrace());
   } catch (...) {
   }
   return error;

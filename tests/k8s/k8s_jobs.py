@@ -33,7 +33,8 @@ MPI_HOSTFILE = "/etc/mpi/hostfile"  # mounted by mpi-operator on the launcher
 PYTORCHJOB_DEFAULT_PORT = 23456  # training-operator pytorch_types.go
 TRAINER_MASTER_PORT = 29500      # trainer constants.go
 
-JOB_FILES = ["pytorchjob-cpu.yaml", "pytorchjob-gpu.yaml", "pytorchjob-elastic.yaml", "mpijob.yaml", "trainjob.yaml"]
+JOB_FILES = ["pytorchjob-cpu.yaml", "pytorchjob-gpu.yaml", "pytorchjob-elastic.yaml", "mpijob.yaml",
+             "trainjob.yaml"]
 CORE_FILES = ["checkpoints-pvc.yaml", "networkpolicy.yaml"]
 
 
@@ -90,17 +91,23 @@ def pytorchjob_pods(job: dict) -> list[Pod]:
     MASTER_ADDR/PET_MASTER_ADDR = <job>-master-0, MASTER_PORT/PET_MASTER_PORT = the
     master's pytorchjob-port, WORLD_SIZE = pods x nprocPerNode (1 if not an integer),
     RANK = PET_NODE_RANK = the pod rank (master 0, worker i -> i+1), PET_NNODES = pods,
-    PET_NPROC_PER_NODE = nprocPerNode (default "auto"), PYTHONUNBUFFERED=1."""
-    if "elasticPolicy" in job["spec"]:
-        return elastic_pytorchjob_pods(job)
+    PET_NPROC_PER_NODE = nprocPerNode (default "auto"), PYTHONUNBUFFERED=1.
+    With an elasticPolicy (elastic.go) PET_NNODES is "<min>:<max>" and the PET_RDZV_*
+    variables come on top; without a Master there is no MASTER_*, RANK, WORLD_SIZE or
+    PET_NODE_RANK (shared/k8s-env-contract.md)."""
     name = job["metadata"]["name"]
     specs = job["spec"]["pytorchReplicaSpecs"]
     nproc = str(job["spec"].get("nprocPerNode", "auto"))
-    master_container = _container(specs["Master"]["template"], "pytorch")
-    port = next((p["containerPort"] for p in master_container.get("ports", [])
-                 if p.get("name") == "pytorchjob-port"), PYTORCHJOB_DEFAULT_PORT)
     total = sum(int(s.get("replicas", 1)) for s in specs.values())
     world = total * (int(nproc) if _is_int(nproc) else 1)
+    master_env = {}
+    if "Master" in specs:
+        master_container = _container(specs["Master"]["template"], "pytorch")
+        port = next((p["containerPort"] for p in master_container.get("ports", [])
+                     if p.get("name") == "pytorchjob-port"), PYTORCHJOB_DEFAULT_PORT)
+        master_env = {"MASTER_ADDR": f"{name}-master-0", "PET_MASTER_ADDR": f"{name}-master-0",
+                      "MASTER_PORT": str(port), "PET_MASTER_PORT": str(port), "WORLD_SIZE": str(world)}
+    elastic = _elastic_env(job)
     pods = []
     rank = 0
     for rtype in ["Master", "Worker"]:
@@ -109,52 +116,45 @@ def pytorchjob_pods(job: dict) -> list[Pod]:
             continue
         for i in range(int(spec.get("replicas", 1))):
             pod_name = f"{name}-{rtype.lower()}-{i}"
-            env = {
-                "PYTHONUNBUFFERED": "1",
-                "MASTER_ADDR": f"{name}-master-0", "PET_MASTER_ADDR": f"{name}-master-0",
-                "MASTER_PORT": str(port), "PET_MASTER_PORT": str(port),
-                "WORLD_SIZE": str(world),
-                "RANK": str(rank), "PET_NODE_RANK": str(rank),
-                "PET_NPROC_PER_NODE": nproc,
-                "PET_NNODES": str(total),
-            }
+            env = {"PYTHONUNBUFFERED": "1", **master_env, "PET_NPROC_PER_NODE": nproc,
+                   "PET_NNODES": str(total)}
+            if master_env:
+                env.update({"RANK": str(rank), "PET_NODE_RANK": str(rank)})
+            env.update(elastic)
             pods.append(Pod(name, "PyTorchJob", rtype.lower(), i, pod_name, pod_name,
                             _container(spec["template"], "pytorch"), env, spec["template"]))
             rank += 1
     return pods
 
 
-def elastic_pytorchjob_pods(job: dict) -> list[Pod]:
-    """PyTorchJob with elasticPolicy (training-operator elastic.go; k8s-env-contract.md):
-    no MASTER_*, RANK, WORLD_SIZE or PET_NODE_RANK; every pod gets PET_RDZV_BACKEND (default
-    c10d), PET_RDZV_ENDPOINT = <rdzvHost or <job>-worker-0>:<rdzvPort or the Worker's
-    pytorchjob-port>, PET_NNODES = "<minReplicas>:<maxReplicas>", PET_RDZV_ID and
-    PET_MAX_RESTARTS when set, PET_RDZV_CONF = k=v,k=v from rdzvConf, PET_NPROC_PER_NODE,
-    PYTHONUNBUFFERED=1."""
+def _elastic_env(job: dict) -> dict:
+    """elastic.go ElasticEnvVarGenerator.Generate: {} without an elasticPolicy."""
+    policy = job["spec"].get("elasticPolicy")
+    if policy is None:
+        return {}
     name = job["metadata"]["name"]
-    policy = job["spec"]["elasticPolicy"]
     worker = job["spec"]["pytorchReplicaSpecs"]["Worker"]
-    replicas = int(worker.get("replicas", 1))
-    container = _container(worker["template"], "pytorch")
-    port = policy.get("rdzvPort") or next((p["containerPort"] for p in container.get("ports", [])
-                                           if p.get("name") == "pytorchjob-port"), PYTORCHJOB_DEFAULT_PORT)
-    low = policy.get("minReplicas", policy.get("maxReplicas", replicas))
+    port = policy.get("rdzvPort") or next(
+        (p["containerPort"] for p in _container(worker["template"], "pytorch").get("ports", [])
+         if p.get("name") == "pytorchjob-port"), PYTORCHJOB_DEFAULT_PORT)
+    env = {"PET_RDZV_ENDPOINT": f"{policy.get('rdzvHost', f'{name}-worker-0')}:{port}",
+           "PET_RDZV_BACKEND": policy.get("rdzvBackend", "c10d")}
+    # Defaulting (pytorch_defaults.go setElasticPolicy) fills min and max from each other
+    # or from Worker.replicas, so the range form is what pods see.
+    low = policy.get("minReplicas", policy.get("maxReplicas", worker.get("replicas", 1)))
     high = policy.get("maxReplicas", low)
-    env = {
-        "PYTHONUNBUFFERED": "1",
-        "PET_RDZV_BACKEND": policy.get("rdzvBackend", "c10d"),
-        "PET_RDZV_ENDPOINT": f"{policy.get('rdzvHost', name + '-worker-0')}:{port}",
-        "PET_NNODES": f"{low}:{high}",
-        "PET_NPROC_PER_NODE": str(job["spec"].get("nprocPerNode", "auto")),
-    }
-    if "rdzvId" in policy:
-        env["PET_RDZV_ID"] = policy["rdzvId"]
+    env["PET_NNODES"] = f"{low}:{high}"
     if "maxRestarts" in policy:
         env["PET_MAX_RESTARTS"] = str(policy["maxRestarts"])
+    if "nProcPerNode" in policy:
+        env["PET_NPROC_PER_NODE"] = str(policy["nProcPerNode"])
+    if "rdzvId" in policy:
+        env["PET_RDZV_ID"] = policy["rdzvId"]
     if policy.get("rdzvConf"):
         env["PET_RDZV_CONF"] = ",".join(f"{c['key']}={c['value']}" for c in policy["rdzvConf"])
-    return [Pod(name, "PyTorchJob", "worker", i, f"{name}-worker-{i}", f"{name}-worker-{i}",
-                container, dict(env), worker["template"]) for i in range(replicas)]
+    if policy.get("standalone"):
+        env["PET_STANDALONE"] = ""
+    return env
 
 
 def trainjob_pods(job: dict) -> list[Pod]:

@@ -448,8 +448,8 @@ class ManifestSchemaTest(unittest.TestCase):
                 out = subprocess.run([kubectl, "kustomize", str(tmp)], capture_output=True, text=True)
                 self.assertEqual(out.returncode, 0, out.stderr)
                 docs = [d for d in yaml.safe_load_all(out.stdout) if d]
-                policies = len(k8s_jobs.load_all(REPO / "k8s/networkpolicy.yaml"))  # one per job
-                self.assertEqual(len(docs), 1 + policies + 1)
+                policies = k8s_jobs.load_all(REPO / "k8s/networkpolicy.yaml")
+                self.assertEqual(len(docs), 1 + len(policies) + 1)  # the claim, the policies, the job
                 for doc in docs:
                     self.assertEqual(VALIDATORS.errors(doc), [], doc["kind"])
                 (job,) = [d for d in docs if d["kind"] in ("PyTorchJob", "MPIJob", "TrainJob")]
