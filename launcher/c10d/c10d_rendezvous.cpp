@@ -379,8 +379,11 @@ std::unique_ptr<C10dRendezvous> C10dRendezvous::connect(const RendezvousConfig& 
       if (config.isHost) throw RendezvousFailed(e.what());
       // Another agent on this host serves the endpoint already (several nodes on one
       // machine, as in tests): join it as a client.
-      log::info("rendezvous", "event=rdzv_not_hosting endpoint={} cause=\"{}\"", config.endpoint(),
-                e.what());
+      std::string cause = e.what();
+      cause = cause.substr(0, cause.find('\n'));  // its hint is about MASTER_PORT: not ours
+      log::info("rendezvous",
+                "event=rdzv_not_hosting endpoint={} cause=\"{}\" (joining as a client)",
+                config.endpoint(), cause);
       hosting = false;
     }
   }
