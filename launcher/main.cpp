@@ -90,8 +90,8 @@ constexpr const char* kProgramHelp = R"(How ddprun runs PROGRAM (first rule that
   a non-executable file starting with #!...python: python -u PROGRAM ARGS
 Python is --python, else PYTHON_EXEC, else python3, else python in PATH. A PROGRAM, module
 or interpreter that cannot be found exits 2 before any worker starts, naming what was tried.
-torchrun's flags that ddprun accepts without using them, or refuses, are listed in their own
-group above with the reason; README, "torchrun's flags", has the whole table.)";
+torchrun's flags that ddprun accepts without using them, or refuses, are in "torchrun
+compatibility options" above, with the reason; README, "torchrun's flags", has the table.)";
 
 // Completion for `shell` from the flag table (torchrun's --print-completion).
 std::string completionScript(const std::string& shell) {
@@ -150,7 +150,7 @@ cxxopts::Options makeCli() {
     }
     const bool unused =
         spec.torchrun == TorchrunStatus::kIgnored || spec.torchrun == TorchrunStatus::kRefused;
-    auto add = cli.add_options(unused ? "torchrun's flags that ddprun does not use" : "");
+    auto add = cli.add_options(unused ? "torchrun compatibility" : "");
     if (spec.valueName.empty()) {
       add(names, help);
     } else {
@@ -201,8 +201,7 @@ Command parseCommand(int argc, char** argv) {
     throw LaunchError(std::string(e.what()) + ". Run 'ddprun --help' for the options.");
   }
   if (r.count("help")) {
-    std::cout << cli.help({"", "torchrun's flags that ddprun does not use"}) << "\n"
-              << kProgramHelp << std::endl;
+    std::cout << cli.help({"", "torchrun compatibility"}) << "\n" << kProgramHelp << std::endl;
     std::exit(ddp::kExitOk);
   }
   if (r.count("flags-json")) {
