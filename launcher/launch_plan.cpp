@@ -60,6 +60,12 @@ void checkFlagAgreesWithMpi(const env::NodeEnv& node, const std::string& flag,
           "count), or start ddprun outside mpirun."));
 }
 
+// The device a worker sees as its only one under --virtual-local-rank (torchrun's rule).
+std::string virtualDevice(const WorkerEnvOptions& options, int localRank) {
+  if (!options.visibleDevices) return std::to_string(localRank);
+  return env::splitList(*options.visibleDevices, ',').at(static_cast<std::size_t>(localRank));
+}
+
 }  // namespace
 
 DeviceCounts detectDevices(const env::EnvMap& env) {
@@ -214,6 +220,17 @@ LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::EnvMap& env,
   return resolveLaunchPlan(flags, env::resolveNodeEnv(env, given), devices);
 }
 
+void checkVirtualLocalRanks(const LaunchPlan& plan, const WorkerEnvOptions& options) {
+  if (!options.virtualLocalRank || !options.visibleDevices) return;
+  const auto devices = env::splitList(*options.visibleDevices, ',');
+  if (static_cast<int>(devices.size()) >= plan.nprocPerNode) return;
+  throw LaunchError(env::describeBadValue(
+      var::kCudaVisibleDevices, *options.visibleDevices,
+      "a device for each of the " + std::to_string(plan.nprocPerNode) +
+          " workers (--virtual-local-rank gives each one its own)",
+      std::to_string(devices.size()), "Lower --nproc-per-node, or make more devices visible."));
+}
+
 std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int localRank,
                                                      const WorkerEnvOptions& options) {
   const std::string rank = std::to_string(plan.globalRank(localRank));
@@ -225,7 +242,7 @@ std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int
       {var::kLocalWorldSize, std::to_string(plan.nprocPerNode)},
       {var::kGroupRank, std::to_string(plan.nodeRank)},
       {var::kGroupWorldSize, std::to_string(plan.nnodes)},
-      {var::kRoleName, "default"},
+      {var::kRoleName, options.role},
       {var::kRoleRank, rank},
       {var::kRoleWorldSize, worldSize},
       {var::kMasterAddr, plan.masterAddr},
@@ -236,6 +253,10 @@ std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int
       // The runtime reads either; a stale one inherited from the pod must not disagree.
       {var::kRestartCount, std::to_string(options.restartCount)},
   };
+  if (options.virtualLocalRank) {
+    env[var::kLocalRank] = "0";
+    env[var::kCudaVisibleDevices] = virtualDevice(options, localRank);
+  }
   if (options.ompNumThreads > 0) env[var::kOmpNumThreads] = std::to_string(options.ompNumThreads);
   if (!options.backend.empty()) env[var::kBackend] = options.backend;
   if (options.rendezvousTimeoutSeconds > 0) {
@@ -244,7 +265,7 @@ std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int
   return env;
 }
 
-std::string describePlanJson(const LaunchPlan& plan, const std::vector<std::string>& program,
+std::string describePlanJson(const LaunchPlan& plan, const WorkerProgram& program,
                              const WorkerEnvOptions& options) {
   nlohmann::ordered_json out;
   out["source"] = plan.source;
@@ -265,7 +286,9 @@ std::string describePlanJson(const LaunchPlan& plan, const std::vector<std::stri
     out["rendezvous"]["maxNodes"] = plan.maxNodes;
   }
   out["origins"] = plan.origins;
-  out["program"] = program;
+  out["program"] = program.argv;
+  out["programKind"] = programKindName(program.kind);
+  out["programReason"] = program.reason;
   out["workers"] = nlohmann::ordered_json::array();
   // With c10d, what each round assigns is shown as such: the plan cannot know it.
   constexpr const char* kPerRound = "<assigned by each rendezvous round>";

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "launcher/worker_program.h"
 #include "runtime/env/cluster_env.h"
 #include "runtime/env/node_env.h"
 
@@ -99,7 +100,16 @@ struct WorkerEnvOptions {
   int ompNumThreads = 0;             // set OMP_NUM_THREADS when > 0
   std::string backend;               // DDPRUN_BACKEND when not empty
   int rendezvousTimeoutSeconds = 0;  // DDPRUN_RDZV_TIMEOUT when > 0
+  std::string role = "default";      // ROLE_NAME (--role)
+  // --virtual-local-rank: LOCAL_RANK=0, and CUDA_VISIBLE_DEVICES is the worker's own entry of
+  // `visibleDevices` (the launcher's CUDA_VISIBLE_DEVICES), else its local rank.
+  bool virtualLocalRank = false;
+  std::optional<std::string> visibleDevices;
 };
+
+// Throws LaunchError when --virtual-local-rank cannot give every local rank a device of
+// options.visibleDevices (called before any worker starts).
+void checkVirtualLocalRanks(const LaunchPlan& plan, const WorkerEnvOptions& options);
 
 // torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,
 // GROUP_WORLD_SIZE, ROLE_*, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RESTART_COUNT,
@@ -108,9 +118,9 @@ struct WorkerEnvOptions {
 std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int localRank,
                                                      const WorkerEnvOptions& options);
 
-// The --dry-run output: one JSON object with the plan, the program and every worker's
-// variables (see README, "Launcher").
-std::string describePlanJson(const LaunchPlan& plan, const std::vector<std::string>& program,
+// The --dry-run output: one JSON object with the plan, the program (what each worker
+// executes, its kind and why) and every worker's variables (see README, "Launcher").
+std::string describePlanJson(const LaunchPlan& plan, const WorkerProgram& program,
                              const WorkerEnvOptions& options);
 
 }  // namespace ddp::launcher

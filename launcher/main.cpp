@@ -27,6 +27,7 @@
 #include "launcher/launch_plan.h"
 #include "launcher/output_router.h"
 #include "launcher/worker_group.h"
+#include "launcher/worker_program.h"
 #include "runtime/config.h"
 #include "runtime/env/cluster_env.h"
 #include "runtime/env/value_parser.h"
@@ -72,11 +73,52 @@ void checkLogDir(const ddp::launcher::LaunchCommand& options) {
 
 struct Command {
   ddp::launcher::WorkerGroupSpec spec;
+  ddp::launcher::WorkerProgram program;
+  std::vector<int> signalsToHandle;
   std::string errorFile;
   bool dryRun = false;
   std::optional<ddp::launcher::RendezvousConfig> rendezvous;  // --rdzv-backend c10d
   std::chrono::milliseconds monitorInterval{100};
 };
+
+// Printed after the flags by --help: Note [How ddprun runs PROGRAM] in a user's words.
+constexpr const char* kProgramHelp = R"(How ddprun runs PROGRAM (first rule that matches):
+  --run-path           Python runs the file PROGRAM with runpy.run_path, as __main__
+  -m, --module         python -u -m PROGRAM ARGS
+  --no-python          PROGRAM is executed as it is
+  PROGRAM ends in .py  python -u PROGRAM ARGS (torchrun's way), whatever its mode bits
+  a directory with __main__.py: python -u PROGRAM ARGS
+  an executable file   executed directly (an ELF binary such as ddptrain, or a #! script);
+                       a name without '/' is looked up in PATH
+  a non-executable file starting with #!...python: python -u PROGRAM ARGS
+Python is --python, else PYTHON_EXEC, else python3, else python in PATH. A PROGRAM, module
+or interpreter that cannot be found exits 2 before any worker starts, naming what was tried.
+torchrun's flags that ddprun accepts without using them, or refuses, are in "torchrun
+compatibility options" above, with the reason; README, "torchrun's flags", has the table.)";
+
+// Completion for `shell` from the flag table (torchrun's --print-completion).
+std::string completionScript(const std::string& shell) {
+  std::string words;
+  for (const auto& spec : ddp::launcher::launchFlagSpecs()) {
+    for (const auto& spelling : ddp::launcher::flagSpellings(spec)) {
+      words += (words.empty() ? "" : " ") + spelling;
+    }
+  }
+  if (shell == "bash") return "complete -o default -W '" + words + "' ddprun\n";
+  if (shell == "zsh") {
+    return "autoload -U +X bashcompinit && bashcompinit\ncomplete -o default -W '" + words +
+           "' ddprun\n";
+  }
+  if (shell == "tcsh") {
+    std::string list;
+    for (const auto& spec : ddp::launcher::launchFlagSpecs()) {
+      list += (list.empty() ? "" : " ") + spec.name;
+    }
+    return "complete ddprun 'c/--/(" + list + ")/' 'p/*/f/'\n";
+  }
+  throw LaunchError("--print-completion=" + shell + ": expected bash, zsh or tcsh; found '" +
+                    shell + "'.");
+}
 
 // cxxopts over the flag table (launch_flags.h): each flag once, with its underscore alias.
 cxxopts::Options makeCli() {
@@ -87,24 +129,37 @@ cxxopts::Options makeCli() {
                        "A flag that is not given falls back to the variable in [env ...] and "
                        "then to its default; the node's place also comes from RANK/WORLD_SIZE/"
                        "MASTER_*, OMPI_*/PMI_* (see the README).");
-  auto add = cli.add_options();
+  using ddp::launcher::TorchrunStatus;
   for (const auto& spec : ddp::launcher::launchFlagSpecs()) {
     std::string names =
         spec.shortName != 0 ? std::string{spec.shortName, ','} + spec.name : spec.name;
     std::string underscored = spec.name;
     std::replace(underscored.begin(), underscored.end(), '-', '_');
     if (underscored != spec.name) names += "," + underscored;
-    std::string help = spec.help + "  [";
-    if (!spec.variable.empty()) help += "env " + spec.variable + "; ";
-    help += "default " + (spec.defaultText.empty() ? std::string("none") : spec.defaultText) + "]";
+    std::string help = spec.help;
+    if (spec.torchrun == TorchrunStatus::kIgnored) help = "IGNORED: " + spec.torchrunNote;
+    if (spec.torchrun == TorchrunStatus::kRefused) {
+      help = "REFUSED unless " +
+             (spec.defaultText.empty() ? std::string("empty") : spec.defaultText) + ": " +
+             spec.torchrunNote;
+    } else if (spec.torchrun == TorchrunStatus::kSupported && !spec.torchrunNote.empty()) {
+      help += "; " + spec.torchrunNote;
+    }
+    if (!spec.variable.empty() || !spec.defaultText.empty()) {
+      help += "  [";
+      if (!spec.variable.empty()) help += "env " + spec.variable + "; ";
+      help +=
+          "default " + (spec.defaultText.empty() ? std::string("none") : spec.defaultText) + "]";
+    }
+    const bool unused =
+        spec.torchrun == TorchrunStatus::kIgnored || spec.torchrun == TorchrunStatus::kRefused;
+    auto add = cli.add_options(unused ? "torchrun compatibility" : "");
     if (spec.valueName.empty()) {
       add(names, help);
     } else {
       add(names, help, cxxopts::value<std::string>(), spec.valueName);
     }
   }
-  add("version", "print the version and exit");
-  add("h,help", "print this help");
   return cli;
 }
 
@@ -149,7 +204,15 @@ Command parseCommand(int argc, char** argv) {
     throw LaunchError(std::string(e.what()) + ". Run 'ddprun --help' for the options.");
   }
   if (r.count("help")) {
-    std::cout << cli.help() << std::endl;
+    std::cout << cli.help({"", "torchrun compatibility"}) << "\n" << kProgramHelp << std::endl;
+    std::exit(ddp::kExitOk);
+  }
+  if (r.count("flags-json")) {
+    std::cout << ddp::launcher::flagTableJson() << std::endl;
+    std::exit(ddp::kExitOk);
+  }
+  if (r.count("print-completion")) {
+    std::cout << completionScript(r["print-completion"].as<std::string>()) << std::flush;
     std::exit(ddp::kExitOk);
   }
   if (r.count("version")) {
@@ -165,6 +228,7 @@ Command parseCommand(int argc, char** argv) {
   const auto environment = ddp::env::currentEnvironment();
   const auto options = ddp::launcher::readLaunchCommand(given, environment);
   ddp::log::setup("launcher", ddp::log::resolveLevel(options.logLevel));
+  for (const auto& ignored : options.ignoredFlags) ddp::log::warn("launcher", "{}", ignored);
   checkLogDir(options);
 
   Command command;
@@ -174,6 +238,11 @@ Command parseCommand(int argc, char** argv) {
   if (spec.plan.standalone && spec.plan.masterPort == 0) spec.plan.masterPort = freeLoopbackPort();
   spec.env.rendezvousTimeoutSeconds = options.rendezvousTimeoutSeconds;
   spec.env.backend = options.backend;
+  spec.env.role = options.role;
+  spec.env.virtualLocalRank = options.virtualLocalRank;
+  spec.env.visibleDevices = ddp::env::lookup(environment, ddp::env::var::kCudaVisibleDevices);
+  ddp::launcher::checkVirtualLocalRanks(spec.plan, spec.env);
+  command.signalsToHandle = options.signalsToHandle;
   spec.gracePeriod = std::chrono::seconds(options.gracePeriodSeconds);
   spec.output.logDir = options.logDir;
   spec.output.redirectStdout = (options.redirects & 1) != 0;
@@ -191,10 +260,9 @@ Command parseCommand(int argc, char** argv) {
     command.rendezvous = config;
   }
 
-  if (program.empty()) {
-    throw LaunchError("no PROGRAM given: ddprun [options] [--] PROGRAM [ARGS...]");
-  }
-  spec.argv = program;
+  // Before any worker starts: a missing script is one usage error, not N worker failures.
+  command.program = ddp::launcher::resolveWorkerProgram(program, options.program, environment);
+  spec.argv = command.program.argv;
   if (!ddp::env::lookup(environment, ddp::env::var::kOmpNumThreads)) {
     const int cores = devices.cpus;
     spec.env.ompNumThreads = std::max(1, cores / spec.plan.nprocPerNode);
@@ -221,22 +289,24 @@ int main(int argc, char** argv) {
   }
   auto& spec = command.spec;
   if (command.dryRun) {
-    std::cout << ddp::launcher::describePlanJson(spec.plan, spec.argv, spec.env) << std::endl;
+    std::cout << ddp::launcher::describePlanJson(spec.plan, command.program, spec.env) << std::endl;
     return ddp::kExitOk;
   }
   const auto& plan = spec.plan;
   if (command.rendezvous) {
     ddp::log::info("launcher",
                    "source={} rdzv_backend=c10d endpoint={} run_id={} nnodes={}:{} "
-                   "nproc_per_node={} max_restarts={} program={}",
+                   "nproc_per_node={} max_restarts={} program={} program_kind={}",
                    plan.source, plan.rendezvousEndpoint, plan.runId, plan.nnodes, plan.maxNodes,
-                   plan.nprocPerNode, plan.maxRestarts, spec.argv.front());
+                   plan.nprocPerNode, plan.maxRestarts, spec.argv.front(),
+                   ddp::launcher::programKindName(command.program.kind));
   } else {
     ddp::log::info("launcher",
                    "source={} nnodes={} node_rank={} nproc_per_node={} world_size={} "
-                   "master={}:{} max_restarts={} program={}",
+                   "master={}:{} max_restarts={} program={} program_kind={}",
                    plan.source, plan.nnodes, plan.nodeRank, plan.nprocPerNode, plan.worldSize(),
-                   plan.masterAddr, plan.masterPort, plan.maxRestarts, spec.argv.front());
+                   plan.masterAddr, plan.masterPort, plan.maxRestarts, spec.argv.front(),
+                   ddp::launcher::programKindName(command.program.kind));
   }
   ddp::launcher::RunResult result;
   ddp::launcher::LaunchPlan lastPlan = plan;  // the last round's, for the error file
@@ -248,7 +318,7 @@ int main(int argc, char** argv) {
     ddp::launcher::GroupGuardian guardian;
     // Before the rendezvous module starts its threads, so that they inherit the blocked
     // signals (Note [Worker processes]).
-    ddp::launcher::SignalChannel signals;
+    ddp::launcher::SignalChannel signals(command.signalsToHandle);
     if (command.rendezvous) {
       auto rendezvous = ddp::launcher::loadC10dRendezvous(*command.rendezvous);
       const ddp::launcher::MembershipMonitor monitor{

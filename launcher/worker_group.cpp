@@ -24,19 +24,10 @@ constexpr std::chrono::seconds kDrainTime{2};
 // this only bounds what a subreaper inside a worker would hide.
 constexpr std::chrono::milliseconds kGroupCheckInterval{100};
 
-const char* signalName(int signal) {
-  switch (signal) {
-    case SIGTERM:
-      return "SIGTERM";
-    case SIGINT:
-      return "SIGINT";
-    case SIGHUP:
-      return "SIGHUP";
-    case SIGKILL:
-      return "SIGKILL";
-    default:
-      return "signal";
-  }
+// "SIGTERM", "SIGUSR1": any signal --signals-to-handle may forward.
+std::string signalName(int signal) {
+  const char* abbreviation = sigabbrev_np(signal);
+  return abbreviation ? std::string("SIG") + abbreviation : "signal " + std::to_string(signal);
 }
 
 // One attempt's state: the workers, their pipes, and the teardown once it has begun.

@@ -17,15 +17,6 @@
 namespace ddp::launcher {
 namespace {
 
-constexpr int kHandledSignals[] = {SIGCHLD, SIGTERM, SIGINT, SIGHUP};
-
-sigset_t handledSignals() {
-  sigset_t set;
-  sigemptyset(&set);
-  for (int s : kHandledSignals) sigaddset(&set, s);
-  return set;
-}
-
 [[noreturn]] void throwErrno(const std::string& what) {
   throw std::system_error(errno, std::generic_category(), what);
 }
@@ -63,10 +54,11 @@ StartedProcess startProcess(const std::vector<std::string>& argv,
     if (devNull >= 0) dup2(devNull, STDIN_FILENO);
     dup2(out[1], STDOUT_FILENO);  // dup2 clears O_CLOEXEC on the copies
     dup2(err[1], STDERR_FILENO);
-    for (int s : kHandledSignals) signal(s, SIG_DFL);
     signal(SIGPIPE, SIG_DFL);  // ignored in the launcher, and SIG_IGN survives exec
-    sigset_t all = handledSignals();
-    sigprocmask(SIG_UNBLOCK, &all, nullptr);
+    // The launcher's blocked signals (SignalChannel) would stay blocked across exec.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
     execvpe(childArgv[0], childArgv.data(), childEnvp.data());
     const char* reason = std::strerror(errno);
     dprintf(STDERR_FILENO, "ddprun: cannot execute '%s': %s\n", childArgv[0], reason);
@@ -91,20 +83,21 @@ bool processGroupExists(pid_t pid) {
   return kill(-pid, 0) == 0 || errno == EPERM;
 }
 
-SignalChannel::SignalChannel() {
+SignalChannel::SignalChannel(std::vector<int> forwarded) {
   // A console that went away (ddprun ... | head) must not kill the launcher and, through
   // PR_SET_PDEATHSIG, the training: writes then fail with EPIPE and only the files get lines.
   signal(SIGPIPE, SIG_IGN);
-  sigset_t set = handledSignals();
-  if (sigprocmask(SIG_BLOCK, &set, nullptr) != 0) throwErrno("sigprocmask");
-  fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  sigemptyset(&set_);
+  sigaddset(&set_, SIGCHLD);
+  for (int s : forwarded) sigaddset(&set_, s);
+  if (sigprocmask(SIG_BLOCK, &set_, nullptr) != 0) throwErrno("sigprocmask");
+  fd_ = signalfd(-1, &set_, SFD_NONBLOCK | SFD_CLOEXEC);
   if (fd_ < 0) throwErrno("signalfd");
 }
 
 SignalChannel::~SignalChannel() {
   if (fd_ >= 0) close(fd_);
-  sigset_t set = handledSignals();
-  sigprocmask(SIG_UNBLOCK, &set, nullptr);
+  sigprocmask(SIG_UNBLOCK, &set_, nullptr);
 }
 
 std::vector<int> SignalChannel::drain() {

@@ -10,11 +10,13 @@
 //   terminal's Ctrl-C directly: the launcher forwards it, once.
 // - stdout and stderr are pipes to the launcher, which prefixes whole lines with the rank
 //   (output_router.h); the child gets /dev/null as stdin.
-// - The launcher blocks SIGCHLD, SIGTERM, SIGINT and SIGHUP and reads them from a signalfd
-//   in the same poll() as the pipes: an exit is noticed the moment it happens, and a signal
-//   never interrupts a half-written line. The child unblocks them before exec.
+// - The launcher blocks SIGCHLD and the signals it forwards (--signals-to-handle; SIGTERM,
+//   SIGINT, SIGHUP and SIGQUIT by default) and reads them from a signalfd in the same poll()
+//   as the pipes: an exit is noticed the moment it happens, and a signal never interrupts a
+//   half-written line. The child starts with no signal blocked.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <map>
@@ -41,19 +43,23 @@ bool signalProcessGroup(pid_t pid, int signal);
 // Whether the process group `pid` still has a member (a zombie counts until it is reaped).
 bool processGroupExists(pid_t pid);
 
-// Blocks the launcher's signals and reads them from a signalfd (see the Note).
+// torchrun's default --signals-to-handle.
+inline const std::vector<int> kDefaultForwardedSignals = {SIGTERM, SIGINT, SIGHUP, SIGQUIT};
+
+// Blocks SIGCHLD and `forwarded` and reads them from a signalfd (see the Note).
 class SignalChannel {
  public:
-  SignalChannel();
+  explicit SignalChannel(std::vector<int> forwarded = kDefaultForwardedSignals);
   ~SignalChannel();
   SignalChannel(const SignalChannel&) = delete;
   SignalChannel& operator=(const SignalChannel&) = delete;
 
   int fd() const { return fd_; }
-  // The signals waiting (SIGCHLD, SIGTERM, SIGINT, SIGHUP), in arrival order; empty if none.
+  // The signals waiting (SIGCHLD and the forwarded ones), in arrival order; empty if none.
   std::vector<int> drain();
 
  private:
+  sigset_t set_;
   int fd_ = -1;
 };
 

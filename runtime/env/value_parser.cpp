@@ -112,6 +112,17 @@ std::string integerExpectation(long long min, long long max) {
   return "a decimal integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
 }
 
+std::vector<std::string> splitList(std::string_view text, char separator) {
+  std::vector<std::string> items;
+  std::size_t start = 0;
+  while (true) {
+    const auto end = text.find(separator, start);
+    items.emplace_back(text.substr(start, end == std::string_view::npos ? end : end - start));
+    if (end == std::string_view::npos) return items;
+    start = end + 1;
+  }
+}
+
 std::string describeBadValue(const std::string& name, const std::optional<std::string>& value,
                              const std::string& expected, const std::string& found,
                              const std::string& hint) {

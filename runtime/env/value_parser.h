@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ddp::env {
 
@@ -25,6 +26,10 @@ IntegerParse parseInteger(std::string_view text, long long min, long long max);
 
 // "a decimal integer in [min, max]", the `expected` of a parseInteger failure.
 std::string integerExpectation(long long min, long long max);
+
+// The items of a list such as PATH ("a:b") or CUDA_VISIBLE_DEVICES ("0,1"), empty ones kept:
+// "" is {""}, "a," is {"a", ""}.
+std::vector<std::string> splitList(std::string_view text, char separator);
 
 // The longest timeout that any flag, option or variable takes, in seconds (7 days): far
 // past any real wait, and far below where a deadline overflows (seconds become

@@ -496,11 +496,181 @@ TEST(FailureTest, UsageErrorOfAWorkerIsNotRestarted) {
   EXPECT_NE(result.output.find("not restarting"), std::string::npos) << result.output;
 }
 
-TEST(FailureTest, MissingProgramIsReported) {
-  auto result = runDdprun({"--nproc-per-node", "1", "--", "/nonexistent/program"});
-  EXPECT_EQ(result.exitCode, 127);
-  EXPECT_NE(result.output.find("cannot execute '/nonexistent/program'"), std::string::npos)
+// Found missing before any worker starts (launcher/worker_program.h): one usage error.
+TEST(FailureTest, MissingProgramIsAUsageErrorBeforeAnyWorkerStarts) {
+  auto result = runDdprun({"--nproc-per-node", "2", "--", "/nonexistent/program"});
+  EXPECT_EQ(result.exitCode, 2);
+  EXPECT_NE(result.output.find("PROGRAM /nonexistent/program: expected an executable or a Python "
+                               "script; found no executable file at /nonexistent/program."),
+            std::string::npos)
       << result.output;
+  EXPECT_EQ(result.output.find("started rank="), std::string::npos) << result.output;
+}
+
+// --- programs as torchrun runs them (Note [How ddprun runs PROGRAM]) ---------------------
+
+// The venv's interpreter (the tests' DDPRUN_PYTHON) as the only python3 in PATH.
+Env pathWithPython(const TempDir& dir) {
+  fs::create_directories(dir.path() / "bin");
+  fs::create_symlink(DDPRUN_PYTHON, dir.path() / "bin" / "python3");
+  return {{"PATH", (dir.path() / "bin").string() + ":/usr/bin:/bin"}};
+}
+
+const char* const kPrintRank =
+    "import os, sys\n"
+    "print(f\"rank={os.environ['RANK']} world={os.environ['WORLD_SIZE']} "
+    "role={os.environ['ROLE_NAME']} argv={sys.argv[1:]} name={__name__}\")\n";
+
+TEST(ProgramTest, APythonScriptRunsWithThePythonInPathOnEveryWorker) {
+  TempDir dir;
+  std::ofstream(dir / "train.py") << kPrintRank;
+  auto result =
+      runDdprun({"--nproc-per-node", "2", "--role", "trainer", dir / "train.py", "--lr", "0.1"},
+                pathWithPython(dir));
+  SCOPED_TRACE(result.output);
+  ASSERT_EQ(result.exitCode, 0);
+  for (const char* rank : {"0", "1"}) {
+    EXPECT_EQ(count(result.output, std::string("[rank") + rank + "]: rank=" + rank +
+                                       " world=2 role=trainer argv=['--lr', '0.1'] name=__main__"),
+              1);
+  }
+  EXPECT_NE(result.output.find("program_kind=python-script"), std::string::npos);
+}
+
+TEST(ProgramTest, PythonExecAndThePythonFlagChooseTheInterpreter) {
+  TempDir dir;
+  std::ofstream(dir / "train.py") << "import sys; print('exe=' + sys.executable)\n";
+  const Env noPython{{"PATH", "/usr/bin:/bin"}, {"PYTHON_EXEC", DDPRUN_PYTHON}};
+  auto fromEnv = runDdprun({dir / "train.py"}, noPython);
+  EXPECT_EQ(fromEnv.exitCode, 0) << fromEnv.output;
+  EXPECT_NE(fromEnv.output.find(std::string("exe=") + DDPRUN_PYTHON), std::string::npos)
+      << fromEnv.output;
+  auto missing = runDdprun({"--python", dir / "no-python", dir / "train.py"}, noPython);
+  EXPECT_EQ(missing.exitCode, 2) << missing.output;
+  EXPECT_NE(missing.output.find("--python=" + (dir / "no-python") +
+                                ": expected a Python interpreter to run " + (dir / "train.py") +
+                                "; found no executable file at " + (dir / "no-python")),
+            std::string::npos)
+      << missing.output;
+  EXPECT_EQ(missing.output.find("started rank="), std::string::npos);
+}
+
+TEST(ProgramTest, AMissingScriptExits2NamingThePathTried) {
+  TempDir dir;
+  auto result = runDdprun({"--nproc-per-node", "2", dir / "trian.py"}, pathWithPython(dir));
+  EXPECT_EQ(result.exitCode, 2) << result.output;
+  EXPECT_NE(result.output.find("Python script " + (dir / "trian.py") +
+                               ": expected a file; found nothing at " + (dir / "trian.py")),
+            std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.output.find("started rank="), std::string::npos);
+}
+
+TEST(ProgramTest, AModuleRunsWithMinusM) {
+  TempDir dir;
+  fs::create_directories(dir.path() / "pkg");
+  std::ofstream(dir / "pkg/__init__.py") << "";
+  std::ofstream(dir / "pkg/train.py") << kPrintRank;
+  auto env = pathWithPython(dir);
+  env["PYTHONPATH"] = dir.path().string();
+  auto result = runDdprun({"--nproc-per-node", "2", "-m", "pkg.train", "x"}, env);
+  SCOPED_TRACE(result.output);
+  ASSERT_EQ(result.exitCode, 0);
+  EXPECT_EQ(count(result.output, "[rank1]: rank=1 world=2 role=default argv=['x'] name=__main__"),
+            1);
+  auto missing = runDdprun({"--nproc-per-node", "2", "-m", "nopkg.train"}, env);
+  EXPECT_EQ(missing.exitCode, 2) << missing.output;
+  EXPECT_NE(missing.output.find("-m nopkg.train: expected a module " + (dir / "bin/python3") +
+                                " can import; found no module named 'nopkg'"),
+            std::string::npos)
+      << missing.output;
+  EXPECT_EQ(missing.output.find("started rank="), std::string::npos);
+}
+
+TEST(ProgramTest, RunPathRunsTheScriptAsMain) {
+  TempDir dir;
+  std::ofstream(dir / "train.py") << kPrintRank;
+  auto result = runDdprun({"--run-path", dir / "train.py", "a"}, pathWithPython(dir));
+  EXPECT_EQ(result.exitCode, 0) << result.output;
+  EXPECT_EQ(count(result.output, "[rank0]: rank=0 world=1 role=default argv=['a'] name=__main__"),
+            1)
+      << result.output;
+}
+
+// torchrun's --no-python; and a native program runs directly without it (ddptrain does).
+TEST(ProgramTest, NoPythonExecutesTheProgramAsItIs) {
+  TempDir dir;
+  std::ofstream(dir / "job.py") << "#!/bin/sh\necho \"sh rank=$RANK\"\n";
+  fs::permissions(dir / "job.py", fs::perms::owner_all);
+  auto result =
+      runDdprun({"--no-python", "--nproc-per-node", "2", dir / "job.py"}, pathWithPython(dir));
+  EXPECT_EQ(result.exitCode, 0) << result.output;
+  EXPECT_EQ(count(result.output, "sh rank="), 2) << result.output;
+  auto native = runDdprun({"--nproc-per-node", "2", "/bin/sh", "-c", "echo native=$RANK"});
+  EXPECT_EQ(count(native.output, "native="), 2) << native.output;
+  EXPECT_NE(native.output.find("program_kind=executable"), std::string::npos);
+}
+
+TEST(ProgramTest, DryRunShowsWhatTheWorkersExecute) {
+  TempDir dir;
+  std::ofstream(dir / "train.py") << "";
+  auto result = runDdprun({"--dry-run", dir / "train.py", "--x"}, pathWithPython(dir));
+  ASSERT_EQ(result.exitCode, 0) << result.output;
+  const auto plan = nlohmann::json::parse(result.output);
+  EXPECT_EQ(plan["program"],
+            nlohmann::json::array({dir / "bin/python3", "-u", dir / "train.py", "--x"}));
+  EXPECT_EQ(plan["programKind"], "python-script");
+  EXPECT_EQ(plan["programReason"], "a .py file");
+}
+
+// --- torchrun's other flags --------------------------------------------------------------
+
+TEST(TorchrunFlagTest, VirtualLocalRankGivesEachWorkerItsOwnDeviceAsDevice0) {
+  auto result = runDdprun({"--virtual-local-rank", "--nproc-per-node", "2", "/bin/sh", "-c",
+                           "echo local=$LOCAL_RANK cuda=$CUDA_VISIBLE_DEVICES"},
+                          {{"CUDA_VISIBLE_DEVICES", "5,7"}});
+  EXPECT_EQ(result.exitCode, 0) << result.output;
+  EXPECT_EQ(count(result.output, "[rank0]: local=0 cuda=5"), 1) << result.output;
+  EXPECT_EQ(count(result.output, "[rank1]: local=0 cuda=7"), 1) << result.output;
+  auto tooFew = runDdprun({"--virtual-local-rank", "--nproc-per-node", "2", "true"},
+                          {{"CUDA_VISIBLE_DEVICES", "5"}});
+  EXPECT_EQ(tooFew.exitCode, 2) << tooFew.output;
+  EXPECT_NE(tooFew.output.find("CUDA_VISIBLE_DEVICES=5: expected a device for each of the 2 "
+                               "workers"),
+            std::string::npos)
+      << tooFew.output;
+}
+
+// SLURM sends SIGUSR1 before the time limit: forwarded, then ddprun exits 128 + 10.
+TEST(TorchrunFlagTest, SignalsToHandleForwardsTheListedSignals) {
+  ChildProcess launcher({DDPRUN_BINARY, "--signals-to-handle", "SIGUSR1,SIGTERM",
+                         "--nproc-per-node", "2", "--", "/bin/sh", "-c",
+                         "trap 'echo rank=$RANK got USR1; exit 0' USR1; echo up; "
+                         "while :; do sleep 0.05; done"},
+                        {});
+  ASSERT_EQ(waitForChildren(launcher.pid(), 2).size(), 2u);
+  std::this_thread::sleep_for(200ms);  // the traps are set once "up" is printed
+  kill(launcher.pid(), SIGUSR1);
+  auto result = launcher.wait(20s);
+  EXPECT_EQ(result.exitCode, 128 + SIGUSR1) << result.output;
+  EXPECT_EQ(count(result.output, "got USR1"), 2) << result.output;
+  EXPECT_NE(result.output.find("received SIGUSR1; forwarding it"), std::string::npos);
+}
+
+TEST(TorchrunFlagTest, HelpSaysHowProgramsRunAndWhyFlagsAreIgnored) {
+  auto result = runDdprun({"--help"});
+  EXPECT_EQ(result.exitCode, 0);
+  EXPECT_NE(result.output.find("How ddprun runs PROGRAM"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("torchrun compatibility"), std::string::npos);
+  EXPECT_NE(result.output.find("--start-method METHOD"), std::string::npos);
+  EXPECT_NE(result.output.find("IGNORED: every worker is a new process"), std::string::npos);
+  auto table = runDdprun({"--flags-json"});
+  ASSERT_EQ(table.exitCode, 0);
+  EXPECT_GT(nlohmann::json::parse(table.output).size(), 30u);
+  auto completion = runDdprun({"--print-completion", "bash"});
+  EXPECT_EQ(completion.exitCode, 0);
+  EXPECT_EQ(completion.output.rfind("complete -o default -W '--nnodes ", 0), 0u)
+      << completion.output;
 }
 
 // --- signals to ddprun ---------------------------------------------------------------------
@@ -763,6 +933,10 @@ INSTANTIATE_TEST_SUITE_P(
         UsageCase{{"--backend", "mpi", "true"}, {}, "--backend=mpi: expected gloo, nccl or auto"},
         UsageCase{{"--redirects", "3", "true"}, {}, "there is no --log-dir"},
         UsageCase{{"--bogus", "true"}, {}, "bogus"},
+        UsageCase{{"--numa-binding", "node", "true"},
+                  {},
+                  "--numa-binding=node: torchrun's --numa-binding is not supported by ddprun"},
+        UsageCase{{"--print-completion", "fish"}, {}, "--print-completion=fish: expected bash"},
         UsageCase{{"--nproc-per-node", "2"}, {}, "no PROGRAM given"},
         UsageCase{{"true"},
                   {{"RANK", "3"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "m"}},

@@ -3,6 +3,7 @@
 #include "launcher/launch_flags.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,16 +13,35 @@
 namespace ddp::launcher {
 namespace {
 
+// The message of the LaunchError that reading `given` and `env` throws.
+std::string launchErrorOf(const GivenFlags& given, const env::EnvMap& env) {
+  try {
+    readLaunchCommand(given, env);
+  } catch (const LaunchError& e) {
+    return e.what();
+  }
+  return "no LaunchError";
+}
+
 TEST(LaunchFlagsTest, ValueTakingFlagsComeFromTheTable) {
-  for (const char* arg :
-       {"--nproc-per-node", "--nproc_per_node",  "--nnodes",        "--node_rank", "--master-addr",
-        "--master_port",    "--max-restarts",    "--rdzv-timeout",  "--backend",   "--grace-period",
-        "--log-dir",        "--log_dir",         "--redirects",     "-r",          "--error-file",
-        "--log-level",      "--rdzv-backend",    "--rdzv_endpoint", "--rdzv-id",   "--rdzv-conf",
-        "--local-addr",     "--monitor-interval"}) {
+  for (const char* arg : {"--nproc-per-node",  "--nproc_per_node",
+                          "--nnodes",          "--node_rank",
+                          "--master-addr",     "--master_port",
+                          "--max-restarts",    "--rdzv-timeout",
+                          "--backend",         "--grace-period",
+                          "--log-dir",         "--log_dir",
+                          "--redirects",       "-r",
+                          "--error-file",      "--log-level",
+                          "--python",          "--role",
+                          "--start_method",    "--signals-to-handle",
+                          "--shutdown-timeout", "--rdzv-backend",
+                          "--rdzv_endpoint",   "--rdzv-id",
+                          "--rdzv-conf",       "--local-addr",
+                          "--monitor-interval"}) {
     EXPECT_TRUE(flagTakesValue(arg)) << arg;
   }
-  for (const char* arg : {"--standalone", "--dry-run", "--help", "--version", "train.py", "-x"}) {
+  for (const char* arg : {"--standalone", "--dry-run", "--help", "--version", "train.py", "-x",
+                          "-m", "--module", "--no-python", "--run_path", "--virtual-local-rank"}) {
     EXPECT_FALSE(flagTakesValue(arg)) << arg;
   }
   for (const auto& spec : launchFlagSpecs()) {
@@ -29,20 +49,26 @@ TEST(LaunchFlagsTest, ValueTakingFlagsComeFromTheTable) {
   }
 }
 
+// torchrun's own parser is the reference (tests/launcher/torchrun_flags_test.py); this
+// checks the rule on the rows: a torchrun flag's variable, where it has one, is PET_<NAME>.
 TEST(LaunchFlagsTest, EveryTorchrunFlagFallsBackToItsPetVariable) {
-  for (const char* name :
-       {"nproc-per-node", "nnodes", "node-rank", "master-addr", "master-port", "standalone",
-        "max-restarts", "log-dir", "redirects", "rdzv-backend", "rdzv-endpoint", "rdzv-id",
-        "rdzv-conf", "local-addr", "monitor-interval"}) {
-    bool found = false;
-    for (const auto& spec : launchFlagSpecs()) {
-      if (spec.name != name) continue;
-      found = true;
-      std::string pet = "PET_" + spec.name;
-      for (auto& c : pet) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));
-      EXPECT_EQ(spec.variable, pet) << name;
+  int withVariable = 0;
+  for (const auto& spec : launchFlagSpecs()) {
+    if (spec.torchrun == TorchrunStatus::kNotTorchrun || spec.variable.empty()) continue;
+    std::string pet = "PET_" + spec.name;
+    for (auto& c : pet) c = c == '-' ? '_' : static_cast<char>(std::toupper(c));
+    EXPECT_EQ(spec.variable, pet) << spec.name;
+    ++withVariable;
+  }
+  EXPECT_GE(withVariable, 20);
+}
+
+// A row that ignores or refuses a torchrun flag says why (--help and README show it).
+TEST(LaunchFlagsTest, IgnoredAndRefusedFlagsSayWhy) {
+  for (const auto& spec : launchFlagSpecs()) {
+    if (spec.torchrun == TorchrunStatus::kIgnored || spec.torchrun == TorchrunStatus::kRefused) {
+      EXPECT_FALSE(spec.torchrunNote.empty()) << spec.name;
     }
-    EXPECT_TRUE(found) << name;
   }
 }
 
@@ -76,6 +102,92 @@ TEST(LaunchFlagsTest, NodeVariablesAreLeftToTheNodeView) {
   EXPECT_FALSE(command.logLevel.has_value());
 }
 
+TEST(LaunchFlagsTest, SwitchesFallBackToTheirVariablesAsTorchrunReadsThem) {
+  const auto command = readLaunchCommand({}, {{"PET_MODULE", "1"},
+                                              {"PET_NO_PYTHON", "0"},
+                                              {"PET_RUN_PATH", ""},
+                                              {"PET_VIRTUAL_LOCAL_RANK", "1"}});
+  EXPECT_TRUE(command.program.module);
+  EXPECT_FALSE(command.program.noPython);
+  EXPECT_TRUE(command.program.runPath);
+  EXPECT_TRUE(command.virtualLocalRank);
+  EXPECT_TRUE(readLaunchCommand({{"no-python", ""}}, {{"PET_NO_PYTHON", "0"}}).program.noPython);
+  EXPECT_EQ(launchErrorOf({}, {{"PET_MODULE", "yes"}}),
+            "PET_MODULE=yes: expected empty, 0 or 1; found 'yes'. Fix PET_MODULE where it is set "
+            "(pod spec or shell), or pass the flag.");
+}
+
+TEST(LaunchFlagsTest, PythonAndRoleComeFromTheFlagOrTheirVariable) {
+  const auto fromEnv =
+      readLaunchCommand({}, {{"PYTHON_EXEC", "/opt/py/bin/python"}, {"PET_ROLE", "trainer"}});
+  EXPECT_EQ(fromEnv.program.python, "/opt/py/bin/python");
+  EXPECT_EQ(fromEnv.program.pythonOrigin, "PYTHON_EXEC");
+  EXPECT_EQ(fromEnv.role, "trainer");
+  const auto fromFlags = readLaunchCommand({{"python", "python3.11"}, {"role", "eval"}},
+                                           {{"PYTHON_EXEC", "/opt/py/bin/python"}});
+  EXPECT_EQ(fromFlags.program.python, "python3.11");
+  EXPECT_EQ(fromFlags.program.pythonOrigin, "--python");
+  EXPECT_EQ(fromFlags.role, "eval");
+  EXPECT_EQ(readLaunchCommand({}, {}).role, "default");
+  EXPECT_FALSE(readLaunchCommand({}, {}).program.python.has_value());
+  EXPECT_EQ(launchErrorOf({{"role", ""}}, {}),
+            "--role=: expected a role name (ROLE_NAME); found an empty value. Run 'ddprun "
+            "--help' for the flags.");
+}
+
+// Note [torchrun's flags]: torchrun's default is accepted silently; another value of an
+// ignored flag is logged, of a refused one is an error that names the flag and the reason.
+TEST(LaunchFlagsTest, IgnoredFlagsAreReportedAndRefusedOnesAreErrors) {
+  EXPECT_TRUE(readLaunchCommand({{"start-method", "spawn"}, {"duplicate-stdout-filters", ""}}, {})
+                  .ignoredFlags.empty());
+  const auto ignored =
+      readLaunchCommand({{"start-method", "fork"}}, {{"PET_EVENT_LOG_HANDLER", "console"}});
+  ASSERT_EQ(ignored.ignoredFlags.size(), 2u);
+  EXPECT_EQ(ignored.ignoredFlags[0],
+            "--start-method=fork: accepted and ignored: every worker is a new process (fork, then "
+            "exec of PROGRAM); the methods differ only for workers made from torchrun's own "
+            "Python");
+  EXPECT_EQ(ignored.ignoredFlags[1].substr(0, 52),
+            "PET_EVENT_LOG_HANDLER=console: accepted and ignored:");
+  EXPECT_EQ(launchErrorOf({{"start-method", "thread"}}, {}),
+            "--start-method=thread: expected spawn, fork or forkserver; found 'thread'. Run "
+            "'ddprun --help' for the flags.");
+  EXPECT_EQ(launchErrorOf({{"numa-binding", "node"}}, {}),
+            "--numa-binding=node: torchrun's --numa-binding is not supported by ddprun: not "
+            "implemented; bind in the program or with numactl, or let the kubelet's CPU manager "
+            "place the pod. Drop it (README, 'torchrun's flags', lists what ddprun does with each "
+            "of them).");
+  EXPECT_NE(launchErrorOf({}, {{"PET_DUPLICATE_STDERR_FILTERS", "nan"}})
+                .find("PET_DUPLICATE_STDERR_FILTERS=nan: torchrun's --duplicate-stderr-filters "
+                      "is not supported by ddprun"),
+            std::string::npos);
+}
+
+TEST(LaunchFlagsTest, ShutdownTimeoutIsTorchrunsNameForTheGracePeriod) {
+  EXPECT_EQ(readLaunchCommand({}, {}).gracePeriodSeconds, 30);
+  EXPECT_EQ(readLaunchCommand({{"shutdown-timeout", "7"}}, {}).gracePeriodSeconds, 7);
+  EXPECT_EQ(readLaunchCommand({}, {{"PET_SHUTDOWN_TIMEOUT", "9"}}).gracePeriodSeconds, 9);
+  EXPECT_EQ(readLaunchCommand({{"grace-period", "5"}}, {{"PET_SHUTDOWN_TIMEOUT", "9"}})
+                .gracePeriodSeconds,
+            5);
+  EXPECT_EQ(launchErrorOf({{"grace-period", "5"}, {"shutdown-timeout", "9"}}, {}),
+            "--grace-period=5 and --shutdown-timeout=9 are one setting (torchrun calls it "
+            "--shutdown-timeout) with two values. Give one of them.");
+}
+
+TEST(LaunchFlagsTest, SignalsToHandleAreTorchrunsListOfNames) {
+  EXPECT_EQ(readLaunchCommand({}, {}).signalsToHandle,
+            (std::vector<int>{SIGTERM, SIGINT, SIGHUP, SIGQUIT}));
+  EXPECT_EQ(
+      readLaunchCommand({{"signals-to-handle", "SIGUSR1,SIGTERM,SIGUSR1"}}, {}).signalsToHandle,
+      (std::vector<int>{SIGUSR1, SIGTERM}));
+  EXPECT_EQ(launchErrorOf({}, {{"PET_SIGNALS_TO_HANDLE", "SIGTERM,SIGKILL"}}),
+            "PET_SIGNALS_TO_HANDLE=SIGTERM,SIGKILL: expected a comma-separated list of SIGHUP, "
+            "SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM, SIGXCPU, SIGPWR; found "
+            "'SIGKILL'. Fix PET_SIGNALS_TO_HANDLE where it is set (pod spec or shell), or pass "
+            "the flag.");
+}
+
 TEST(LaunchFlagsTest, PetStandaloneEmptyMeansOn) {
   EXPECT_TRUE(readLaunchCommand({}, {{"PET_STANDALONE", ""}}).plan.standalone);
   EXPECT_TRUE(readLaunchCommand({}, {{"PET_STANDALONE", "1"}}).plan.standalone);
@@ -95,16 +207,6 @@ TEST(LaunchFlagsTest, RendezvousTimeoutHasTheBoundOfEveryTimeout) {
               "--rdzv-timeout=604801: expected a decimal integer in [0, 604800]; found 604801, "
               "which is above 604800. Run 'ddprun --help' for the flags.");
   }
-}
-
-// The message of the LaunchError that reading `given` and `env` throws.
-std::string launchErrorOf(const GivenFlags& given, const env::EnvMap& env) {
-  try {
-    readLaunchCommand(given, env);
-  } catch (const LaunchError& e) {
-    return e.what();
-  }
-  return "no LaunchError";
 }
 
 // Output paths are checked for their type before anything starts: a FIFO as the error file

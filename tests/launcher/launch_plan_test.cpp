@@ -406,14 +406,34 @@ TEST(WorkerEnvironmentTest, HasTorchrunVariablesAndOptions) {
   EXPECT_EQ(env, expected);
 }
 
+TEST(WorkerEnvironmentTest, RoleAndVirtualLocalRankAsTorchrunSetsThem) {
+  LaunchPlan plan;
+  plan.nprocPerNode = 2;
+  const WorkerEnvOptions options{.role = "trainer", .virtualLocalRank = true};
+  const auto second = workerEnvironment(plan, 1, options);
+  EXPECT_EQ(second.at("ROLE_NAME"), "trainer");
+  EXPECT_EQ(second.at("RANK"), "1");
+  EXPECT_EQ(second.at("LOCAL_RANK"), "0");
+  EXPECT_EQ(second.at("CUDA_VISIBLE_DEVICES"), "1");  // its local rank without a launcher list
+  auto fromList = options;
+  fromList.visibleDevices = "3,6";
+  EXPECT_EQ(workerEnvironment(plan, 1, fromList).at("CUDA_VISIBLE_DEVICES"), "6");
+  EXPECT_EQ(workerEnvironment(plan, 1, {}).count("CUDA_VISIBLE_DEVICES"), 0u);
+  fromList.visibleDevices = "3";
+  EXPECT_THROW(checkVirtualLocalRanks(plan, fromList), LaunchError);
+}
+
 TEST(DescribePlanJsonTest, ListsEveryWorkerOnce) {
   LaunchPlan plan;
   plan.nnodes = 2;
   plan.nodeRank = 1;
   plan.nprocPerNode = 2;
-  const auto json = nlohmann::json::parse(describePlanJson(plan, {"prog", "--x"}, {}));
+  const WorkerProgram program{ProgramKind::kPythonScript, {"python3", "-u", "t.py"}, "a .py file"};
+  const auto json = nlohmann::json::parse(describePlanJson(plan, program, {}));
   EXPECT_EQ(json["worldSize"], 4);
-  EXPECT_EQ(json["program"], nlohmann::json::array({"prog", "--x"}));
+  EXPECT_EQ(json["program"], nlohmann::json::array({"python3", "-u", "t.py"}));
+  EXPECT_EQ(json["programKind"], "python-script");
+  EXPECT_EQ(json["programReason"], "a .py file");
   ASSERT_EQ(json["workers"].size(), 2u);
   EXPECT_EQ(json["workers"][0]["rank"], 2);
   EXPECT_EQ(json["workers"][1]["env"]["RANK"], "3");

@@ -43,6 +43,14 @@ TEST(ParseIntegerTest, SaysWhatItFoundInstead) {
 // Timeouts from variables (DDPRUN_RDZV_TIMEOUT, DDPRUN_COLLECTIVE_TIMEOUT): 1e300 once
 // became a negative number of milliseconds (a deadline in the past) and inf undefined
 // behaviour.
+TEST(SplitListTest, KeepsEmptyItems) {
+  using Items = std::vector<std::string>;
+  EXPECT_EQ(splitList("/usr/bin:/bin", ':'), (Items{"/usr/bin", "/bin"}));
+  EXPECT_EQ(splitList("0,1,", ','), (Items{"0", "1", ""}));
+  EXPECT_EQ(splitList(":a", ':'), (Items{"", "a"}));
+  EXPECT_EQ(splitList("", ','), (Items{""}));
+}
+
 TEST(ParseSecondsTest, AcceptsDecimalSecondsUpToAWeek) {
   using std::chrono::milliseconds;
   EXPECT_EQ(parseSeconds("30").value, milliseconds(30000));
