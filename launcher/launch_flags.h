@@ -13,11 +13,13 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "launcher/launch_plan.h"
+#include "launcher/output_router.h"
 #include "runtime/env/cluster_env.h"
 
 namespace ddp::launcher {
@@ -49,9 +51,12 @@ struct LaunchCommand {
   int rendezvousTimeoutSeconds = 0;
   std::string backend;
   int gracePeriodSeconds = 30;
-  std::string logDir;
-  int redirects = 0;
-  std::string errorFile;
+  std::string logDir;  // "": none, unless --redirects or --tee need one (main.cpp)
+  StreamSelection redirects;
+  StreamSelection tee;
+  std::set<int> localRanksFilter;       // empty: every local rank
+  std::string linePrefixTemplate;       // "": "[rank${rank}]: "
+  std::string errorFile;                // "": <run log dir>/error.json with a log directory
   std::optional<std::string> logLevel;  // the flag; log::resolveLevel() adds the variable
   bool dryRun = false;
   // Flag name -> where its value came from ("--max-restarts", "PET_MAX_RESTARTS").

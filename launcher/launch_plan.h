@@ -82,12 +82,18 @@ struct WorkerEnvOptions {
   int ompNumThreads = 0;             // set OMP_NUM_THREADS when > 0
   std::string backend;               // DDPRUN_BACKEND when not empty
   int rendezvousTimeoutSeconds = 0;  // DDPRUN_RDZV_TIMEOUT when > 0
+  // TORCHELASTIC_ERROR_FILE=<attemptLogDir>/<local rank>/error.json when not empty, as
+  // torchrun: a Python worker's @record writes its exception there.
+  std::string attemptLogDir;
+  // PYTHONUNBUFFERED=1 (false when the launcher's own environment sets it: the user's value
+  // is inherited): print() reaches the console at once, not when the buffer fills.
+  bool pythonUnbuffered = true;
 };
 
 // torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,
 // GROUP_WORLD_SIZE, ROLE_*, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RESTART_COUNT,
-// TORCHELASTIC_MAX_RESTARTS) plus the options above. The one place a worker's environment
-// is built.
+// TORCHELASTIC_MAX_RESTARTS, TORCHELASTIC_ERROR_FILE) plus the options above. The one place a
+// worker's environment is built.
 std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int localRank,
                                                      const WorkerEnvOptions& options);
 

@@ -21,6 +21,10 @@ inline constexpr const char* kMasterPort = "MASTER_PORT";
 inline constexpr const char* kTorchelasticRestartCount = "TORCHELASTIC_RESTART_COUNT";
 inline constexpr const char* kTorchelasticMaxRestarts = "TORCHELASTIC_MAX_RESTARTS";
 inline constexpr const char* kOmpNumThreads = "OMP_NUM_THREADS";
+// <log dir>/attempt_<k>/<local_rank>/error.json: where a Python worker's @record writes.
+inline constexpr const char* kTorchelasticErrorFile = "TORCHELASTIC_ERROR_FILE";
+// Python workers write print() at once, not at exit (Note [Live output], output_router.h).
+inline constexpr const char* kPythonUnbuffered = "PYTHONUNBUFFERED";
 
 // ddprun's own additions to the worker contract (launcher flag -> worker setting).
 inline constexpr const char* kRestartCount = "DDPRUN_RESTART_COUNT";            // attempt number
@@ -42,6 +46,12 @@ inline constexpr const char* kPetMaxRestarts = "PET_MAX_RESTARTS";
 inline constexpr const char* kPetStandalone = "PET_STANDALONE";
 inline constexpr const char* kPetLogDir = "PET_LOG_DIR";
 inline constexpr const char* kPetRedirects = "PET_REDIRECTS";
+inline constexpr const char* kPetTee = "PET_TEE";
+inline constexpr const char* kPetLocalRanksFilter = "PET_LOCAL_RANKS_FILTER";
+inline constexpr const char* kPetLogLinePrefixTemplate = "PET_LOG_LINE_PREFIX_TEMPLATE";
+// torchrun reads it when --log-line-prefix-template (and its PET_ variable) is empty.
+inline constexpr const char* kTorchelasticLogLinePrefixTemplate =
+    "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE";
 
 // MPI launchers: Open MPI, and MPICH / Intel MPI (Hydra).
 inline constexpr const char* kOmpiRank = "OMPI_COMM_WORLD_RANK";
