@@ -27,6 +27,7 @@ def main():
         time.sleep(step_seconds)
     if rank == 0:
         print(file=bar)
+    dist.barrier()  # the bar is finished before any rank's next line
     # A line that names its rank already, as torch's own excepthook writes them.
     print(f"[rank{rank}]: done world_size={dist.get_world_size()} sum={total.item():.0f}")
     dist.destroy_process_group()
