@@ -41,6 +41,32 @@ struct FlagValue {
     if (text == "" || text == "1" || text == "0") return text != "0";
     fail("empty, 0 or 1", "'" + text + "'");
   }
+  // torchrun's Std syntax (--redirects, --tee): 0-3, or local_rank:0-3 pairs.
+  StreamSelection streams() const {
+    const auto selection = parseStreamSelection(text);
+    if (!selection) {
+      fail("0 (none), 1 (stdout), 2 (stderr), 3 (both), or per local rank as 0:1,1:2",
+           "'" + text + "'");
+    }
+    return *selection;
+  }
+  // --local-ranks-filter: a comma-separated list of local ranks.
+  std::set<int> localRanks() const {
+    std::set<int> ranks;
+    std::size_t start = 0;
+    while (true) {
+      const auto comma = text.find(',', start);
+      const FlagValue rank{text.substr(start, comma - start), origin};
+      const auto parsed = env::parseInteger(rank.text, 0, 65535);
+      if (!parsed.value) {
+        fail("local ranks separated by commas, such as 0 or 0,1,2",
+             "'" + rank.text + "' (" + parsed.found + ")");
+      }
+      ranks.insert(static_cast<int>(*parsed.value));
+      if (comma == std::string::npos) return ranks;
+      start = comma + 1;
+    }
+  }
   int integer(int min, int max) const {
     const auto parsed = env::parseInteger(text, min, max);
     if (!parsed.value) fail(env::integerExpectation(min, max), parsed.found);
@@ -228,24 +254,43 @@ const std::vector<FlagSpec>& launchFlagSpecs() {
        .valueName = "DIR",
        .variable = var::kPetLogDir,
        .defaultText = "",
-       .help = "also write each worker's output to "
-               "DIR/attempt_<restart>/rank_<rank>/{stdout,stderr}.log",
+       .help = "also write each worker's output to DIR/<run-id>_<random>/attempt_<restart>/"
+               "<local_rank>/{stdout,stderr}.log (torchrun's layout)",
        .torchrun = kSupported},
       {.name = "redirects",
        .shortName = 'r',
-       .valueName = "0-3",
+       .valueName = "STD",
        .variable = var::kPetRedirects,
        .defaultText = "0",
        .help = "streams that go to the log files only, not the console: 0 none, 1 stdout, "
-               "2 stderr, 3 both (needs --log-dir)",
+               "2 stderr, 3 both, or per local rank as 0:1,1:2 (without --log-dir: a new "
+               "directory in $TMPDIR)",
+       .torchrun = kSupported},
+      {.name = "tee",
+       .shortName = 't',
+       .valueName = "STD",
+       .variable = var::kPetTee,
+       .defaultText = "0",
+       .help = "streams also written to log files, as --redirects but kept on the console "
+               "(with --log-dir every stream is written anyway; without: a new directory in "
+               "$TMPDIR)",
        .torchrun = kSupported},
       {.name = "log-line-prefix-template",
        .valueName = "TEMPLATE",
-       .variable = "PET_LOG_LINE_PREFIX_TEMPLATE",
-       .defaultText = "",
-       .help = "the prefix of tee'd console lines",
-       .torchrun = kRefused,
-       .torchrunNote = "every console line is prefixed '[rank<RANK>]: ', the global rank"},
+       .variable = var::kPetLogLinePrefixTemplate,
+       .defaultText = "[rank${rank}]: ",
+       .help = "prefix of each worker line on the console: ${rank}, ${local_rank}, "
+               "${role_name}, ${hostname} (then TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE); not "
+               "added to a line that already names its rank",
+       .torchrun = kSupported,
+       .torchrunNote = "every console line gets it, not only tee'd ones"},
+      {.name = "local-ranks-filter",
+       .valueName = "RANKS",
+       .variable = var::kPetLocalRanksFilter,
+       .defaultText = "every local rank",
+       .help = "local ranks whose output reaches the console, e.g. 0 or 0,1; the log files and "
+               "the failure report keep every rank",
+       .torchrun = kSupported},
       {.name = "duplicate-stdout-filters",
        .valueName = "LIST",
        .variable = "PET_DUPLICATE_STDOUT_FILTERS",
@@ -351,7 +396,7 @@ const std::vector<FlagSpec>& launchFlagSpecs() {
       {.name = "error-file",
        .valueName = "PATH",
        .variable = var::kErrorFile,
-       .defaultText = "<log-dir>/error.json with --log-dir",
+       .defaultText = "<log-dir>/<run-id>_<random>/error.json with a log directory",
        .help = "write the failure report as JSON here (e.g. /dev/termination-log)"},
       {.name = "dry-run",
        .defaultText = "off",
@@ -476,6 +521,7 @@ void readRendezvous(LaunchCommand& command, Read& read) {
 }  // namespace
 
 LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env) {
+  namespace var = env::var;
   LaunchCommand command;
   auto& plan = command.plan;
   auto read = [&](const std::string& name) {
@@ -531,16 +577,19 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
   if (auto v = read("log-dir"); v && !v->text.empty()) {
     command.logDir = v->outputPath(env::FileKind::kDirectory);
   }
-  if (auto v = read("redirects")) command.redirects = v->integer(0, 3);
-  if (command.redirects != 0 && command.logDir.empty()) {
-    throw LaunchError("--redirects=" + std::to_string(command.redirects) +
-                      " sends output to the log files only, but there is no --log-dir. Add "
-                      "--log-dir DIR, or drop --redirects.");
+  if (auto v = read("redirects")) command.redirects = v->streams();
+  if (auto v = read("tee")) command.tee = v->streams();
+  if (auto v = read("local-ranks-filter"); v && !v->text.empty()) {
+    command.localRanksFilter = v->localRanks();
+  }
+  if (auto v = read("log-line-prefix-template"); v && !v->text.empty()) {
+    command.linePrefixTemplate = v->text;
+  } else if (auto text = env::lookup(env, var::kTorchelasticLogLinePrefixTemplate)) {
+    command.linePrefixTemplate = *text;
+    command.origins["log-line-prefix-template"] = var::kTorchelasticLogLinePrefixTemplate;
   }
   if (auto v = read("error-file"); v && !v->text.empty()) {
     command.errorFile = v->outputPath(env::FileKind::kWritableFile);
-  } else if (!command.logDir.empty()) {
-    command.errorFile = command.logDir + "/error.json";
   }
   command.dryRun = read("dry-run").has_value();
   readRendezvous(command, read);

@@ -28,12 +28,14 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "launcher/launch_plan.h"
 #include "launcher/node_rendezvous.h"
+#include "launcher/output_router.h"
 #include "launcher/worker_program.h"
 #include "runtime/env/cluster_env.h"
 
@@ -80,9 +82,12 @@ struct LaunchCommand {
   int rendezvousTimeoutSeconds = 0;
   std::string backend;
   int gracePeriodSeconds = 30;
-  std::string logDir;
-  int redirects = 0;
-  std::string errorFile;
+  std::string logDir;  // "": none, unless --redirects or --tee need one (main.cpp)
+  StreamSelection redirects;
+  StreamSelection tee;
+  std::set<int> localRanksFilter;       // empty: every local rank
+  std::string linePrefixTemplate;       // "": "[rank${rank}]: "
+  std::string errorFile;                // "": <run log dir>/error.json with a log directory
   std::optional<std::string> logLevel;  // the flag; log::resolveLevel() adds the variable
   bool dryRun = false;
   // --rdzv-backend c10d: the endpoint, id and --rdzv-conf (min/max nodes and the local

@@ -262,6 +262,12 @@ std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int
   if (options.rendezvousTimeoutSeconds > 0) {
     env[var::kRendezvousTimeout] = std::to_string(options.rendezvousTimeoutSeconds);
   }
+  if (!options.attemptLogDir.empty()) {
+    env[var::kTorchelasticErrorFile] =
+        (std::filesystem::path(options.attemptLogDir) / std::to_string(localRank) / "error.json")
+            .string();
+  }
+  if (options.pythonUnbuffered) env[var::kPythonUnbuffered] = "1";
   return env;
 }
 

@@ -105,6 +105,12 @@ struct WorkerEnvOptions {
   // `visibleDevices` (the launcher's CUDA_VISIBLE_DEVICES), else its local rank.
   bool virtualLocalRank = false;
   std::optional<std::string> visibleDevices;
+  // TORCHELASTIC_ERROR_FILE=<attemptLogDir>/<local rank>/error.json when not empty, as
+  // torchrun: a Python worker's @record writes its exception there.
+  std::string attemptLogDir;
+  // PYTHONUNBUFFERED=1 (false when the launcher's own environment sets it: the user's value
+  // is inherited): print() reaches the console at once, not when the buffer fills.
+  bool pythonUnbuffered = true;
 };
 
 // Throws LaunchError when --virtual-local-rank cannot give every local rank a device of
@@ -113,8 +119,8 @@ void checkVirtualLocalRanks(const LaunchPlan& plan, const WorkerEnvOptions& opti
 
 // torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK,
 // GROUP_WORLD_SIZE, ROLE_*, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RESTART_COUNT,
-// TORCHELASTIC_MAX_RESTARTS) plus the options above. The one place a worker's environment
-// is built.
+// TORCHELASTIC_MAX_RESTARTS, TORCHELASTIC_ERROR_FILE) plus the options above. The one place a
+// worker's environment is built.
 std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int localRank,
                                                      const WorkerEnvOptions& options);
 

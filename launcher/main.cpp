@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <iostream>
 
 #include <cxxopts.hpp>
@@ -71,6 +72,25 @@ void checkLogDir(const ddp::launcher::LaunchCommand& options) {
   throw ddp::env::EnvError(origin, options.logDir, expected, problem, hint);
 }
 
+// torchrun's --tee and --redirects without --log-dir write to a new temporary directory;
+// its path is in the start-up summary.
+std::string makeTemporaryLogDir() {
+  std::string pattern = (std::filesystem::temp_directory_path() / "ddprun_XXXXXX").string();
+  if (mkdtemp(pattern.data()) == nullptr) {
+    throw ddp::TransientError(
+        "--tee/--redirects without --log-dir: cannot create a directory "
+        "in " +
+        std::filesystem::temp_directory_path().string() + ": " + std::strerror(errno) +
+        ". Pass --log-dir DIR.");
+  }
+  return pattern;
+}
+
+std::string hostName() {
+  char name[256] = {};
+  return gethostname(name, sizeof(name) - 1) == 0 ? name : "";
+}
+
 struct Command {
   ddp::launcher::WorkerGroupSpec spec;
   ddp::launcher::WorkerProgram program;
@@ -79,6 +99,7 @@ struct Command {
   bool dryRun = false;
   std::optional<ddp::launcher::RendezvousConfig> rendezvous;  // --rdzv-backend c10d
   std::chrono::milliseconds monitorInterval{100};
+  std::string ompNote;  // why OMP_NUM_THREADS has the value it has, for the summary
 };
 
 // Printed after the flags by --help: Note [How ddprun runs PROGRAM] in a user's words.
@@ -244,9 +265,10 @@ Command parseCommand(int argc, char** argv) {
   ddp::launcher::checkVirtualLocalRanks(spec.plan, spec.env);
   command.signalsToHandle = options.signalsToHandle;
   spec.gracePeriod = std::chrono::seconds(options.gracePeriodSeconds);
-  spec.output.logDir = options.logDir;
-  spec.output.redirectStdout = (options.redirects & 1) != 0;
-  spec.output.redirectStderr = (options.redirects & 2) != 0;
+  spec.output.redirects = options.redirects;
+  spec.output.localRanksShown = options.localRanksFilter;
+  spec.output.linePrefixTemplate = options.linePrefixTemplate;
+  spec.output.hostname = hostName();
   command.errorFile = options.errorFile;
   command.dryRun = options.dryRun;
   command.monitorInterval = options.monitorInterval;
@@ -259,6 +281,25 @@ Command parseCommand(int argc, char** argv) {
     spec.plan.rendezvousEndpoint = config.endpoint();
     command.rendezvous = config;
   }
+  spec.env.pythonUnbuffered =
+      !ddp::env::lookup(environment, ddp::env::var::kPythonUnbuffered).has_value();
+  if (!command.dryRun) {
+    std::string logDir = options.logDir;
+    if (logDir.empty() && (options.redirects.any() || options.tee.any())) {
+      logDir = makeTemporaryLogDir();
+    }
+    if (!logDir.empty()) {
+      spec.output.runLogDir = ddp::launcher::makeRunLogDir(logDir, spec.plan.runId);
+      if (command.errorFile.empty()) command.errorFile = spec.output.runLogDir + "/error.json";
+    }
+  }
+  const auto& shown = options.localRanksFilter;
+  if (!shown.empty() && *shown.begin() >= spec.plan.nprocPerNode) {
+    ddp::log::warn("launcher",
+                   "--local-ranks-filter names no local rank of this node's {} workers (0..{}): "
+                   "no worker output reaches the console",
+                   spec.plan.nprocPerNode, spec.plan.nprocPerNode - 1);
+  }
 
   // Before any worker starts: a missing script is one usage error, not N worker failures.
   command.program = ddp::launcher::resolveWorkerProgram(program, options.program, environment);
@@ -266,12 +307,10 @@ Command parseCommand(int argc, char** argv) {
   if (!ddp::env::lookup(environment, ddp::env::var::kOmpNumThreads)) {
     const int cores = devices.cpus;
     spec.env.ompNumThreads = std::max(1, cores / spec.plan.nprocPerNode);
-    if (!command.dryRun) {
-      ddp::log::info("launcher",
-                     "OMP_NUM_THREADS is unset; giving each of the {} workers {} "
-                     "(cores={} / workers)",
-                     spec.plan.nprocPerNode, spec.env.ompNumThreads, cores);
-    }
+    command.ompNote = fmt::format(
+        " omp_num_threads={} (OMP_NUM_THREADS is unset: cores={} / {} "
+        "workers)",
+        spec.env.ompNumThreads, cores, spec.plan.nprocPerNode);
   }
   return command;
 }
@@ -292,21 +331,24 @@ int main(int argc, char** argv) {
     std::cout << ddp::launcher::describePlanJson(spec.plan, command.program, spec.env) << std::endl;
     return ddp::kExitOk;
   }
+  // The start-up summary: this line and one per attempt (worker_group.cpp).
   const auto& plan = spec.plan;
   if (command.rendezvous) {
     ddp::log::info("launcher",
                    "source={} rdzv_backend=c10d endpoint={} run_id={} nnodes={}:{} "
-                   "nproc_per_node={} max_restarts={} program={} program_kind={}",
+                   "nproc_per_node={} max_restarts={} program={} program_kind={}{}{}",
                    plan.source, plan.rendezvousEndpoint, plan.runId, plan.nnodes, plan.maxNodes,
                    plan.nprocPerNode, plan.maxRestarts, spec.argv.front(),
-                   ddp::launcher::programKindName(command.program.kind));
+                   ddp::launcher::programKindName(command.program.kind), command.ompNote,
+                   spec.output.runLogDir.empty() ? "" : " log_dir=" + spec.output.runLogDir);
   } else {
     ddp::log::info("launcher",
                    "source={} nnodes={} node_rank={} nproc_per_node={} world_size={} "
-                   "master={}:{} max_restarts={} program={} program_kind={}",
+                   "master={}:{} max_restarts={} program={} program_kind={}{}{}",
                    plan.source, plan.nnodes, plan.nodeRank, plan.nprocPerNode, plan.worldSize(),
                    plan.masterAddr, plan.masterPort, plan.maxRestarts, spec.argv.front(),
-                   ddp::launcher::programKindName(command.program.kind));
+                   ddp::launcher::programKindName(command.program.kind), command.ompNote,
+                   spec.output.runLogDir.empty() ? "" : " log_dir=" + spec.output.runLogDir);
   }
   ddp::launcher::RunResult result;
   ddp::launcher::LaunchPlan lastPlan = plan;  // the last round's, for the error file

@@ -40,7 +40,7 @@ class Attempt {
         signals_(signals),
         guardian_(guardian),
         monitor_(monitor),
-        router_(spec.output, restartCount) {}
+        router_(outputOptionsOf(spec), restartCount, spec.plan.nprocPerNode) {}
 
   AttemptResult run() {
     startAll();
@@ -58,9 +58,18 @@ class Attempt {
   }
 
  private:
+  static OutputOptions outputOptionsOf(const WorkerGroupSpec& spec) {
+    auto options = spec.output;
+    options.firstGlobalRank = spec.plan.globalRank(0);
+    return options;
+  }
+
+  // One line at info for the whole group (the start-up summary); each worker at debug.
   void startAll() {
     auto envOptions = spec_.env;
     envOptions.restartCount = restartCount_;
+    envOptions.attemptLogDir = router_.attemptLogDir();
+    std::string pids;
     for (int local = 0; local < spec_.plan.nprocPerNode; ++local) {
       Worker w;
       w.localRank = local;
@@ -70,15 +79,24 @@ class Attempt {
       w.stdoutFd = started.stdoutFd;
       w.stderrFd = started.stderrFd;
       guardian_.watch(w.pid);
-      log::info("launcher", "started rank={} local_rank={} pid={} restart_count={}", w.globalRank,
-                local, w.pid, restartCount_);
+      log::debug("launcher", "started rank={} local_rank={} pid={} restart_count={}", w.globalRank,
+                 local, w.pid, restartCount_);
+      pids += (pids.empty() ? "" : ",") + std::to_string(w.pid);
       workers_.push_back(w);
     }
+    log::info("launcher", "started ranks={}..{} pids={} restart_count={}{}",
+              workers_.front().globalRank, workers_.back().globalRank, pids, restartCount_,
+              envOptions.attemptLogDir.empty() ? "" : " logs=" + envOptions.attemptLogDir);
   }
 
   bool anyRunning() const {
     return std::any_of(workers_.begin(), workers_.end(),
                        [](const Worker& w) { return w.state == WorkerState::kRunning; });
+  }
+
+  bool allSucceeded() const {
+    return std::all_of(workers_.begin(), workers_.end(),
+                       [](const Worker& w) { return w.state == WorkerState::kSucceeded; });
   }
 
   bool anyPipeOpen() const {
@@ -111,6 +129,7 @@ class Attempt {
     noteEmptyGroups();
     if (anyGroupLeft()) {
       if (!tearingDown_) {
+        router_.endLiveLine();
         log::info("launcher",
                   "every worker has exited; what they left in their process groups gets "
                   "SIGTERM, SIGKILL after the {} ms grace period",
@@ -133,7 +152,7 @@ class Attempt {
   void closePipe(Worker& w, Stream stream) {
     int& fd = stream == Stream::kStdout ? w.stdoutFd : w.stderrFd;
     if (fd < 0) return;
-    router_.finish(w.globalRank, stream);
+    router_.finish(w.localRank, stream);
     close(fd);
     fd = -1;
   }
@@ -164,6 +183,8 @@ class Attempt {
         [](const Worker& w) { return w.state != WorkerState::kRunning && !w.groupGone; });
     if (leftoversWatched) until(Clock::now() + kGroupCheckInterval);
     if (monitor_ && !tearingDown_) until(nextMonitorCheck_);
+    // A partial line is shown once it has waited (Note [Live output] in output_router.h).
+    if (const auto flush = router_.nextFlushTime()) until(*flush);
     const int ready = poll(fds.data(), fds.size(), timeoutMs);
     if (ready < 0) {
       if (errno == EINTR) return;
@@ -173,6 +194,7 @@ class Attempt {
     for (std::size_t i = 1; i < fds.size(); ++i) {
       if (fds[i].revents) readPipe(*owners[i].first, owners[i].second);
     }
+    router_.flushDue(Clock::now());
     if (fds[0].revents) {
       for (int signal : signals_.drain()) {
         if (signal == SIGCHLD) {
@@ -203,7 +225,8 @@ class Attempt {
     while (true) {
       const ssize_t n = read(fd, buffer, sizeof(buffer));
       if (n > 0) {
-        router_.feed(w.globalRank, stream, std::string_view(buffer, static_cast<size_t>(n)));
+        router_.feed(w.localRank, stream, std::string_view(buffer, static_cast<size_t>(n)),
+                     Clock::now());
         continue;
       }
       if (n < 0 && (errno == EINTR)) continue;
@@ -223,6 +246,7 @@ class Attempt {
       // Drain what it wrote before it exited, so the report has its last lines.
       if (w.stdoutFd >= 0) readPipe(w, Stream::kStdout);
       if (w.stderrFd >= 0) readPipe(w, Stream::kStderr);
+      router_.endLiveLine();
       if (tearingDown_) {
         w.state = status.succeeded() ? WorkerState::kSucceeded : WorkerState::kStopped;
         log::info("launcher", "rank={} pid={} stopped: {}", w.globalRank, w.pid, status.describe());
@@ -230,7 +254,10 @@ class Attempt {
       }
       if (status.succeeded()) {
         w.state = WorkerState::kSucceeded;
-        log::info("launcher", "rank={} pid={} exited code=0", w.globalRank, w.pid);
+        log::debug("launcher", "rank={} pid={} exited code=0", w.globalRank, w.pid);
+        if (allSucceeded()) {
+          log::info("launcher", "all {} workers exited code=0", workers_.size());
+        }
         continue;
       }
       w.state = WorkerState::kFailed;
@@ -242,7 +269,7 @@ class Attempt {
       failure.pid = w.pid;
       failure.status = status;
       failure.restartCount = restartCount_;
-      failure.lastLines = router_.lastLines(w.globalRank);
+      failure.lastLines = router_.lastLines(w.localRank);
       failure.time = std::chrono::system_clock::now();
       result_.outcome = AttemptOutcome::kWorkerFailed;
       result_.failure = std::move(failure);
@@ -251,6 +278,7 @@ class Attempt {
   }
 
   void onLauncherSignal(int signal) {
+    router_.endLiveLine();
     if (result_.outcome == AttemptOutcome::kInterrupted) {
       // A second Ctrl-C: do not wait out the grace period.
       log::warn("launcher", "received {} again; killing the workers now", signalName(signal));
@@ -278,6 +306,7 @@ class Attempt {
 
   void killRemaining() {
     killed_ = true;
+    router_.endLiveLine();
     noteEmptyGroups();
     for (auto& w : workers_) {
       if (w.groupGone) continue;

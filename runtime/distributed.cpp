@@ -161,9 +161,12 @@ Distributed init(const InitOptions& options) {
   const auto collectiveTimeout =
       options.collectiveTimeout.value_or(secondsFromEnv(environment, env::var::kCollectiveTimeout)
                                              .value_or(comm::kDefaultCollectiveTimeout));
-  log::info("init", "{} backend={} rdzv_timeout_s={} collective_timeout_s={}", env::describe(d.env),
-            comm::backendName(d.backend), rendezvousTimeout.count() / 1000.0,
-            collectiveTimeout.count() / 1000.0);
+  // Start-up lines: rank 0 at info, the others at debug (log::infoOnRankZero); a rank that
+  // fails says where it stood in its error.
+  log::atLevel(log::infoOnRankZero(d.env.rank), "init",
+               "{} backend={} rdzv_timeout_s={} collective_timeout_s={}", env::describe(d.env),
+               comm::backendName(d.backend), rendezvousTimeout.count() / 1000.0,
+               collectiveTimeout.count() / 1000.0);
 
   if (d.backend == comm::Backend::kNccl) {
 #if HAVE_CUDA
@@ -190,8 +193,11 @@ Distributed init(const InitOptions& options) {
     log::debug("init", "event=group_not_formed cause=\"{}\"", e.what_without_backtrace());
     throw groupJoinError(d, e, std::chrono::steady_clock::now() - groupStart);
   }
-  log::info("init", "event=group_ready backend={} world_size={}", comm::backendName(d.backend),
-            d.env.worldSize);
+  log::atLevel(
+      log::infoOnRankZero(d.env.rank), "init",
+      "event=group_ready backend={} world_size={} elapsed_s={:.2f}", comm::backendName(d.backend),
+      d.env.worldSize,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - groupStart).count());
   return d;
 }
 

@@ -173,15 +173,15 @@ DdpEngine::DdpEngine(torch::nn::Module& module, c10::intrusive_ptr<c10d::Process
     registerCommHook(std::make_unique<CompressCommHook>(
         group_, options.compression == GradCompression::kFp16 ? at::kHalf : at::kBFloat16));
   }
-  log::info("ddp",
-            "event=ddp_ready params={} buffers={} bucket_cap_bytes={} "
-            "bucket_cap_first_bytes={} allgather_buckets_up_to_bytes={} "
-            "find_unused_parameters={} compression={}",
-            params.size(), buffers_.size(), options.bucketCapBytes, options.bucketCapFirstBytes,
-            options.allgatherBucketsUpToBytes, options.findUnusedParameters,
-            options.compression == GradCompression::kNone   ? "none"
-            : options.compression == GradCompression::kFp16 ? "fp16"
-                                                            : "bf16");
+  log::atLevel(log::infoOnRankZero(group_->getRank()), "ddp",
+               "event=ddp_ready params={} buffers={} bucket_cap_bytes={} "
+               "bucket_cap_first_bytes={} allgather_buckets_up_to_bytes={} "
+               "find_unused_parameters={} compression={}",
+               params.size(), buffers_.size(), options.bucketCapBytes, options.bucketCapFirstBytes,
+               options.allgatherBucketsUpToBytes, options.findUnusedParameters,
+               options.compression == GradCompression::kNone   ? "none"
+               : options.compression == GradCompression::kFp16 ? "fp16"
+                                                               : "bf16");
 }
 
 DdpEngine::~DdpEngine() {

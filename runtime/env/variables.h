@@ -22,6 +22,10 @@ inline constexpr const char* kTorchelasticRestartCount = "TORCHELASTIC_RESTART_C
 inline constexpr const char* kTorchelasticMaxRestarts = "TORCHELASTIC_MAX_RESTARTS";
 inline constexpr const char* kTorchelasticRunId = "TORCHELASTIC_RUN_ID";
 inline constexpr const char* kOmpNumThreads = "OMP_NUM_THREADS";
+// <log dir>/attempt_<k>/<local_rank>/error.json: where a Python worker's @record writes.
+inline constexpr const char* kTorchelasticErrorFile = "TORCHELASTIC_ERROR_FILE";
+// Python workers write print() at once, not at exit (Note [Live output], output_router.h).
+inline constexpr const char* kPythonUnbuffered = "PYTHONUNBUFFERED";
 
 // ddprun's own additions to the worker contract (launcher flag -> worker setting).
 inline constexpr const char* kRestartCount = "DDPRUN_RESTART_COUNT";            // attempt number
@@ -49,6 +53,12 @@ inline constexpr const char* kPetRdzvId = "PET_RDZV_ID";
 inline constexpr const char* kPetRdzvConf = "PET_RDZV_CONF";
 inline constexpr const char* kPetLocalAddr = "PET_LOCAL_ADDR";
 inline constexpr const char* kPetMonitorInterval = "PET_MONITOR_INTERVAL";
+inline constexpr const char* kPetTee = "PET_TEE";
+inline constexpr const char* kPetLocalRanksFilter = "PET_LOCAL_RANKS_FILTER";
+inline constexpr const char* kPetLogLinePrefixTemplate = "PET_LOG_LINE_PREFIX_TEMPLATE";
+// torchrun reads it when --log-line-prefix-template (and its PET_ variable) is empty.
+inline constexpr const char* kTorchelasticLogLinePrefixTemplate =
+    "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE";
 
 // MPI launchers: Open MPI, and MPICH / Intel MPI (Hydra).
 inline constexpr const char* kOmpiRank = "OMPI_COMM_WORLD_RANK";

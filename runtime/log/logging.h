@@ -44,6 +44,16 @@ bool enabled(Level level);
 void write(Level level, std::string_view component, std::string_view message);
 
 template <typename... Args>
+void atLevel(Level level, std::string_view component, fmt::format_string<Args...> format,
+             Args&&... args) {
+  if (enabled(level)) write(level, component, fmt::format(format, std::forward<Args>(args)...));
+}
+
+// A start-up event every rank goes through: rank 0 says it at info for the whole job, the
+// others at debug, so that a job of N ranks prints one line per event, not N.
+inline Level infoOnRankZero(int rank) { return rank == 0 ? Level::kInfo : Level::kDebug; }
+
+template <typename... Args>
 void debug(std::string_view component, fmt::format_string<Args...> format, Args&&... args) {
   if (enabled(Level::kDebug)) {
     write(Level::kDebug, component, fmt::format(format, std::forward<Args>(args)...));

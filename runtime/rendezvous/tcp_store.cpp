@@ -194,8 +194,8 @@ c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& option
     }
     try {
       auto store = c10::make_intrusive<c10d::TCPStore>(clientHost, storeOptions);
-      log::info("rendezvous", "event=store_hosted bind={} port={} world_size={}",
-                bound ? bound->host : "*", store->getPort(), options.worldSize);
+      log::debug("rendezvous", "event=store_hosted bind={} port={} world_size={}",
+                 bound ? bound->host : "*", store->getPort(), options.worldSize);
       return store;
     } catch (const c10::DistError& e) {
       throw hostingError(options.masterPort, e.what_without_backtrace());
@@ -226,10 +226,12 @@ c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& option
     }
     const auto sleep = std::min<std::chrono::milliseconds>(
         delay, std::chrono::duration_cast<std::chrono::milliseconds>(left));
-    log::info("rendezvous",
-              "event=master_unreachable attempt={} master={}:{} cause=\"{}\" "
-              "retry_in_ms={}",
-              attempt, options.masterAddr, options.masterPort, cause, sleep.count());
+    log::atLevel(
+        Clock::now() - start < kQuietWaitForMaster ? log::Level::kDebug : log::Level::kInfo,
+        "rendezvous",
+        "event=master_unreachable attempt={} master={}:{} cause=\"{}\" "
+        "retry_in_ms={}",
+        attempt, options.masterAddr, options.masterPort, cause, sleep.count());
     std::this_thread::sleep_for(sleep);
     delay = std::min(delay * 2, kMaxRetryDelay);
   }
@@ -242,8 +244,8 @@ c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& option
     auto store = c10::make_intrusive<c10d::TCPStore>(options.masterAddr, storeOptions);
     // Store operations (the group's key exchange) get the whole rendezvous timeout.
     store->setTimeout(options.timeout);
-    log::info("rendezvous", "event=store_connected master={}:{} elapsed_s={:.2f}",
-              options.masterAddr, options.masterPort, secondsSince(start));
+    log::debug("rendezvous", "event=store_connected master={}:{} elapsed_s={:.2f}",
+               options.masterAddr, options.masterPort, secondsSince(start));
     return store;
   } catch (const c10::DistError& e) {
     throw RendezvousError(fmt::format(

@@ -27,6 +27,9 @@ constexpr std::chrono::seconds kDefaultRendezvousTimeout{300};
 // seconds of each other), doubles, and is capped so a late master is noticed quickly.
 constexpr std::chrono::milliseconds kFirstRetryDelay{100};
 constexpr std::chrono::milliseconds kMaxRetryDelay{2000};
+// Ranks started together reach the master before it listens, as a rule: for this long the
+// retries are logged at debug, after it at info (a master that is late, or not coming).
+constexpr std::chrono::milliseconds kQuietWaitForMaster{2000};
 // One connection attempt gives up after this long (a SYN to a host that drops packets).
 constexpr std::chrono::milliseconds kConnectAttemptTimeout{1000};
 

@@ -1,14 +1,19 @@
 // ddprun as a user runs it: real worker processes (sh scripts and ddptrain), real signals,
 // the process table checked for orphans.
 #include <dirent.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <pty.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <optional>
 #include <regex>
 #include <set>
@@ -26,6 +31,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using Args = std::vector<std::string>;
 using Env = std::map<std::string, std::string>;
+constexpr auto npos = std::string::npos;
 
 ProcessResult runDdprun(Args args, Env env = {}, std::chrono::milliseconds timeout = 60s) {
   args.insert(args.begin(), DDPRUN_BINARY);
@@ -126,6 +132,18 @@ int count(const std::string& text, const std::string& part) {
   int n = 0;
   for (auto at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
   return n;
+}
+
+// torchrun's run directory under a --log-dir: the one "<run id>_<random>" in it.
+fs::path runLogDirIn(const fs::path& logDir) {
+  std::vector<fs::path> runs;
+  if (fs::is_directory(logDir)) {
+    for (const auto& entry : fs::directory_iterator(logDir)) runs.push_back(entry.path());
+  }
+  EXPECT_EQ(runs.size(), 1u) << logDir;
+  if (runs.empty()) return logDir / "no-run-directory";
+  EXPECT_EQ(runs[0].filename().string().rfind("none_", 0), 0u) << runs[0];
+  return runs[0];
 }
 
 class TempDir {
@@ -327,8 +345,9 @@ TEST(OutputTest, LogDirGetsPerRankFilesAndRedirectsKeepThemOffTheConsole) {
   ASSERT_EQ(result.exitCode, 0) << result.output;
   EXPECT_EQ(result.output.find("quiet-"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("[rank1]: loud-1"), std::string::npos) << result.output;
-  EXPECT_EQ(readFile(dir / "logs/attempt_0/rank_1/stdout.log"), "quiet-1\n");
-  EXPECT_EQ(readFile(dir / "logs/attempt_0/rank_0/stderr.log"), "loud-0\n");
+  const auto run = runLogDirIn(dir / "logs");
+  EXPECT_EQ(readFile(run / "attempt_0/1/stdout.log"), "quiet-1\n");
+  EXPECT_EQ(readFile(run / "attempt_0/0/stderr.log"), "loud-0\n");
 }
 
 TEST(OutputTest, AClosedConsoleDoesNotStopTheTraining) {
@@ -345,6 +364,249 @@ TEST(OutputTest, AClosedConsoleDoesNotStopTheTraining) {
   EXPECT_EQ(readFile(dir / "rc"), "0\n");
   EXPECT_TRUE(fs::exists(dir / "done-0"));
   EXPECT_TRUE(fs::exists(dir / "done-1"));
+}
+
+// --- live output and torchrun's output flags ---------------------------------------------
+// Note [Live output] in launcher/output_router.h.
+
+// What ddprun wrote to its console (stdout and stderr together), chunk by chunk, each with
+// the time it arrived; the run ends at the console's end of file (ddprun has exited).
+struct StreamedRun {
+  struct Chunk {
+    std::chrono::system_clock::time_point at;
+    std::string bytes;
+  };
+  std::vector<Chunk> chunks;
+  int exitCode = -1;
+  std::chrono::system_clock::time_point endedAt;
+
+  std::string all() const {
+    std::string text;
+    for (const auto& chunk : chunks) text += chunk.bytes;
+    return text;
+  }
+  // When the console first held `part`; nullopt if it never did.
+  std::optional<std::chrono::system_clock::time_point> firstSeen(const std::string& part) const {
+    std::string text;
+    for (const auto& chunk : chunks) {
+      text += chunk.bytes;
+      if (text.find(part) != std::string::npos) return chunk.at;
+    }
+    return std::nullopt;
+  }
+};
+
+// Runs ddprun with its console on a pipe, or on a terminal (a pty 120 columns wide).
+StreamedRun runStreamed(Args args, bool onTerminal, std::chrono::seconds timeout) {
+  args.insert(args.begin(), DDPRUN_BINARY);
+  std::vector<char*> argv;
+  for (auto& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  int console = -1;
+  pid_t pid = -1;
+  if (onTerminal) {
+    winsize size{};
+    size.ws_col = 120;
+    size.ws_row = 40;
+    pid = forkpty(&console, nullptr, nullptr, &size);
+  } else {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return {};
+    pid = fork();
+    if (pid == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      dup2(fds[1], STDERR_FILENO);
+    } else {
+      close(fds[1]);
+      console = fds[0];
+    }
+  }
+  if (pid == 0) {
+    setenv("GLOO_SOCKET_IFNAME", "lo", 1);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  StreamedRun run;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  char buffer[65536];
+  while (std::chrono::steady_clock::now() < deadline) {
+    pollfd ready{console, POLLIN, 0};
+    if (poll(&ready, 1, 100) <= 0) continue;
+    const ssize_t n = read(console, buffer, sizeof(buffer));
+    if (n > 0) {
+      run.chunks.push_back({std::chrono::system_clock::now(), std::string(buffer, n)});
+    } else if (n == 0 || errno != EINTR) {
+      break;  // end of file (a pty: EIO once the last writer has closed it)
+    }
+  }
+  run.endedAt = std::chrono::system_clock::now();
+  if (std::chrono::steady_clock::now() >= deadline) kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  close(console);
+  run.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return run;
+}
+
+Args progressBarRun(const std::string& barStream, int steps, double lingerSeconds) {
+  return {"--standalone",
+          "--nproc-per-node",
+          "2",
+          "--",
+          DDPRUN_PYTHON,
+          PROGRESS_BAR_WORKER,
+          std::to_string(steps),
+          "0.1",
+          std::to_string(lingerSeconds),
+          barStream};
+}
+
+double millisecondsBetween(std::chrono::system_clock::time_point from,
+                           std::chrono::system_clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+// How late each bar state "step I/N t=<time written>" reached the console (ms).
+std::vector<double> barLatencies(const StreamedRun& run) {
+  const std::regex state(R"(step \d+/\d+ t=(\d+\.\d+))");
+  std::vector<double> latencies;
+  for (const auto& chunk : run.chunks) {
+    for (auto it = std::sregex_iterator(chunk.bytes.begin(), chunk.bytes.end(), state);
+         it != std::sregex_iterator(); ++it) {
+      const auto written = std::chrono::system_clock::time_point(
+          std::chrono::duration_cast<std::chrono::system_clock::duration>(
+              std::chrono::duration<double>(std::stod((*it)[1]))));
+      latencies.push_back(millisecondsBetween(written, chunk.at));
+    }
+  }
+  std::sort(latencies.begin(), latencies.end());
+  return latencies;
+}
+
+void reportLatencies(const std::string& what, const std::vector<double>& latencies) {
+  if (latencies.empty()) return;
+  const double median = latencies[latencies.size() / 2];
+  std::cout << what << ": " << latencies.size() << " bar states, latency median " << median
+            << " ms, max " << latencies.back() << " ms" << std::endl;
+  ::testing::Test::RecordProperty(what + "_median_ms", std::to_string(median));
+  ::testing::Test::RecordProperty(what + "_max_ms", std::to_string(latencies.back()));
+}
+
+// The issue's repro: a Python DDP worker's bar (print(end="") without flush, on a pipe)
+// showed nothing until the worker exited. Now its first state arrives after ~100 ms, a
+// '\r' state at most every 10 s after it (not one line per update), the final one at '\n'.
+TEST(LiveOutputTest, APythonWorkersProgressBarArrivesWhileItRuns) {
+  const auto run = runStreamed(progressBarRun("stdout", 20, 4), /*onTerminal=*/false, 120s);
+  const auto output = run.all();
+  SCOPED_TRACE(output);
+  ASSERT_EQ(run.exitCode, 0);
+  const auto barAt = run.firstSeen("[rank0]:  step ");
+  ASSERT_TRUE(barAt.has_value());
+  // The worker lingers 4 s after its bar: the bar came while it ran, not at its exit.
+  EXPECT_GT(millisecondsBetween(*barAt, run.endedAt), 3000);
+  int barLines = 0;
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) barLines += line.find(" step ") != npos;
+  EXPECT_GE(barLines, 2);  // a state while it ran, and the final one
+  EXPECT_LE(barLines, 3);  // not one per update (20)
+  EXPECT_EQ(count(output, "[rank0]:  step 20/20"), 1);
+  EXPECT_EQ(count(output, "[rank0]: done world_size=2 sum=1048576"), 1);  // 2^20
+  EXPECT_EQ(count(output, "[rank1]: done world_size=2"), 1);
+  EXPECT_EQ(output.find("[rank0]: [rank0]"), npos);  // a line naming its rank: no 2nd prefix
+  reportLatencies("pipe", barLatencies(run));
+}
+
+// On a terminal, rank 0's bar is one line redrawn in place ("\r[rank0]: ..." and a clear
+// to the end of the line), at most every ~100 ms, and its '\n' leaves the final state.
+TEST(LiveOutputTest, OnATerminalRankZerosBarIsRedrawnInPlace) {
+  const auto run = runStreamed(progressBarRun("stderr", 30, 1), /*onTerminal=*/true, 120s);
+  const auto output = run.all();
+  SCOPED_TRACE(output);
+  ASSERT_EQ(run.exitCode, 0);
+  EXPECT_GE(count(output, "\r[rank0]:  step "), 10);  // redrawn, one per ~100 ms
+  EXPECT_NE(output.find("\x1b[K"), npos);
+  int barLines = 0;  // lines as the terminal ends them: every redraw is on one
+  std::istringstream lines(output);
+  for (std::string line; std::getline(lines, line);) barLines += line.find(" step ") != npos;
+  EXPECT_EQ(barLines, 1);
+  EXPECT_NE(output.find("\r[rank0]:  step 30/30"), npos);
+  EXPECT_EQ(output.find("[rank0]: [rank0]"), npos);
+  const auto latencies = barLatencies(run);
+  reportLatencies("terminal", latencies);
+  ASSERT_FALSE(latencies.empty());
+  // ~100 ms by design; the bound leaves room for a loaded 2-core machine.
+  EXPECT_LT(latencies[latencies.size() / 2], 400);
+}
+
+TEST(OutputTest, TeeLocalRanksFilterAndTorchrunsLogLayout) {
+  TempDir dir;
+  const Args args{"--nproc-per-node",
+                  "2",
+                  "--log-dir",
+                  dir / "logs",
+                  "--tee",
+                  "3",
+                  "--local-ranks-filter",
+                  "1",
+                  "--",
+                  "/bin/sh",
+                  "-c",
+                  "echo out-$LOCAL_RANK; echo err-$LOCAL_RANK >&2; "
+                  "echo error_file=$TORCHELASTIC_ERROR_FILE unbuffered=$PYTHONUNBUFFERED"};
+  auto result = runDdprun(args);
+  SCOPED_TRACE(result.output);
+  ASSERT_EQ(result.exitCode, 0);
+  EXPECT_NE(result.output.find("[rank1]: out-1"), npos);
+  EXPECT_NE(result.output.find("[rank1]: err-1"), npos);
+  EXPECT_EQ(result.output.find("out-0"), npos);  // filtered off the console only
+  EXPECT_EQ(result.output.find("err-0"), npos);
+  const auto run = runLogDirIn(dir / "logs");
+  EXPECT_NE(result.output.find("log_dir=" + run.string()), npos);  // in the start-up summary
+  for (const std::string local : {"0", "1"}) {
+    EXPECT_EQ(readFile(run / "attempt_0" / local / "stdout.log"),
+              "out-" + local + "\nerror_file=" +
+                  (run / "attempt_0" / local / "error.json").string() + " unbuffered=1\n");
+    EXPECT_EQ(readFile(run / "attempt_0" / local / "stderr.log"), "err-" + local + "\n");
+  }
+  // The user's own PYTHONUNBUFFERED is left as it is.
+  auto own = runDdprun({"--", "/bin/sh", "-c", "echo unbuffered=$PYTHONUNBUFFERED"},
+                       {{"PYTHONUNBUFFERED", "0"}});
+  EXPECT_NE(own.output.find("[rank0]: unbuffered=0"), npos) << own.output;
+}
+
+// torchrun writes --redirects/--tee without --log-dir to a new temporary directory.
+TEST(OutputTest, RedirectsWithoutLogDirGoToANewTemporaryDirectory) {
+  auto result = runDdprun({"--nproc-per-node", "2", "--redirects", "0:1", "--", "/bin/sh", "-c",
+                           "echo out-$LOCAL_RANK"});
+  SCOPED_TRACE(result.output);
+  ASSERT_EQ(result.exitCode, 0);
+  EXPECT_EQ(result.output.find("out-0"), npos);  // local rank 0's stdout: the file only
+  EXPECT_NE(result.output.find("[rank1]: out-1"), npos);
+  std::smatch logDir;
+  ASSERT_TRUE(std::regex_search(result.output, logDir,
+                                std::regex(R"(log_dir=(\S+/ddprun_\w+)/(none_\w+))")));
+  EXPECT_EQ(readFile(fs::path(logDir[1].str()) / logDir[2].str() / "attempt_0/0/stdout.log"),
+            "out-0\n");
+  fs::remove_all(logDir[1].str());
+}
+
+// torchrun's layout end to end: a Python worker's @record writes its exception to
+// TORCHELASTIC_ERROR_FILE, <run>/attempt_<k>/<local_rank>/error.json, as under torchrun.
+TEST(OutputTest, APythonWorkersRecordWritesItsErrorJsonInTheLayout) {
+  TempDir dir;
+  auto result = runDdprun({"--log-dir", dir / "logs", "--", DDPRUN_PYTHON, "-c",
+                           "from torch.distributed.elastic.multiprocessing.errors import record\n"
+                           "@record\n"
+                           "def main():\n"
+                           "    raise RuntimeError('boom in the worker')\n"
+                           "main()\n"});
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 1);
+  const auto run = runLogDirIn(dir / "logs");
+  const auto workerError = nlohmann::json::parse(readFile(run / "attempt_0/0/error.json"));
+  EXPECT_NE(workerError.dump().find("boom in the worker"), npos);
+  const auto report = nlohmann::json::parse(readFile(run / "error.json"));  // the launcher's
+  EXPECT_EQ(report["exitCode"], 1);
 }
 
 // --- failures, teardown, restarts ----------------------------------------------------------
@@ -441,7 +703,8 @@ TEST(FailureTest, WorkerKilledBySignalGives128PlusSignal) {
   SCOPED_TRACE(result.output);
   EXPECT_EQ(result.exitCode, 128 + 9);
   EXPECT_NE(result.output.find("failed: signal 9 (Killed)"), std::string::npos);
-  const auto report = nlohmann::json::parse(readFile(dir / "logs/error.json"));  // the default
+  // The default: beside the attempts in the run's log directory.
+  const auto report = nlohmann::json::parse(readFile(runLogDirIn(dir / "logs") / "error.json"));
   EXPECT_EQ(report["signal"], 9);
   EXPECT_TRUE(report["exitCode"].is_null());
 }
@@ -478,7 +741,7 @@ TEST(FailureTest, ExhaustedRestartsExitWithTheFailureAndItsReport) {
                            "if [ \"$RANK\" = 0 ]; then echo giving up; exit 5; fi; exec sleep 60"});
   SCOPED_TRACE(result.output);
   EXPECT_EQ(result.exitCode, 5);
-  EXPECT_EQ(count(result.output, "started rank=0"), 3);
+  EXPECT_EQ(count(result.output, "started ranks=0..1"), 3);
   EXPECT_NE(result.output.find("no restarts left (2 of --max-restarts=2 used)"), std::string::npos);
   const auto report = nlohmann::json::parse(readFile(dir / "error.json"));
   EXPECT_EQ(report["rank"], 0);
@@ -492,7 +755,7 @@ TEST(FailureTest, UsageErrorOfAWorkerIsNotRestarted) {
   auto result = runDdprun({"--nproc-per-node", "2", "--max-restarts", "3", "--", "/bin/sh", "-c",
                            "if [ \"$RANK\" = 1 ]; then exit 2; fi; exec sleep 60"});
   EXPECT_EQ(result.exitCode, 2) << result.output;
-  EXPECT_EQ(count(result.output, "started rank=1"), 1) << result.output;
+  EXPECT_EQ(count(result.output, "started ranks=0..1"), 1) << result.output;
   EXPECT_NE(result.output.find("not restarting"), std::string::npos) << result.output;
 }
 
@@ -931,7 +1194,8 @@ INSTANTIATE_TEST_SUITE_P(
                   "--master-port=70000: expected a decimal integer in [1, 65535]"},
         UsageCase{{"--max-restarts", "-1", "true"}, {}, "--max-restarts=-1"},
         UsageCase{{"--backend", "mpi", "true"}, {}, "--backend=mpi: expected gloo, nccl or auto"},
-        UsageCase{{"--redirects", "3", "true"}, {}, "there is no --log-dir"},
+        UsageCase{{"--redirects", "0:9", "true"}, {}, "--redirects=0:9: expected 0 (none)"},
+        UsageCase{{"--local-ranks-filter", "first", "true"}, {}, "--local-ranks-filter=first"},
         UsageCase{{"--bogus", "true"}, {}, "bogus"},
         UsageCase{{"--numa-binding", "node", "true"},
                   {},
@@ -970,7 +1234,7 @@ void expectLogDirRefused(const ProcessResult& result, const TempDir& dir, const 
   // The type check (a file in the way) or the write check (read-only) answers first.
   EXPECT_NE(result.output.find("--log-dir=" + logDir + ": expected a directory"), std::string::npos)
       << cause;
-  EXPECT_EQ(result.output.find("started rank="), std::string::npos);
+  EXPECT_EQ(result.output.find("started ranks="), std::string::npos);
   EXPECT_FALSE(fs::exists(dir / "ran"));
 }
 
@@ -1069,6 +1333,46 @@ TEST(DdptrainUnderDdprunTest, PermanentTrainingErrorsAreNotRestarted) {
   result = runDdprun(withLaunch(diverging), {{"GLOO_SOCKET_IFNAME", "lo"}}, 120s);
   EXPECT_EQ(result.exitCode, 3) << result.output;
   EXPECT_EQ(result.output.find("restarting the worker group"), std::string::npos) << result.output;
+}
+
+// The start-up summary: a 4-rank run printed 26 lines before its first step (one per rank
+// per event); now one line per event, rank 0's, and the others' at debug.
+TEST(DdptrainUnderDdprunTest, AFourRankRunSaysItsStartUpInAFewLines) {
+  if (!fs::exists(kFashion)) GTEST_SKIP() << "dataset-fashion-mnist is not installed";
+  const Args run{"--standalone",
+                 "--nproc-per-node",
+                 "4",
+                 "--",
+                 DDPTRAIN_BINARY,
+                 "--model",
+                 "mlp",
+                 "--data",
+                 "idx",
+                 "--data-dir",
+                 kFashion,
+                 "--max-steps",
+                 "5"};
+  auto linesBeforeTheFirstStep = [](const std::string& output) {
+    std::istringstream lines(output);
+    int before = 0;
+    for (std::string line; std::getline(lines, line); ++before) {
+      if (line.find(" step=") != npos) return before;
+    }
+    return -1;
+  };
+  const auto info = runDdprun(run, {{"GLOO_SOCKET_IFNAME", "lo"}}, 120s);
+  ASSERT_EQ(info.exitCode, 0) << info.output;
+  const int startUpLines = linesBeforeTheFirstStep(info.output);
+  std::cout << "start-up lines before the first step at info: " << startUpLines << std::endl;
+  EXPECT_GT(startUpLines, 0) << info.output;
+  EXPECT_LE(startUpLines, 8) << info.output;
+  EXPECT_EQ(info.output.find("[rank 3] [init]"), npos) << info.output;
+  // The details are still there, at debug.
+  const auto debug =
+      runDdprun(run, {{"GLOO_SOCKET_IFNAME", "lo"}, {"DDPRUN_LOG_LEVEL", "debug"}}, 120s);
+  ASSERT_EQ(debug.exitCode, 0) << debug.output;
+  EXPECT_NE(debug.output.find("[rank 3] [init] event=group_ready"), npos) << debug.output;
+  EXPECT_NE(debug.output.find("started rank=3 local_rank=3 pid="), npos) << debug.output;
 }
 
 TEST(DdptrainUnderDdprunTest, KilledWorkerIsRestartedAndTheRunResumesAndCompletes) {

@@ -24,20 +24,38 @@ std::string launchErrorOf(const GivenFlags& given, const env::EnvMap& env) {
 }
 
 TEST(LaunchFlagsTest, ValueTakingFlagsComeFromTheTable) {
-  for (const char* arg : {"--nproc-per-node",  "--nproc_per_node",
-                          "--nnodes",          "--node_rank",
-                          "--master-addr",     "--master_port",
-                          "--max-restarts",    "--rdzv-timeout",
-                          "--backend",         "--grace-period",
-                          "--log-dir",         "--log_dir",
-                          "--redirects",       "-r",
-                          "--error-file",      "--log-level",
-                          "--python",          "--role",
-                          "--start_method",    "--signals-to-handle",
-                          "--shutdown-timeout", "--rdzv-backend",
-                          "--rdzv_endpoint",   "--rdzv-id",
-                          "--rdzv-conf",       "--local-addr",
-                          "--monitor-interval"}) {
+  for (const char* arg : {"--nproc-per-node",
+                          "--nproc_per_node",
+                          "--nnodes",
+                          "--node_rank",
+                          "--master-addr",
+                          "--master_port",
+                          "--max-restarts",
+                          "--rdzv-timeout",
+                          "--backend",
+                          "--grace-period",
+                          "--log-dir",
+                          "--log_dir",
+                          "--redirects",
+                          "-r",
+                          "--error-file",
+                          "--log-level",
+                          "--python",
+                          "--role",
+                          "--start_method",
+                          "--signals-to-handle",
+                          "--shutdown-timeout",
+                          "--rdzv-backend",
+                          "--rdzv_endpoint",
+                          "--rdzv-id",
+                          "--rdzv-conf",
+                          "--local-addr",
+                          "--monitor-interval",
+                          "--tee",
+                          "-t",
+                          "--local-ranks-filter",
+                          "--local_ranks_filter",
+                          "--log-line-prefix-template"}) {
     EXPECT_TRUE(flagTakesValue(arg)) << arg;
   }
   for (const char* arg : {"--standalone", "--dry-run", "--help", "--version", "train.py", "-x",
@@ -81,7 +99,7 @@ TEST(LaunchFlagsTest, TheFlagWinsOverItsVariable) {
   EXPECT_EQ(fromEnv.plan.maxRestarts, 3);
   EXPECT_EQ(fromEnv.plan.maxRestartsOrigin, "PET_MAX_RESTARTS");
   EXPECT_EQ(fromEnv.logDir, "/logs");
-  EXPECT_EQ(fromEnv.redirects, 1);
+  EXPECT_EQ(fromEnv.redirects.allRanks, 1);
   EXPECT_EQ(fromEnv.errorFile, "/dev/termination-log");
   EXPECT_EQ(fromEnv.origins.at("log-dir"), "PET_LOG_DIR");
 
@@ -91,8 +109,58 @@ TEST(LaunchFlagsTest, TheFlagWinsOverItsVariable) {
   EXPECT_EQ(fromFlags.plan.maxRestarts, 1);
   EXPECT_EQ(fromFlags.plan.maxRestartsOrigin, "--max-restarts");
   EXPECT_EQ(fromFlags.logDir, "/mine");
-  EXPECT_EQ(fromFlags.redirects, 0);
+  EXPECT_FALSE(fromFlags.redirects.any());
   EXPECT_EQ(fromFlags.errorFile, "e.json");
+}
+
+// torchrun's output flags: --redirects/--tee as a value or per local rank, the console
+// filter, the prefix template (then TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE, as torchrun).
+TEST(LaunchFlagsTest, OutputFlagsTakeTorchrunsSyntax) {
+  const auto command = readLaunchCommand(
+      {{"redirects", "0:1,1:2"}, {"tee", "3"}, {"local-ranks-filter", "0,2"}}, {});
+  EXPECT_TRUE(command.redirects.includes(0, Stream::kStdout));
+  EXPECT_FALSE(command.redirects.includes(0, Stream::kStderr));
+  EXPECT_TRUE(command.redirects.includes(1, Stream::kStderr));
+  EXPECT_EQ(command.tee.allRanks, 3);
+  EXPECT_EQ(command.localRanksFilter, std::set<int>({0, 2}));
+  EXPECT_TRUE(command.errorFile.empty());  // main.cpp puts it in the run's log directory
+
+  const auto fromEnv =
+      readLaunchCommand({}, {{"PET_TEE", "0:3"},
+                             {"PET_LOCAL_RANKS_FILTER", "1"},
+                             {"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", "${rank}|"}});
+  EXPECT_TRUE(fromEnv.tee.includes(0, Stream::kStderr));
+  EXPECT_FALSE(fromEnv.tee.includes(1, Stream::kStderr));
+  EXPECT_EQ(fromEnv.localRanksFilter, std::set<int>({1}));
+  EXPECT_EQ(fromEnv.linePrefixTemplate, "${rank}|");
+  EXPECT_EQ(fromEnv.origins.at("log-line-prefix-template"),
+            "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE");
+  const auto petWins = readLaunchCommand({}, {{"PET_LOG_LINE_PREFIX_TEMPLATE", "[${local_rank}]"},
+                                              {"TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE", "x"}});
+  EXPECT_EQ(petWins.linePrefixTemplate, "[${local_rank}]");
+}
+
+TEST(LaunchFlagsTest, BadOutputFlagsSayWhatWasExpected) {
+  auto errorOf = [](const GivenFlags& given, const env::EnvMap& env) {
+    try {
+      readLaunchCommand(given, env);
+    } catch (const LaunchError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no LaunchError");
+  };
+  EXPECT_EQ(errorOf({{"tee", "4"}}, {}),
+            "--tee=4: expected 0 (none), 1 (stdout), 2 (stderr), 3 (both), or per local rank as "
+            "0:1,1:2; found '4'. Run 'ddprun --help' for the flags.");
+  EXPECT_EQ(errorOf({}, {{"PET_REDIRECTS", "0:1,0:2"}}),
+            "PET_REDIRECTS=0:1,0:2: expected 0 (none), 1 (stdout), 2 (stderr), 3 (both), or per "
+            "local rank as 0:1,1:2; found '0:1,0:2'. Fix PET_REDIRECTS where it is set (pod spec "
+            "or shell), or pass the flag.");
+  EXPECT_NE(errorOf({{"local-ranks-filter", "0,,1"}}, {})
+                .find("--local-ranks-filter=0,,1: expected local ranks separated by commas, "
+                      "such as 0 or 0,1,2; found ''"),
+            std::string::npos);
+  EXPECT_NE(errorOf({{"local-ranks-filter", "x"}}, {}).find("found 'x'"), std::string::npos);
 }
 
 TEST(LaunchFlagsTest, NodeVariablesAreLeftToTheNodeView) {

@@ -340,7 +340,8 @@ INSTANTIATE_TEST_SUITE_P(
                 {},
                 {{"master-port", "0x10"}},
                 "--master-port=0x10: expected a decimal integer in [1, 65535]; found '0x10'"},
-        BadCase{"RedirectsWithoutLogDir", {}, {{"redirects", "3"}}, "there is no --log-dir"},
+        BadCase{"RedirectsNotTorchrunsSyntax", {}, {{"redirects", "0:4"}}, "found '0:4'"},
+        BadCase{"TeeNotTorchrunsSyntax", {{"PET_TEE", "both"}}, {}, "PET_TEE=both: expected 0"},
         BadCase{"MasterAddrFlagWithPort",
                 {},
                 {{"master-addr", "m:29500"}},
@@ -384,26 +385,37 @@ TEST(WorkerEnvironmentTest, HasTorchrunVariablesAndOptions) {
                                      WorkerEnvOptions{.restartCount = 1,
                                                       .ompNumThreads = 4,
                                                       .backend = "gloo",
-                                                      .rendezvousTimeoutSeconds = 60});
-  const std::map<std::string, std::string> expected{{"RANK", "5"},
-                                                    {"LOCAL_RANK", "2"},
-                                                    {"WORLD_SIZE", "6"},
-                                                    {"LOCAL_WORLD_SIZE", "3"},
-                                                    {"GROUP_RANK", "1"},
-                                                    {"GROUP_WORLD_SIZE", "2"},
-                                                    {"ROLE_NAME", "default"},
-                                                    {"ROLE_RANK", "5"},
-                                                    {"ROLE_WORLD_SIZE", "6"},
-                                                    {"MASTER_ADDR", "m"},
-                                                    {"MASTER_PORT", "4000"},
-                                                    {"TORCHELASTIC_RESTART_COUNT", "1"},
-                                                    {"TORCHELASTIC_MAX_RESTARTS", "5"},
-                                                    {"TORCHELASTIC_RUN_ID", "none"},
-                                                    {"DDPRUN_RESTART_COUNT", "1"},
-                                                    {"OMP_NUM_THREADS", "4"},
-                                                    {"DDPRUN_BACKEND", "gloo"},
-                                                    {"DDPRUN_RDZV_TIMEOUT", "60"}};
+                                                      .rendezvousTimeoutSeconds = 60,
+                                                      .attemptLogDir = "/logs/none_x/attempt_1"});
+  const std::map<std::string, std::string> expected{
+      {"RANK", "5"},
+      {"LOCAL_RANK", "2"},
+      {"WORLD_SIZE", "6"},
+      {"LOCAL_WORLD_SIZE", "3"},
+      {"GROUP_RANK", "1"},
+      {"GROUP_WORLD_SIZE", "2"},
+      {"ROLE_NAME", "default"},
+      {"ROLE_RANK", "5"},
+      {"ROLE_WORLD_SIZE", "6"},
+      {"MASTER_ADDR", "m"},
+      {"MASTER_PORT", "4000"},
+      {"TORCHELASTIC_RESTART_COUNT", "1"},
+      {"TORCHELASTIC_MAX_RESTARTS", "5"},
+      {"DDPRUN_RESTART_COUNT", "1"},
+      {"OMP_NUM_THREADS", "4"},
+      {"DDPRUN_BACKEND", "gloo"},
+      {"DDPRUN_RDZV_TIMEOUT", "60"},
+      {"TORCHELASTIC_ERROR_FILE", "/logs/none_x/attempt_1/2/error.json"},
+      {"PYTHONUNBUFFERED", "1"}};
   EXPECT_EQ(env, expected);
+}
+
+// A PYTHONUNBUFFERED of the user's (the launcher's environment) is inherited, not replaced.
+TEST(WorkerEnvironmentTest, PythonUnbufferedUnlessTheUserSetIt) {
+  const LaunchPlan plan;
+  EXPECT_EQ(workerEnvironment(plan, 0, {}).at("PYTHONUNBUFFERED"), "1");
+  EXPECT_EQ(workerEnvironment(plan, 0, {.pythonUnbuffered = false}).count("PYTHONUNBUFFERED"), 0u);
+  EXPECT_EQ(workerEnvironment(plan, 0, {}).count("TORCHELASTIC_ERROR_FILE"), 0u);  // no log dir
 }
 
 TEST(WorkerEnvironmentTest, RoleAndVirtualLocalRankAsTorchrunSetsThem) {

@@ -23,9 +23,8 @@ from torch.distributed.run import get_args_parser
 
 REPO, DDPRUN = sys.argv[1], sys.argv[2]
 
-# Owned by the output and elastic branches of issue 15, which add their rows; listed here as
-# pending until they are merged (the coordinator removes this list at merge).
-PENDING = {"--tee", "--local-ranks-filter"}
+# Flags being added, listed as "pending" in README's table (none now).
+PENDING: set = set()
 
 
 def torchrun_flags() -> dict:
