@@ -201,9 +201,12 @@ OutputRouter::OutputRouter(OutputOptions options, int attempt, int localWorldSiz
   if (options_.runLogDir.empty()) return;
   attemptDir_ =
       (std::filesystem::path(options_.runLogDir) / ("attempt_" + std::to_string(attempt))).string();
-  std::filesystem::remove_all(attemptDir_);
+  // The run directory is this run's own (makeRunLogDir); the same attempt number comes again
+  // only for an elastic round after a membership change. Its logs are appended to, but an
+  // error.json of the earlier round would be taken for this round's.
   for (int local = 0; local < localWorldSize; ++local) {
     std::filesystem::create_directories(workerLogDir(local));
+    std::filesystem::remove(std::filesystem::path(workerLogDir(local)) / "error.json");
   }
 }
 

@@ -401,6 +401,7 @@ TEST(WorkerEnvironmentTest, HasTorchrunVariablesAndOptions) {
       {"MASTER_PORT", "4000"},
       {"TORCHELASTIC_RESTART_COUNT", "1"},
       {"TORCHELASTIC_MAX_RESTARTS", "5"},
+      {"TORCHELASTIC_RUN_ID", "none"},
       {"DDPRUN_RESTART_COUNT", "1"},
       {"OMP_NUM_THREADS", "4"},
       {"DDPRUN_BACKEND", "gloo"},
