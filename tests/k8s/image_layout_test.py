@@ -252,7 +252,9 @@ class ImageLayoutTest(unittest.TestCase):
     def test_layout_of_both_images(self):
         for name, layout in layouts().items():
             with self.subTest(image=name):
+                # The module ddprun loads for --rdzv-backend c10d (pytorchjob-elastic.yaml).
                 for f in (k8s_jobs.IMAGE_DDPRUN, k8s_jobs.IMAGE_DDPTRAIN, k8s_jobs.IMAGE_CONFIG,
+                          f"{k8s_jobs.IMAGE_LIB_DIR}/libddprun_rdzv_c10d.so",
                           f"{k8s_jobs.IMAGE_USER_HOME}/.sshd_config", "/usr/bin/mpirun", "/usr/sbin/sshd"):
                     self.assertTrue(layout.has_file(f), f)
                 for d in (k8s_jobs.IMAGE_LIB_DIR, k8s_jobs.IMAGE_DATA_DIR, k8s_jobs.IMAGE_CHECKPOINT_DIR):
