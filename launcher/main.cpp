@@ -269,6 +269,7 @@ Command parseCommand(int argc, char** argv) {
   spec.output.localRanksShown = options.localRanksFilter;
   spec.output.linePrefixTemplate = options.linePrefixTemplate;
   spec.output.hostname = hostName();
+  spec.output.roleName = options.role;  // ${role_name} in --log-line-prefix-template
   command.errorFile = options.errorFile;
   command.dryRun = options.dryRun;
   command.monitorInterval = options.monitorInterval;
