@@ -58,6 +58,14 @@ class C10dRendezvousTest : public ::testing::Test {
     return std::async(std::launch::async, [&a] { return a.nextRound(); });
   }
 
+  // Two agents form a round together (each waits for the other).
+  static void meet(C10dRendezvous& a, C10dRendezvous& b) {
+    auto fa = nextRoundAsync(a);
+    auto fb = nextRoundAsync(b);
+    fa.get();
+    fb.get();
+  }
+
   // Polls membershipChange() until it says something or `limit` passes.
   static std::string waitForChange(C10dRendezvous& a, std::chrono::milliseconds limit) {
     const auto deadline = Clock::now() + limit;
@@ -193,10 +201,7 @@ TEST_F(C10dRendezvousTest, ADeadNodesStoppedHeartbeatReformsTheGroup) {
   auto c = config(2, 2);
   auto a = agent(c);
   auto b = agent(c);
-  auto fa = nextRoundAsync(*a);
-  auto fb = nextRoundAsync(*b);
-  fa.get();
-  fb.get();
+  meet(*a, *b);
   EXPECT_EQ(waitForChange(*a, 500ms), "") << "a live node was taken for dead";
   const std::string bId = b->nodeId();
   b.reset();  // its heartbeat thread stops, as when the node dies
@@ -211,10 +216,7 @@ TEST_F(C10dRendezvousTest, AfterAMemberSucceededItsSilenceIsNoReasonToReform) {
   auto c = config(2, 2);
   auto a = agent(c);
   auto b = agent(c);
-  auto fa = nextRoundAsync(*a);
-  auto fb = nextRoundAsync(*b);
-  fa.get();
-  fb.get();
+  meet(*a, *b);
   b->finish(true, "its workers succeeded");
   b.reset();  // it exits: its heartbeat stops
   EXPECT_EQ(waitForChange(*a, 1s), "") << "a finished node was taken for dead";
@@ -231,10 +233,7 @@ TEST_F(C10dRendezvousTest, AClosedJobStopsTheOthers) {
   auto c = config(2, 2);
   auto a = agent(c);
   auto b = agent(c);
-  auto fa = nextRoundAsync(*a);
-  auto fb = nextRoundAsync(*b);
-  fa.get();
-  fb.get();
+  meet(*a, *b);
   a->finish(false, "no restarts left");
   EXPECT_NE(b->membershipChange().find("the job was closed: " + a->nodeId() + ": no restarts left"),
             std::string::npos);
