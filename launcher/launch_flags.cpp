@@ -513,7 +513,11 @@ void readRendezvous(LaunchCommand& command, Read& read) {
   }
   parseRendezvousEndpoint(endpoint->text, endpoint->origin, config);
   config.runId = command.plan.runId;
-  if (conf) command.warnings = parseRendezvousConf(conf->text, conf->origin, config);
+  if (conf) {
+    for (auto& ignored : parseRendezvousConf(conf->text, conf->origin, config)) {
+      command.ignoredFlags.push_back(std::move(ignored));
+    }
+  }
   if (localAddr) config.localAddr = localAddr->text;
   command.rendezvous = config;
 }

@@ -93,7 +93,6 @@ struct LaunchCommand {
   // --rdzv-backend c10d: the endpoint, id and --rdzv-conf (min/max nodes and the local
   // workers are filled in from the plan).
   std::optional<RendezvousConfig> rendezvous;
-  std::vector<std::string> warnings;  // accepted but ignored settings, to log once
   std::chrono::milliseconds monitorInterval{100};
   ProgramOptions program;         // -m, --no-python, --run-path, --python
   std::string role = "default";   // --role: ROLE_NAME
@@ -101,7 +100,8 @@ struct LaunchCommand {
   // --signals-to-handle: what the launcher forwards to the workers before it stops them.
   std::vector<int> signalsToHandle;
   // "--start-method=fork: accepted and ignored: ..." for each ignored flag given a value
-  // other than torchrun's default; the caller logs them once logging is set up.
+  // other than torchrun's default, and each ignored --rdzv-conf key; the caller logs them
+  // once logging is set up.
   std::vector<std::string> ignoredFlags;
   // Flag name -> where its value came from ("--max-restarts", "PET_MAX_RESTARTS").
   std::map<std::string, std::string> origins;

@@ -273,7 +273,6 @@ Command parseCommand(int argc, char** argv) {
   command.errorFile = options.errorFile;
   command.dryRun = options.dryRun;
   command.monitorInterval = options.monitorInterval;
-  for (const auto& warning : options.warnings) ddp::log::warn("launcher", "{}", warning);
   if (options.rendezvous) {
     auto config = *options.rendezvous;
     config.minNodes = spec.plan.nnodes;
