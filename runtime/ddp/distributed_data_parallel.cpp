@@ -18,6 +18,12 @@ namespace {
 // torch.distributed.utils._sync_module_states broadcasts in chunks of this size.
 constexpr std::size_t kBroadcastBucketBytes = 250 * 1024 * 1024;
 
+// Note [A hook's continuation rethrows]: Future::then runs its callback also when the
+// collective failed (a peer died); the callback must rethrow that error with value(), or
+// the bucket is completed with whatever the unfinished collective left in its buffers
+// and the step goes on with garbage gradients (seen as "non-finite gradients", exit 3,
+// when one pod of a job was killed) instead of failing as a lost peer (exit 200).
+
 // Averages a bucket in a narrower float type: cast, pre-divide (keeps the sum in range),
 // allreduce, cast back into the bucket. c10d's FP16CompressCommHook does the same for
 // fp16; one class serves both types here.
@@ -32,7 +38,8 @@ class CompressCommHook : public c10d::CppCommHookInterface<c10::intrusive_ptr<c1
     std::vector<at::Tensor> tensors{compressed};
     auto future = state_->allreduce(tensors)->getFuture();
     return future->then(
-        [buffer, compressed](c10::ivalue::Future&) {
+        [buffer, compressed](c10::ivalue::Future& allreduced) {
+          allreduced.value();  // Note [A hook's continuation rethrows]
           buffer.copy_(compressed);
           return c10::IValue(buffer);
         },
@@ -65,7 +72,8 @@ class AverageCommHook : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10
     at::Tensor gatheredFlat = gathered.view({-1});
     auto future = state_->all_gather_single(gatheredFlat, buffer)->getFuture();
     return future->then(
-        [buffer, gathered, n](c10::ivalue::Future&) {
+        [buffer, gathered, n](c10::ivalue::Future& allgathered) {
+          allgathered.value();  // Note [A hook's continuation rethrows]
           buffer.copy_(gathered[0]);
           for (int rank = 1; rank < n; ++rank) buffer.add_(gathered[rank]);
           return c10::IValue(std::vector<at::Tensor>{buffer});

@@ -9,7 +9,9 @@
 //        find_unused (a branch unused on odd steps) | unused_error (same, mode off: the
 //        error must name the parameter) | overlap (a bucket is launched before the
 //        last gradient exists) | pyref (formula weights and data, shared with
-//        python_ddp_reference.py; rank 0 writes the parameters to OUT_FILE)
+//        python_ddp_reference.py; rank 0 writes the parameters to OUT_FILE) |
+//        peer_exits, peer_exits_fp16 (every rank but 0 exits once DDP is set up; rank 0's
+//        backward must fail, not average what the dead peer never sent)
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -103,7 +105,8 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
           const std::string& outFile) {
   const int rank = dist.rank(), n = dist.worldSize();
   ddp::DdpOptions options;
-  if (mode == "fp16") options.compression = ddp::GradCompression::kFp16;
+  if (mode == "fp16" || mode == "peer_exits_fp16")
+    options.compression = ddp::GradCompression::kFp16;
   if (mode == "bf16") options.compression = ddp::GradCompression::kBf16;
   if (mode == "find_unused") options.findUnusedParameters = true;
   if (mode == "grad_view") options.gradientAsBucketView = true;
@@ -130,6 +133,14 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
         return grad;
       });
     }
+  }
+  if (mode.starts_with("peer_exits")) {
+    if (rank != 0) std::_Exit(0);  // as a killed rank: its sockets close
+    auto x = torch::randn({kBatchPerRank, 1, 28, 28});
+    F::cross_entropy(ddpModel.forward(x), torch::randint(10, {kBatchPerRank})).backward();
+    std::cout << "backward completed without the peer: gradients were averaged with nothing"
+              << std::endl;
+    return 4;
   }
   const double lr = mode == "pyref" ? 0.05 : 0.1;
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(lr).momentum(0.9));
@@ -249,6 +260,9 @@ int main(int argc, char** argv) {
                  ddp::models::createModel(modelName, shape, 10), mode, outFile);
   } catch (const c10::Error& e) {
     std::cerr << "rank " << dist.rank() << " error: " << e.what_without_backtrace() << std::endl;
+    return 3;
+  } catch (const std::exception& e) {
+    std::cerr << "rank " << dist.rank() << " error: " << e.what() << std::endl;
     return 3;
   }
 }

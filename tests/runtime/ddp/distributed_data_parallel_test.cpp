@@ -99,6 +99,21 @@ TEST(DdpTest, UnusedParameterWithoutFindUnusedIsNamedNotHung) {
   }
 }
 
+// A peer that dies mid-step must fail the survivor's backward (a retryable communication
+// error), never complete it with the garbage of a gather that did not happen: that
+// turned into "non-finite gradients", exit 3, which no restart policy retries.
+TEST(DdpTest, DeadPeerFailsBackwardInsteadOfAveragingGarbage) {
+  for (const std::string mode : {"peer_exits", "peer_exits_fp16"}) {
+    SCOPED_TRACE(mode);
+    auto results = runRanks(2, {worker(), "mlp", mode});
+    EXPECT_EQ(results[1].exitCode, 0) << results[1].output;
+    EXPECT_FALSE(results[0].timedOut);
+    EXPECT_EQ(results[0].exitCode, 3) << results[0].output;
+    EXPECT_NE(results[0].output.find("rank 0 error:"), std::string::npos) << results[0].output;
+    EXPECT_EQ(results[0].output.find("backward completed"), std::string::npos) << results[0].output;
+  }
+}
+
 TEST(DdpTest, FirstBucketIsLaunchedBeforeBackwardProducesTheLastGradient) {
   auto results = runRanks(2, {worker(), "mlp", "overlap"});
   for (auto& result : results) {
