@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -352,6 +353,7 @@ int main(int argc, char** argv) {
   }
   ddp::launcher::RunResult result;
   ddp::launcher::LaunchPlan lastPlan = plan;  // the last round's, for the error file
+  int stopSignal = 0;                         // a stop signal that came while the rendezvous waited
   try {
     // Note [Nothing outlives the launcher] in launcher/group_guardian.h: what a worker
     // leaves behind is adopted and reaped here, and killed by the guardian if ddprun dies
@@ -362,7 +364,14 @@ int main(int argc, char** argv) {
     // signals (Note [Worker processes]).
     ddp::launcher::SignalChannel signals(command.signalsToHandle);
     if (command.rendezvous) {
-      auto rendezvous = ddp::launcher::loadC10dRendezvous(*command.rendezvous);
+      auto config = *command.rendezvous;
+      config.pendingStopSignal = [&] {
+        for (int s : stopSignal ? std::vector<int>{} : signals.drain()) {
+          if (s != SIGCHLD && !stopSignal) stopSignal = s;
+        }
+        return stopSignal;
+      };
+      auto rendezvous = ddp::launcher::loadC10dRendezvous(config);
       const ddp::launcher::MembershipMonitor monitor{
           command.monitorInterval, [&] { return rendezvous->membershipChange(); }};
       result = ddp::launcher::runElastic(
@@ -378,8 +387,9 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& e) {
     std::cerr << "ddprun: " << e.what() << std::endl;
-    return ddp::exitCodeFor(e);
+    return stopSignal ? 128 + stopSignal : ddp::exitCodeFor(e);
   }
+  if (stopSignal) result.exitCode = 128 + stopSignal;  // it ended a wait for a new round
   if (result.failure) {
     std::cerr << ddp::launcher::failureReportText(*result.failure, result.exitCode);
     if (!command.errorFile.empty()) {

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,6 +24,9 @@
 
 namespace ddp::launcher {
 
+// torchrun's --rdzv-id default (also the "<run id>" of the run directory under --log-dir).
+inline constexpr const char* kDefaultRunId = "none";
+
 // torchrun's default port for a c10d endpoint given without one.
 constexpr int kDefaultRendezvousPort = 29400;
 
@@ -30,7 +34,7 @@ constexpr int kDefaultRendezvousPort = 29400;
 struct RendezvousConfig {
   std::string endpointHost;
   int endpointPort = kDefaultRendezvousPort;
-  std::string runId = "none";  // torchrun's default --rdzv-id
+  std::string runId = kDefaultRunId;
   int minNodes = 1;
   int maxNodes = 1;
   int localWorkers = 1;   // this node's nproc-per-node; WORLD_SIZE is the sum over the round
@@ -46,6 +50,11 @@ struct RendezvousConfig {
   // keys; smaller defaults than its 5 s x 3 because a beat is one store add.
   std::chrono::milliseconds keepAliveInterval{1000};
   int keepAliveMaxAttempt = 5;
+  // Polled wherever the backend waits (the store's connect, a round's forming, the host's
+  // close wait): a signal number ends the wait (RendezvousFailed; finish() just returns),
+  // 0 lets it go on. Unset: never interrupted. ddprun's answers SIGTERM/SIGINT this way,
+  // which it has blocked for its signalfd (Note [Worker processes]).
+  std::function<int()> pendingStopSignal;
 
   std::string endpoint() const { return endpointHost + ":" + std::to_string(endpointPort); }
 };

@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -108,6 +109,15 @@ int freePortOn(const std::string& address) {
       address, std::strerror(errno)));
 }
 
+// RendezvousConfig::pendingStopSignal: a signal ends the wait.
+void throwIfSignalled(const RendezvousConfig& config, const std::string& during) {
+  if (!config.pendingStopSignal) return;
+  if (const int signal = config.pendingStopSignal()) {
+    throw RendezvousFailed(
+        fmt::format("interrupted by signal {} ({}) while {}", signal, strsignal(signal), during));
+  }
+}
+
 struct Member {
   std::string nodeId;
   std::string address;
@@ -197,11 +207,14 @@ RendezvousRound C10dRendezvous::nextRound() {
     int round = std::stoi(text(store_->get(key("round_hint"))));
     if (current_) round = std::max(round, current_->round + 1);
     while (true) {
+      throwIfSignalled(config_, "waiting for a rendezvous round");
       if (auto reason = tryGet(key("closed"))) {
+        leaveRound();
         throw RendezvousFailed("the job " + config_.runId + " was closed: " + *reason +
                                ". This node stops too.");
       }
       if (auto reason = tryGet(key("finished"))) {
+        leaveRound();
         throw RendezvousFailed("the job " + config_.runId + " has finished (" + *reason +
                                "); no round is left for this node to join.");
       }
@@ -217,19 +230,37 @@ RendezvousRound C10dRendezvous::nextRound() {
 
       int admitted = 0;
       int seen = 0;
+      bool spare = false;
       std::optional<Clock::time_point> lastCallEnd;
       while (true) {
+        throwIfSignalled(config_, fmt::format("waiting for round {} to close", round));
         if (auto closed = tryGet(roundKey(round, "closed"))) {
           admitted = std::stoi(*closed);
           break;
         }
         if (auto reason = tryGet(key("closed"))) {
+          leaveRound();
           throw RendezvousFailed("the job " + config_.runId + " was closed: " + *reason + ".");
+        }
+        if (auto reason = tryGet(key("finished"))) {
+          leaveRound();
+          throw RendezvousFailed("the job " + config_.runId + " has finished (" + *reason +
+                                 "); no round is left for this node to join.");
         }
         const int joined = static_cast<int>(store_->add(roundKey(round, "joined"), 0));
         const auto now = Clock::now();
         int closeWith = 0;
-        if (joined >= config_.maxNodes) {
+        const bool nowSpare = previousRoundRunsFull(round, joined);
+        if (nowSpare && !spare) {
+          log::info("rendezvous",
+                    "event=rdzv_spare round={}: the job runs with MAX {} nodes; this node "
+                    "waits as a spare and joins when a member leaves or re-forms",
+                    round, config_.maxNodes);
+        }
+        spare = nowSpare;
+        if (spare) {
+          lastCallEnd.reset();
+        } else if (joined >= config_.maxNodes) {
           closeWith = config_.maxNodes;
         } else if (joined >= config_.minNodes) {
           // Every arrival past MIN extends the last call, as in torchelastic.
@@ -240,6 +271,14 @@ RendezvousRound C10dRendezvous::nextRound() {
         if (closeWith > 0) {
           store_->compareSet(roundKey(round, "closed"), "", std::to_string(closeWith));
           continue;  // read back what was written first: ours, or another member's count
+        }
+        if (now >= deadline && spare) {
+          throw RendezvousFailed(fmt::format(
+              "rendezvous timed out after {:.1f} s (join_timeout) waiting as a spare for round "
+              "{} of job {} at {}: the job ran with MAX {} nodes all that time and none left."
+              "\n---> HINT: raise --nnodes MAX to use this node, or wait longer with "
+              "--rdzv-conf join_timeout=SECONDS.",
+              secondsSince(start), round, config_.runId, config_.endpoint(), config_.maxNodes));
         }
         if (now >= deadline) {
           throw RendezvousFailed(fmt::format(
@@ -311,8 +350,10 @@ std::string C10dRendezvous::membershipChange() {
       finishedSeen_ = true;
       return "";
     }
+    // At MAX nodes a newcomer is a spare: only a member that re-formed calls for a round.
     const auto waiting = store_->add(roundKey(round + 1, "joined"), 0);
-    if (waiting > 0) {
+    if (waiting > 0 && (current_->nnodes < config_.maxNodes ||
+                        !previousRoundRunsFull(round + 1, static_cast<int>(waiting)))) {
       return fmt::format(
           "{} node(s) waiting in round {} (a node joined, or a member "
           "re-formed)",
@@ -339,6 +380,28 @@ std::string C10dRendezvous::membershipChange() {
   return "";
 }
 
+bool C10dRendezvous::previousRoundRunsFull(int round, int joined) {
+  if (round == 0) return false;
+  const auto closed = tryGet(roundKey(round - 1, "closed"));
+  if (!closed || std::stoi(*closed) < config_.maxNodes) return false;
+  std::set<std::string> running;
+  for (int i = 0; i < config_.maxNodes; ++i) {
+    if (auto member = tryGet(roundKey(round - 1, "node/" + std::to_string(i)))) {
+      running.insert(parseMember(*member).nodeId);
+    }
+  }
+  for (int i = 0; i < joined; ++i) {
+    auto arrival = tryGet(roundKey(round, "node/" + std::to_string(i)));
+    if (arrival && running.contains(parseMember(*arrival).nodeId)) return false;
+  }
+  return true;
+}
+
+void C10dRendezvous::leaveRound() {
+  if (current_) store_->add(roundKey(current_->round, "done"), 1);
+  current_.reset();
+}
+
 void C10dRendezvous::finish(bool succeeded, const std::string& reason) {
   try {
     if (succeeded) {
@@ -353,6 +416,7 @@ void C10dRendezvous::finish(bool succeeded, const std::string& reason) {
     const auto deadline = Clock::now() + config_.closeTimeout;
     const auto members = static_cast<int64_t>(current_->members.size());
     while (store_->add(roundKey(current_->round, "done"), 0) < members && Clock::now() < deadline) {
+      if (config_.pendingStopSignal && config_.pendingStopSignal()) return;
       std::this_thread::sleep_for(kRoundPollInterval);
     }
   } catch (const c10::Error& e) {
@@ -366,6 +430,9 @@ std::unique_ptr<C10dRendezvous> C10dRendezvous::connect(const RendezvousConfig& 
                                   : config.localAddr;
   bool hosting = config.isHost.value_or(rendezvous::isThisHostsAddress(config.endpointHost));
   rendezvous::TcpStoreOptions options;
+  options.betweenAttempts = [&config] {
+    throwIfSignalled(config, "connecting to the rendezvous store at " + config.endpoint());
+  };
   options.masterAddr = config.endpointHost;
   options.masterPort = static_cast<std::uint16_t>(config.endpointPort);
   c10::intrusive_ptr<c10d::TCPStore> store;

@@ -25,9 +25,13 @@
 // A round closes when MAX nodes joined (at once), or when at least MIN joined and no one
 // else arrived for last_call_timeout. Any member may close it: compareSet makes the first
 // count written the only one, and arrivals at or after that index are not admitted: they
-// join round R+1 and wait there. Node ranks follow the arrival order.
+// join round R+1 and wait there. Node ranks follow the arrival order. While round R runs
+// with MAX nodes, the nodes in R+1 are spares (torchelastic's redundancy list): R+1 does
+// not close and the members do not re-form for them until a member of R comes to R+1
+// (its workers failed, or it saw a member's heartbeat stop); without this a job with more
+// than MAX nodes re-formed forever, and spares formed a second job beside it.
 // While workers run, each agent's monitor checks (by its own clock, no clock is shared):
-// someone joined round R+1 (a waiting node: grow), a member's heartbeat counter has not
+// someone joined round R+1 (a waiting node below MAX: grow), a member's heartbeat counter has not
 // moved for keep_alive_interval x keep_alive_max_attempt (a dead node: shrink), or the job
 // was closed. Any of these stops the workers and the agent joins round R+1.
 //
@@ -38,8 +42,8 @@
 // each fact is its own key changed by one atomic add() or compareSet(), so a join is two
 // store operations with no retry loop, nothing is lost to a conflicting write, and a dead
 // node is recognised by a counter that stopped, on the watcher's own clock (no clock skew).
-// What it gives up: torchelastic's redundancy list and its rank order by node address; ranks
-// here follow the arrival order. As with torchelastic's c10d backend, the store lives in
+// What it gives up: torchelastic's rank order by node address; ranks here follow the
+// arrival order. As with torchelastic's c10d backend, the store lives in
 // the host's agent: the host node's death ends the job.
 #pragma once
 
@@ -82,6 +86,12 @@ class C10dRendezvous : public NodeRendezvous {
   std::string roundKey(int round, const std::string& name) const;
   std::optional<std::string> tryGet(const std::string& key);
   void heartbeatLoop();
+  // Whether round - 1 runs with MAX nodes and none of its members is among the first
+  // `joined` arrivals of `round`: those are spares, as in torchelastic's redundancy list; they
+  // neither close `round` into a second job nor make the members re-form.
+  bool previousRoundRunsFull(int round, int joined);
+  // Counts this node as done in its round (the host stops waiting for it) and forgets it.
+  void leaveRound();
   // Turns a store error into RendezvousFailed: the host node is gone (or unreachable).
   [[noreturn]] void storeLost(const std::string& during, const std::string& what) const;
 

@@ -224,6 +224,7 @@ c10::intrusive_ptr<c10d::TCPStore> connectTcpStore(const TcpStoreOptions& option
           secondsSince(start), options.rank, options.masterAddr, options.masterPort, attempt,
           cause));
     }
+    if (options.betweenAttempts) options.betweenAttempts();
     const auto sleep = std::min<std::chrono::milliseconds>(
         delay, std::chrono::duration_cast<std::chrono::milliseconds>(left));
     log::atLevel(

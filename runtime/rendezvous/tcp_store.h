@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <stdexcept>
 #include <string>
 
@@ -48,6 +49,9 @@ struct TcpStoreOptions {
   int worldSize = 1;
   // How long clients try to reach the master, and how long store operations wait.
   std::chrono::milliseconds timeout = kDefaultRendezvousTimeout;
+  // A client calls this between two attempts to reach the master; what it throws ends the
+  // wait (the launcher's answer to SIGTERM while it waits). Unset: nothing.
+  std::function<void()> betweenAttempts;
 };
 
 // Note [Waiting for the master]: pods start in any order and a Kubernetes headless

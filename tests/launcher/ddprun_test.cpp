@@ -289,6 +289,25 @@ TEST(C10dLauncherTest, TheHostsDeathEndsTheJobWithAClearError) {
       << result.output;
 }
 
+// SIGTERM (a deleted pod) while the node waits for its round, or for the store's host to
+// come up, was not read until the join timeout (600 s by default).
+TEST(C10dLauncherTest, SigtermWhileWaitingForTheRoundOrTheStoreExits143Promptly) {
+  for (const std::string role : {"host", "client"}) {
+    SCOPED_TRACE(role);
+    const std::string endpoint = "127.0.0.1:" + std::to_string(findFreePort());
+    auto args = c10dNode(endpoint, 1, "true", role == "host" ? ",is_host=true" : ",is_host=false");
+    args.insert(args.begin(), DDPRUN_BINARY);
+    ChildProcess node(args, {});
+    std::this_thread::sleep_for(1500ms);  // waiting: for a second node, or for the host
+    const auto start = std::chrono::steady_clock::now();
+    kill(node.pid(), SIGTERM);
+    const auto result = node.wait(60s);
+    EXPECT_EQ(result.exitCode, 143) << result.output;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s) << result.output;
+    EXPECT_NE(result.output.find("interrupted by signal 15"), std::string::npos) << result.output;
+  }
+}
+
 TEST(LauncherTest, SetsOmpNumThreadsOnlyWhenUnset) {
   auto withValue =
       runDdprun({"--nproc-per-node", "2", "--", "/bin/sh", "-c", "echo omp=$OMP_NUM_THREADS"},

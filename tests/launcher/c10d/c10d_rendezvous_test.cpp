@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <csignal>
 #include <future>
 #include <set>
 #include <thread>
@@ -45,13 +48,13 @@ class C10dRendezvousTest : public ::testing::Test {
     return c;
   }
 
-  std::unique_ptr<C10dRendezvous> agent(const RendezvousConfig& c) {
+  std::unique_ptr<C10dRendezvous> agent(const RendezvousConfig& c, bool hosting = false) {
     c10d::TCPStoreOptions options;
     options.port = server_->getPort();
     options.isServer = false;
     options.timeout = 5s;
     auto client = c10::make_intrusive<c10d::TCPStore>("127.0.0.1", options);
-    return std::make_unique<C10dRendezvous>(c, client, "127.0.0.1", /*hosting=*/false);
+    return std::make_unique<C10dRendezvous>(c, client, "127.0.0.1", hosting);
   }
 
   static std::future<RendezvousRound> nextRoundAsync(C10dRendezvous& a) {
@@ -179,7 +182,10 @@ TEST_F(C10dRendezvousTest, AWaitingNodeMakesTheRunningOnesReform) {
   EXPECT_EQ(rb.round, grown.round);
 }
 
-TEST_F(C10dRendezvousTest, ALateArrivalWaitsForTheNextRound) {
+// Below MAX a late node grows the job (AWaitingNodeMakesTheRunningOnesReform); at MAX it is
+// a spare, as in torchelastic's redundancy list: it waits, the members keep running, and it
+// takes the place of a member that leaves.
+TEST_F(C10dRendezvousTest, ALateArrivalAtMaxWaitsAsASpareUntilAMemberLeaves) {
   auto c = config(2, 2);
   auto a = agent(c);
   auto b = agent(c);
@@ -189,12 +195,101 @@ TEST_F(C10dRendezvousTest, ALateArrivalWaitsForTheNextRound) {
   fb.get();
   auto late = agent(c);
   auto fl = nextRoundAsync(*late);
-  EXPECT_NE(waitForChange(*a, 3s).find("waiting"), std::string::npos);
-  EXPECT_EQ(fl.wait_for(300ms), std::future_status::timeout) << "joined a closed round";
-  auto fa2 = nextRoundAsync(*a);
-  const auto r = fa2.get();  // MAX 2: the late node and a
+  EXPECT_EQ(waitForChange(*a, 1s), "") << "a spare made a full job re-form";
+  EXPECT_EQ(fl.wait_for(300ms), std::future_status::timeout) << "a spare formed a round";
+  b.reset();  // a member dies: its heartbeat stops
+  EXPECT_NE(waitForChange(*a, 3s).find("heartbeat stopped"), std::string::npos);
+  const auto r = nextRoundAsync(*a).get();  // MAX 2: the spare and a
   EXPECT_EQ(r.round, round + 1);
+  EXPECT_EQ(r.nnodes, 2);
   EXPECT_EQ(fl.get().round, round + 1);
+}
+
+// More live nodes than MAX re-formed the job without end: the one left out of each round
+// made the members re-form into the next, which again left one out.
+TEST_F(C10dRendezvousTest, MoreNodesThanMaxFormOneJobOnce) {
+  auto c = config(1, 2);
+  std::vector<std::unique_ptr<C10dRendezvous>> nodes;
+  std::vector<std::future<RendezvousRound>> rounds;
+  for (int i = 0; i < 3; ++i) nodes.push_back(agent(c));
+  for (auto& node : nodes) rounds.push_back(nextRoundAsync(*node));
+  // Two are admitted; the third waits as a spare.
+  std::vector<int> admitted;
+  const auto deadline = Clock::now() + 5s;
+  while (admitted.size() < 2 && Clock::now() < deadline) {
+    for (int i = 0; i < 3; ++i) {
+      if (std::find(admitted.begin(), admitted.end(), i) == admitted.end() &&
+          rounds[i].wait_for(10ms) == std::future_status::ready) {
+        admitted.push_back(i);
+      }
+    }
+  }
+  ASSERT_EQ(admitted.size(), 2u);
+  const int spare = 3 - admitted[0] - admitted[1];
+  const auto first = rounds[admitted[0]].get();
+  EXPECT_EQ(first.nnodes, 2);
+  EXPECT_EQ(rounds[admitted[1]].get().round, first.round);
+  for (int i : admitted) EXPECT_EQ(waitForChange(*nodes[i], 1s), "") << "node " << i;
+  EXPECT_EQ(rounds[spare].wait_for(10ms), std::future_status::timeout) << "a second job formed";
+  nodes[admitted[0]]->finish(true, "its workers succeeded");
+  nodes[admitted[1]]->finish(true, "its workers succeeded");
+  try {
+    rounds[spare].get();
+    FAIL() << "the spare joined a finished job";
+  } catch (const RendezvousFailed& e) {
+    EXPECT_NE(std::string(e.what()).find("has finished"), std::string::npos) << e.what();
+  }
+}
+
+// A member whose workers failed comes back to the next round: at MAX, that (not a spare)
+// makes the others re-form.
+TEST_F(C10dRendezvousTest, AtMaxAMemberThatReformsMakesTheOthersReform) {
+  auto c = config(2, 2);
+  auto a = agent(c);
+  auto b = agent(c);
+  meet(*a, *b);
+  auto fb = nextRoundAsync(*b);
+  EXPECT_NE(waitForChange(*a, 3s).find("waiting in round"), std::string::npos);
+  const auto r = a->nextRound();
+  EXPECT_EQ(r.nnodes, 2);
+  EXPECT_EQ(fb.get().round, r.round);
+}
+
+// SIGTERM while a node waits for its round: the launcher's check answers at the next poll.
+TEST_F(C10dRendezvousTest, AStopSignalEndsTheWaitForARound) {
+  auto c = config(2, 2);
+  std::atomic<int> pending{0};
+  c.pendingStopSignal = [&pending] { return pending.load(); };
+  auto a = agent(c);
+  auto fa = nextRoundAsync(*a);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(fa.wait_for(0ms), std::future_status::timeout);
+  const auto start = Clock::now();
+  pending = SIGTERM;
+  try {
+    fa.get();
+    FAIL() << "a round formed with one node of MIN 2";
+  } catch (const RendezvousFailed& e) {
+    EXPECT_NE(std::string(e.what()).find("interrupted by signal 15"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_LT(Clock::now() - start, 1s);
+}
+
+// The host keeps the store up for the others, but only until each has left: one that saw
+// the job closed leaves at its next nextRound(), not at close_timeout.
+TEST_F(C10dRendezvousTest, TheHostStopsWaitingOnceEveryMemberSawTheJobClosed) {
+  auto c = config(2, 2);
+  c.closeTimeout = 20s;
+  auto host = agent(c, /*hosting=*/true);
+  auto b = agent(c);
+  meet(*host, *b);
+  const auto start = Clock::now();
+  auto closing = std::async(std::launch::async, [&] { host->finish(false, "no restarts left"); });
+  EXPECT_NE(waitForChange(*b, 3s).find("was closed"), std::string::npos);
+  EXPECT_THROW(b->nextRound(), RendezvousFailed);
+  closing.get();
+  EXPECT_LT(Clock::now() - start, 5s) << "the host waited out close_timeout";
 }
 
 TEST_F(C10dRendezvousTest, ADeadNodesStoppedHeartbeatReformsTheGroup) {
