@@ -44,7 +44,18 @@ RunResult runElastic(const LaunchPlan& base, NodeRendezvous& rendezvous,
   std::optional<WorkerFailure> pendingFailure;  // decided once the next round is known
   std::vector<std::string> previousMembers;
   while (true) {
-    const RendezvousRound round = rendezvous.nextRound();
+    RendezvousRound round;
+    try {
+      round = rendezvous.nextRound();
+    } catch (const std::exception& e) {
+      if (!pendingFailure) throw;
+      // The workers' failure came first: the report and --error-file name it.
+      log::error("launcher", "the group cannot re-form after rank {} failed: {}",
+                 pendingFailure->globalRank, e.what());
+      run.failure = pendingFailure;
+      run.exitCode = pendingFailure->status.shellCode();
+      return run;
+    }
     if (pendingFailure) {
       const auto gone = departed(previousMembers, round.members);
       if (!gone.empty()) {

@@ -135,6 +135,25 @@ TEST(ElasticAgent, APermanentExitClosesTheJobWithoutAnotherRound) {
       << rdzv.finished;
 }
 
+// The rendezvous fails after a worker failure (the host is gone, the job was closed): the
+// worker's failure is still what the report and --error-file name.
+TEST(ElasticAgent, ARendezvousFailureAfterAWorkerFailureKeepsTheWorkersFailure) {
+  ScriptedRendezvous rdzv({round(0, {"node0", "node1"})});  // no second round
+  const auto run = runElastic(basePlan(3), rdzv, [&](const LaunchPlan&, int) { return failed(1); });
+  ASSERT_TRUE(run.failure.has_value());
+  EXPECT_EQ(run.failure->status.exitCode, 1);
+  EXPECT_EQ(run.exitCode, 1);
+}
+
+// Without a worker failure to report, the rendezvous error is the error.
+TEST(ElasticAgent, ARendezvousFailureWithNothingElseToReportIsThrown) {
+  ScriptedRendezvous rdzv({});
+  EXPECT_THROW(
+      runElastic(basePlan(3), rdzv,
+                 [&](const LaunchPlan&, int) { return outcome(AttemptOutcome::kSucceeded); }),
+      RendezvousFailed);
+}
+
 TEST(ElasticAgent, AnInterruptLeavesWithoutClosingTheJob) {
   ScriptedRendezvous rdzv({round(0, {"node0", "node1"})});
   auto interrupted = outcome(AttemptOutcome::kInterrupted);
