@@ -53,19 +53,15 @@ struct FlagValue {
   // --local-ranks-filter: a comma-separated list of local ranks.
   std::set<int> localRanks() const {
     std::set<int> ranks;
-    std::size_t start = 0;
-    while (true) {
-      const auto comma = text.find(',', start);
-      const FlagValue rank{text.substr(start, comma - start), origin};
-      const auto parsed = env::parseInteger(rank.text, 0, 65535);
+    for (const auto& item : env::splitList(text, ',')) {
+      const auto parsed = env::parseInteger(item, 0, 65535);
       if (!parsed.value) {
         fail("local ranks separated by commas, such as 0 or 0,1,2",
-             "'" + rank.text + "' (" + parsed.found + ")");
+             "'" + item + "' (" + parsed.found + ")");
       }
       ranks.insert(static_cast<int>(*parsed.value));
-      if (comma == std::string::npos) return ranks;
-      start = comma + 1;
     }
+    return ranks;
   }
   int integer(int min, int max) const {
     const auto parsed = env::parseInteger(text, min, max);
@@ -175,7 +171,7 @@ const std::vector<FlagSpec>& launchFlagSpecs() {
       {.name = "rdzv-id",
        .valueName = "ID",
        .variable = var::kPetRdzvId,
-       .defaultText = "none",
+       .defaultText = kDefaultRunId,
        .help = "c10d: the job's id; jobs with different ids on one endpoint never meet",
        .torchrun = kSupported},
       {.name = "rdzv-conf",
@@ -480,14 +476,28 @@ void readRendezvous(LaunchCommand& command, Read& read) {
   auto endpoint = read("rdzv-endpoint");
   if (endpoint && endpoint->text.empty()) endpoint.reset();
   if (auto v = read("rdzv-id"); v && !v->text.empty()) command.plan.runId = v->text;
-  if (auto v = read("monitor-interval")) {
-    const auto parsed = env::parseSeconds(v->text);
-    if (!parsed.value) v->fail(env::secondsExpectation(), parsed.found);
+  auto monitorInterval = read("monitor-interval");
+  if (monitorInterval) {
+    const auto parsed = env::parseSeconds(monitorInterval->text);
+    if (!parsed.value) monitorInterval->fail(env::secondsExpectation(), parsed.found);
     command.monitorInterval = *parsed.value;
   }
   auto conf = read("rdzv-conf");
   auto localAddr = read("local-addr");
   if (backend == "static") {
+    // Checked all the same (a typo is refused), then said to change nothing.
+    if (conf) {
+      RendezvousConfig unused;
+      parseRendezvousConf(conf->text, conf->origin, unused);
+    }
+    for (const auto* v : {&conf, &localAddr, &monitorInterval}) {
+      if (*v) {
+        command.ignoredFlags.push_back((*v)->origin + "=" + (*v)->text +
+                                       ": accepted and ignored: it only matters with "
+                                       "--rdzv-backend c10d (the static backend has no "
+                                       "rendezvous rounds)");
+      }
+    }
     // torchrun's static backend takes its master from the endpoint when there is one.
     if (endpoint && !command.plan.masterAddr) {
       RendezvousConfig parsed;

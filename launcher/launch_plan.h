@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "launcher/node_rendezvous.h"
 #include "launcher/worker_program.h"
 #include "runtime/env/cluster_env.h"
 #include "runtime/env/node_env.h"
@@ -35,7 +36,7 @@ struct LaunchFlags {
   std::optional<int> nnodes;
   std::optional<int> maxNodes;               // --nnodes MIN:MAX with MIN < MAX: nnodes is MIN
   std::string rendezvousBackend = "static";  // --rdzv-backend: static or c10d
-  std::string runId = "none";                // --rdzv-id
+  std::string runId = kDefaultRunId;         // --rdzv-id
   std::optional<int> nodeRank;
   std::optional<std::string> masterAddr;
   std::optional<int> masterPort;
@@ -73,8 +74,8 @@ struct LaunchPlan {
   // "static", or "c10d": nodeRank, nnodes and the master then come from each round of the
   // rendezvous (launcher/node_rendezvous.h), and so do the two below.
   std::string rendezvousBackend = "static";
-  std::string runId = "none";      // --rdzv-id: TORCHELASTIC_RUN_ID
-  std::string rendezvousEndpoint;  // c10d: host:port
+  std::string runId = kDefaultRunId;  // --rdzv-id: TORCHELASTIC_RUN_ID
+  std::string rendezvousEndpoint;     // c10d: host:port
   // A round's first global rank of this node and the round's world size: nodes may run
   // different numbers of workers. Unset (-1, 0): nodeRank x nprocPerNode, nnodes x nprocPerNode.
   int firstGlobalRank = -1;

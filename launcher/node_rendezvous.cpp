@@ -36,12 +36,7 @@ std::vector<std::string> parseRendezvousConf(const std::string& text, const std:
   static const std::set<std::string> kIgnoredKeys = {"timeout", "heartbeat_timeout", "store_type",
                                                      "cas_backoff_max_seconds", "use_agent_store"};
   std::vector<std::string> warnings;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    const auto comma = text.find(',', start);
-    const std::string item =
-        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    start = comma == std::string::npos ? text.size() + 1 : comma + 1;
+  for (const auto& item : env::splitList(text, ',')) {
     if (item.empty()) continue;
     const auto equals = item.find('=');
     if (equals == std::string::npos || equals == 0) {

@@ -12,6 +12,8 @@
 #include <filesystem>
 #include <system_error>
 
+#include "runtime/env/value_parser.h"
+
 namespace ddp::launcher {
 namespace {
 
@@ -89,9 +91,8 @@ std::optional<StreamSelection> parseStreamSelection(std::string_view text) {
     return selection;
   }
   if (text.empty()) return std::nullopt;
-  while (true) {
-    const auto comma = text.find(',');
-    const auto entry = text.substr(0, comma);
+  for (const auto& item : env::splitList(text, ',')) {
+    const std::string_view entry = item;
     const auto colon = entry.find(':');
     if (colon == std::string_view::npos || colon == 0 || colon > 4) return std::nullopt;
     const auto rankText = entry.substr(0, colon);
@@ -100,9 +101,8 @@ std::optional<StreamSelection> parseStreamSelection(std::string_view text) {
     if (!streams) return std::nullopt;
     const int localRank = std::stoi(std::string(rankText));
     if (!selection.perLocalRank.emplace(localRank, *streams).second) return std::nullopt;
-    if (comma == std::string_view::npos) return selection;
-    text.remove_prefix(comma + 1);
   }
+  return selection;
 }
 
 void writeAll(int fd, std::string_view data) {

@@ -54,9 +54,6 @@ struct StreamSelection {
 // Parses torchrun's syntax; nullopt when `text` is neither a value nor a map.
 std::optional<StreamSelection> parseStreamSelection(std::string_view text);
 
-// torchrun's --rdzv-id default: the run directory under --log-dir is "<run id>_<random>".
-inline constexpr const char* kDefaultRunId = "none";
-
 struct OutputOptions {
   // "" = no files. Otherwise the run's log directory (makeRunLogDir), and each attempt
   // writes <runLogDir>/attempt_<k>/<local_rank>/{stdout,stderr}.log.
@@ -88,8 +85,9 @@ class OutputRouter {
   static constexpr std::size_t kRankTagSearchBytes = 64;
 
   // Creates <runLogDir>/attempt_<attempt>/<local_rank>/ for each of `localWorldSize`
-  // workers (an attempt's directory left by an earlier run is emptied first, as torchrun
-  // does). Throws std::system_error when it cannot.
+  // workers. The same attempt number comes again only for an elastic round after a
+  // membership change: its logs are appended to, and only a stale error.json is removed.
+  // Throws std::system_error when it cannot.
   OutputRouter(OutputOptions options, int attempt, int localWorldSize);
   ~OutputRouter();
 

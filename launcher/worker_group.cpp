@@ -212,6 +212,7 @@ class Attempt {
     nextMonitorCheck_ = Clock::now() + monitor_->interval;
     const std::string reason = monitor_->check();
     if (reason.empty()) return;
+    router_.endLiveLine();
     log::warn("launcher", "membership changed: {}; stopping the workers to re-form the group",
               reason);
     result_.outcome = AttemptOutcome::kMembershipChanged;

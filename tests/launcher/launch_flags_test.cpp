@@ -231,6 +231,27 @@ TEST(LaunchFlagsTest, IgnoredFlagsAreReportedAndRefusedOnesAreErrors) {
             std::string::npos);
 }
 
+// The rendezvous settings of the c10d backend were dropped without a word under the static
+// one, and a misspelt --rdzv-conf key there went unnoticed.
+TEST(LaunchFlagsTest, RendezvousSettingsUnderTheStaticBackendAreCheckedAndSaidToBeIgnored) {
+  const auto command =
+      readLaunchCommand({{"local-addr", "10.0.0.5"}, {"rdzv-conf", "join_timeout=5"}},
+                        {{"PET_MONITOR_INTERVAL", "1"}});
+  ASSERT_EQ(command.ignoredFlags.size(), 3u);
+  EXPECT_EQ(command.ignoredFlags[0],
+            "--rdzv-conf=join_timeout=5: accepted and ignored: it only matters with "
+            "--rdzv-backend c10d (the static backend has no rendezvous rounds)");
+  EXPECT_EQ(command.ignoredFlags[1].substr(0, 43), "--local-addr=10.0.0.5: accepted and ignored");
+  EXPECT_EQ(command.ignoredFlags[2].substr(0, 45), "PET_MONITOR_INTERVAL=1: accepted and ignored:");
+  EXPECT_NE(launchErrorOf({{"rdzv-conf", "join_timout=5"}}, {}).find("join_timout"),
+            std::string::npos);
+  EXPECT_TRUE(readLaunchCommand({{"rdzv-backend", "c10d"},
+                                 {"rdzv-endpoint", "127.0.0.1:29400"},
+                                 {"local-addr", "127.0.0.1"}},
+                                {})
+                  .ignoredFlags.empty());
+}
+
 TEST(LaunchFlagsTest, ShutdownTimeoutIsTorchrunsNameForTheGracePeriod) {
   EXPECT_EQ(readLaunchCommand({}, {}).gracePeriodSeconds, 30);
   EXPECT_EQ(readLaunchCommand({{"shutdown-timeout", "7"}}, {}).gracePeriodSeconds, 7);
