@@ -1,5 +1,7 @@
 #include "runtime/train/trainer.h"
 
+#include <unistd.h>
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -29,8 +31,13 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 std::atomic<int> gStopSignal{0};
+std::atomic<bool> gStopIsGraceful{false};  // a GracefulStop exists
 
-extern "C" void onStopSignal(int signal) { gStopSignal.store(signal); }
+// Note [Stopping on a signal]. Only async-signal-safe calls here (_exit, lock-free atomics).
+extern "C" void onStopSignal(int signal) {
+  if (!gStopIsGraceful.load()) _exit(128 + signal);
+  gStopSignal.store(signal);
+}
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
@@ -273,6 +280,10 @@ void installStopSignalHandlers() {
 }
 
 int stopSignalReceived() { return gStopSignal.load(); }
+
+GracefulStop::GracefulStop() { gStopIsGraceful.store(true); }
+// A signal that came inside stays recorded: the caller is stopping because of it.
+GracefulStop::~GracefulStop() { gStopIsGraceful.store(false); }
 
 Trainer::Trainer(Distributed& dist, TrainableModel model, TrainerOptions options,
                  Objective objective)
@@ -554,6 +565,7 @@ void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
 
   std::int64_t runSteps = 0;
   const auto loopStart = Clock::now();
+  const GracefulStop graceful;  // until the final checkpoint and evaluation are done
   while (run.step < run.totalSteps) {
     const double lr = learningRate(o.schedule, o.optimizer.lr, run.step, run.totalSteps);
     setLearningRate(*run.optimizer, lr);

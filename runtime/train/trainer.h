@@ -25,9 +25,14 @@
 // step, the batch is consumed.
 //
 // Note [Stopping on a signal]
-// SIGTERM/SIGINT set a flag. Every step, each rank contributes its flag to an
-// allreduce(MAX) that is waited for one step later (it overlaps that step's compute);
-// all ranks so stop after the same step, checkpoint, and report the signal.
+// Inside the training loop (a GracefulStop in scope: Trainer::fit holds one) SIGTERM/SIGINT
+// set a flag. Every step, each rank contributes its flag to an allreduce(MAX) that is
+// waited for one step later (it overlaps that step's compute); all ranks so stop after the
+// same step, checkpoint, and report the signal. Outside it (the rendezvous, the group's
+// setup, restoring a checkpoint) nobody would read the flag until a timeout, minutes away,
+// and there is nothing to save: the process ends at once with 128 + signal (143, 130).
+// A second signal inside the loop changes nothing: under mpirun a Ctrl-C reaches the ranks
+// both from the terminal and from mpirun (ddprun kills its workers on a second Ctrl-C).
 #pragma once
 
 #include <cstdint>
@@ -177,5 +182,15 @@ class Trainer {
 // returns the signal received so far, 0 if none.
 void installStopSignalHandlers();
 int stopSignalReceived();
+
+// While one exists, a stop signal is only recorded for stopSignalReceived(): a loop of the
+// user's own that polls it holds one (Note [Stopping on a signal]). Not nested.
+class GracefulStop {
+ public:
+  GracefulStop();
+  ~GracefulStop();
+  GracefulStop(const GracefulStop&) = delete;
+  GracefulStop& operator=(const GracefulStop&) = delete;
+};
 
 }  // namespace ddp::train

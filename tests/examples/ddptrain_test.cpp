@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <zlib.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -352,6 +353,24 @@ TEST_F(DdptrainTest, RankThatNeverStartsIsNamedWithinTheRendezvousTimeout) {
                              "the ranks that did not join)"),
             std::string::npos);
   EXPECT_EQ(master->wait(60s).exitCode, 200);
+}
+
+// Note [Stopping on a signal]: before the training loop nobody reads the stop flag, so a
+// rank waiting for a peer that never comes ignored SIGTERM/SIGINT until the rendezvous
+// timeout, then exited 200. It ends at once with 143/130 now.
+TEST_F(DdptrainTest, ASignalDuringTheRendezvousEndsTheRankAtOnce) {
+  for (const int signal : {SIGTERM, SIGINT}) {
+    SCOPED_TRACE(strsignal(signal));
+    const auto port = std::to_string(findFreePort());
+    auto master = startRank({"--model", "mlp", "--data", "synthetic"}, 0, 2, port,
+                            {{"DDPRUN_RDZV_TIMEOUT", "120"}});
+    std::this_thread::sleep_for(1500ms);  // waiting for rank 1, which never comes
+    const auto start = std::chrono::steady_clock::now();
+    kill(master->pid(), signal);
+    const auto result = master->wait(60s);
+    EXPECT_EQ(result.exitCode, 128 + signal) << result.output;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 5s) << result.output;
+  }
 }
 
 TEST_F(DdptrainTest, BadConfigurationExitsWithTheUsageCode) {
