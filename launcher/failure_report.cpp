@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/error.h"
+
 namespace ddp::launcher {
 namespace {
 
@@ -58,6 +60,9 @@ std::string failureReportJson(const WorkerFailure& failure, const LaunchPlan& pl
   report["maxRestarts"] = plan.maxRestarts;
   report["launcherExitCode"] = launcherExitCode;
   report["timestamp"] = isoTime(failure.time);
+  report["error"] = nullptr;
+  if (!failure.message.empty()) report["error"] = failure.message;
+  report["consequences"] = failure.consequences;
   report["lastLines"] = failure.lastLines;
   return report.dump(2) + "\n";
 }
@@ -66,6 +71,10 @@ std::string failureReportText(const WorkerFailure& failure, int launcherExitCode
   std::string text = "ddprun: " + message(failure) + " (restart " +
                      std::to_string(failure.restartCount) + "); ddprun exits " +
                      std::to_string(launcherExitCode) + "\n";
+  if (!failure.message.empty()) text += "ddprun: its error: " + failure.message + "\n";
+  for (const auto& consequence : failure.consequences) {
+    text += "ddprun: then (a consequence) " + consequence + "\n";
+  }
   if (failure.lastLines.empty()) {
     text += "ddprun: rank " + std::to_string(failure.globalRank) + " printed nothing\n";
     return text;
@@ -73,6 +82,45 @@ std::string failureReportText(const WorkerFailure& failure, int launcherExitCode
   text += "ddprun: last lines of rank " + std::to_string(failure.globalRank) + ":\n";
   for (const auto& line : failure.lastLines) text += "    " + line + "\n";
   return text;
+}
+
+std::optional<WorkerErrorRecord> readWorkerErrorFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  const auto data = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!data.is_object() || !data.contains("message")) return std::nullopt;
+  const auto& outer = data["message"];
+  WorkerErrorRecord record;
+  const nlohmann::json* extra = nullptr;
+  if (outer.is_string()) {
+    record.message = outer.get<std::string>();
+  } else if (outer.is_object() && outer.contains("message") && outer["message"].is_string()) {
+    record.message = outer["message"].get<std::string>();
+    if (outer.contains("extraInfo") && outer["extraInfo"].is_object()) extra = &outer["extraInfo"];
+  } else {
+    return std::nullopt;
+  }
+  auto integer = [&](const char* key) -> std::optional<std::int64_t> {
+    if (!extra || !extra->contains(key)) return std::nullopt;
+    const auto& value = (*extra)[key];
+    if (value.is_number_integer()) return value.get<std::int64_t>();
+    if (!value.is_string()) return std::nullopt;
+    try {
+      return std::stoll(value.get<std::string>());
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  };
+  if (const auto ns = integer("ddprun_time_ns")) {
+    record.timeNs = *ns;
+  } else if (const auto seconds = integer("timestamp")) {
+    record.timeNs = *seconds * 1'000'000'000;
+  }
+  record.peerLoss =
+      extra && extra->contains("ddprun_peer_loss") && (*extra)["ddprun_peer_loss"].is_boolean()
+          ? (*extra)["ddprun_peer_loss"].get<bool>()
+          : textSaysPeerLost(record.message);
+  return record;
 }
 
 std::string writeErrorFile(const std::string& path, const std::string& json) {

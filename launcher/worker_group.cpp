@@ -6,8 +6,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
+#include "launcher/failure_report.h"
 #include "runtime/exit_codes.h"
 #include "runtime/log/logging.h"
 
@@ -42,6 +45,9 @@ class Attempt {
         monitor_(monitor),
         router_(outputOptionsOf(spec), restartCount, spec.plan.nprocPerNode) {}
 
+  Attempt(const Attempt&) = delete;
+  Attempt& operator=(const Attempt&) = delete;
+
   AttemptResult run() {
     startAll();
     while (!finished()) {
@@ -54,7 +60,15 @@ class Attempt {
       signalProcessGroup(w.pid, SIGKILL);
       guardian_.forget(w.pid);
     }
+    nameTheCulprit();
     return result_;
+  }
+
+  ~Attempt() {
+    if (!ownErrorDir_.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(ownErrorDir_, ignored);
+    }
   }
 
  private:
@@ -68,7 +82,22 @@ class Attempt {
   void startAll() {
     auto envOptions = spec_.env;
     envOptions.restartCount = restartCount_;
+    // Every worker gets an error file (Note [The error file]): in the log layout when there
+    // is one, else in a directory of this attempt's own, removed at its end.
     envOptions.attemptLogDir = router_.attemptLogDir();
+    if (envOptions.attemptLogDir.empty()) {
+      std::string pattern =
+          (std::filesystem::temp_directory_path() / "ddprun-errors-XXXXXX").string();
+      if (mkdtemp(pattern.data()) != nullptr) {
+        ownErrorDir_ = pattern;
+        for (int local = 0; local < spec_.plan.nprocPerNode; ++local) {
+          std::filesystem::create_directories(std::filesystem::path(pattern) /
+                                              std::to_string(local));
+        }
+        envOptions.attemptLogDir = ownErrorDir_;
+      }
+    }
+    errorFileDir_ = envOptions.attemptLogDir;
     std::string pids;
     for (int local = 0; local < spec_.plan.nprocPerNode; ++local) {
       Worker w;
@@ -86,7 +115,48 @@ class Attempt {
     }
     log::info("launcher", "started ranks={}..{} pids={} restart_count={}{}",
               workers_.front().globalRank, workers_.back().globalRank, pids, restartCount_,
-              envOptions.attemptLogDir.empty() ? "" : " logs=" + envOptions.attemptLogDir);
+              router_.attemptLogDir().empty() ? "" : " logs=" + router_.attemptLogDir());
+  }
+
+  // Note [The error file] in runtime/distributed.h: of the workers that failed, the one
+  // whose own error came first is the culprit, not the one reaped first; the others' errors
+  // that only say a peer went away are its consequences.
+  void nameTheCulprit() {
+    if (result_.outcome != AttemptOutcome::kWorkerFailed || !result_.failure) return;
+    if (errorFileDir_.empty()) return;
+    std::vector<std::pair<const Worker*, WorkerErrorRecord>> reported;
+    for (const auto& w : workers_) {
+      if (w.status.succeeded()) continue;
+      const auto path =
+          std::filesystem::path(errorFileDir_) / std::to_string(w.localRank) / "error.json";
+      if (auto record = readWorkerErrorFile(path.string())) reported.emplace_back(&w, *record);
+    }
+    const std::pair<const Worker*, WorkerErrorRecord>* culprit = nullptr;
+    for (const auto& entry : reported) {
+      if (entry.second.peerLoss) continue;
+      if (!culprit || entry.second.timeNs < culprit->second.timeNs) culprit = &entry;
+    }
+    auto& failure = *result_.failure;
+    if (culprit && culprit->first->globalRank != failure.globalRank) {
+      const Worker& w = *culprit->first;
+      log::info("launcher",
+                "rank={} failed first by the workers' error files ({}); rank={} was reaped "
+                "first",
+                w.globalRank, w.status.describe(), failure.globalRank);
+      failure.globalRank = w.globalRank;
+      failure.localRank = w.localRank;
+      failure.pid = w.pid;
+      failure.status = w.status;
+      failure.lastLines = router_.lastLines(w.localRank);
+    }
+    for (const auto& [w, record] : reported) {
+      if (w->globalRank == failure.globalRank) {
+        failure.message = record.message;
+      } else {
+        failure.consequences.push_back("rank " + std::to_string(w->globalRank) + ": " +
+                                       record.message);
+      }
+    }
   }
 
   bool anyRunning() const {
@@ -339,6 +409,8 @@ class Attempt {
   bool killed_ = false;
   Clock::time_point killDeadline_;
   std::optional<Clock::time_point> drainDeadline_;
+  std::string errorFileDir_;  // <dir>/<local rank>/error.json: TORCHELASTIC_ERROR_FILE
+  std::string ownErrorDir_;   // a temporary errorFileDir_ (no --log-dir), removed at the end
 };
 
 }  // namespace

@@ -67,6 +67,11 @@ struct WorkerFailure {
   int restartCount = 0;
   std::vector<std::string> lastLines;
   std::chrono::system_clock::time_point time;
+  // Its own words, from its error file (Note [The error file] in runtime/distributed.h);
+  // empty when it wrote none.
+  std::string message;
+  // The other ranks of the attempt that failed after it, "rank N: <their message>".
+  std::vector<std::string> consequences;
 };
 
 // kMembershipChanged: the monitor (c10d rendezvous) said the group must re-form; the workers

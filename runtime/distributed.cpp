@@ -1,15 +1,22 @@
 #include "runtime/distributed.h"
 
+#include <cxxabi.h>
+
 #include <chrono>
+#include <cstdlib>
+#include <exception>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 #include <c10/util/Backtrace.h>
 #include <c10/util/Logging.h>
 #include <fmt/format.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "runtime/config.h"
 #include "runtime/env/value_parser.h"
@@ -139,6 +146,14 @@ comm::Backend resolveBackend(const std::string& name) {
   throw ConfigError(fmt::format("unknown backend '{}': expected gloo, nccl or auto", name));
 }
 
+Distributed::~Distributed() {
+  // Note [Leaving a failed group]. Only while unwinding: a normal end shuts down cleanly.
+  if (std::uncaught_exceptions() > 0 && group) {
+    log::debug("init", "event=group_left_to_exit (unwinding after an error)");
+    static_cast<void>(group.release());
+  }
+}
+
 Distributed init(const InitOptions& options) {
   installBacktraceFetcher();  // Note [C10 backtraces]
   const env::EnvMap environment = options.environment.value_or(env::currentEnvironment());
@@ -199,6 +214,41 @@ Distributed init(const InitOptions& options) {
       d.env.worldSize,
       std::chrono::duration<double>(std::chrono::steady_clock::now() - groupStart).count());
   return d;
+}
+
+bool isPeerLoss(const std::exception& error) {
+  if (dynamic_cast<const c10::DistNetworkError*>(&error) != nullptr) return true;
+  // Gloo's IoException crosses ProcessGroupGloo as it is; its header is not in the wheel.
+  const std::string type = typeid(error).name();
+  if (type.find("gloo") != std::string::npos && type.find("IoException") != std::string::npos) {
+    return true;
+  }
+  return textSaysPeerLost(error.what());
+}
+
+void writeErrorFile(const std::exception& error) {
+  try {
+    const auto path = env::lookup(env::currentEnvironment(), env::var::kTorchelasticErrorFile);
+    if (!path || path->empty()) return;
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    int status = 0;
+    char* demangled = abi::__cxa_demangle(typeid(error).name(), nullptr, nullptr, &status);
+    const std::string type = status == 0 && demangled ? demangled : typeid(error).name();
+    std::free(demangled);
+    nlohmann::json extra = {
+        {"py_callstack", ""},
+        {"timestamp",
+         std::to_string(std::chrono::duration_cast<std::chrono::seconds>(now).count())},
+        {"ddprun_time_ns",
+         std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count())},
+        {"ddprun_peer_loss", isPeerLoss(error)}};
+    const nlohmann::json record = {
+        {"message", {{"message", type + ": " + errorMessage(error)}, {"extraInfo", extra}}}};
+    std::ofstream out(*path, std::ios::trunc);
+    out << record.dump() << "\n";
+  } catch (...) {
+    // On the way out with an error already: the exit code and stderr still tell it.
+  }
 }
 
 std::string errorMessage(const std::exception& error) {

@@ -51,7 +51,18 @@ struct InitOptions {
   std::optional<env::EnvMap> environment;
 };
 
+// Note [Leaving a failed group]: a Distributed destroyed while an exception unwinds leaves
+// its process group to the process's exit instead of destroying it. ProcessGroupGloo's
+// destructor joins its worker threads, and after a lost peer one of them may be blocked in
+// a receive from a rank that is itself stuck: the survivor then hung in the unwinding
+// until the collective timeout (30 min by default) instead of exiting with its error.
+// Gloo has no abort for a whole group (NCCL has; with it too, exiting is what is left).
 struct Distributed {
+  Distributed() = default;
+  Distributed(Distributed&&) = default;
+  Distributed& operator=(Distributed&&) = default;
+  ~Distributed();
+
   env::ClusterEnv env;          // as the environment gave it, never changed
   rendezvous::Endpoint master;  // where rank 0's store turned out to be
   comm::Backend backend = comm::Backend::kGloo;
@@ -77,5 +88,23 @@ comm::Backend resolveBackend(const std::string& name);
 // DDPRUN_LOG_LEVEL=debug), which keeps it. Everything that shows an error to a user (a
 // program's last line, a log line, the run journal) goes through here.
 std::string errorMessage(const std::exception& error);
+
+// Whether `error` says a peer went away rather than what went wrong here: a connection
+// closed or reset by a peer, a collective that timed out waiting for one (c10's
+// DistNetworkError, Gloo's IoException). Such a rank's failure is a consequence of
+// another's (Note [The error file]).
+bool isPeerLoss(const std::exception& error);
+
+// Note [The error file]
+// ~~~~~~~~~~~~~~~~~~~~~
+// A failing program writes its error where TORCHELASTIC_ERROR_FILE says (ddprun and torchrun
+// set it for each worker), in torchelastic's format, which ddprun and torchrun both read:
+//   {"message": {"message": "<type>: <what>", "extraInfo": {"py_callstack": "",
+//    "timestamp": "<unix seconds>", "ddprun_time_ns": "<unix ns>", "ddprun_peer_loss": b}}}
+// The launcher names as the culprit the failure that came first and is not a peer loss:
+// when rank 0 cannot write its checkpoint, rank 1's "Connection closed by peer" that
+// follows is listed as a consequence, whichever process the launcher reaped first.
+// Does nothing without the variable; never throws (it runs on the way out).
+void writeErrorFile(const std::exception& error);
 
 }  // namespace ddp

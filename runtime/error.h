@@ -35,6 +35,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "runtime/exit_codes.h"
 
@@ -70,6 +71,18 @@ class ConfigError : public PermanentError {
  public:
   using PermanentError::PermanentError;
 };
+
+// Whether an error's text says a peer went away (a connection closed or reset by it, a wait
+// for it that timed out, as Gloo and c10d word it): the failure is a consequence of
+// another rank's (Note [The error file] in runtime/distributed.h). The launcher reads it
+// in a worker's error file, where only the text crossed.
+inline bool textSaysPeerLost(std::string_view what) noexcept {
+  for (std::string_view sign : {"Connection closed by peer", "Connection reset by peer",
+                                "Timed out waiting", "Broken pipe"}) {
+    if (what.find(sign) != std::string_view::npos) return true;
+  }
+  return false;
+}
 
 // The exit code for an error that ends a process (Note [Two error families]).
 inline int exitCodeFor(const std::exception& error) noexcept {

@@ -324,6 +324,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     // Bad arguments, environment or data (permanent), rendezvous or a lost peer (transient).
     std::cerr << "custom_loop: " << ddp::errorMessage(e) << std::endl;
+    ddp::writeErrorFile(e);  // for ddprun's failure report (Note [The error file])
     return ddp::exitCodeFor(e);
   }
 }

@@ -119,6 +119,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     // Note [Two error families]: the family decides permanent (2) or transient (200).
     std::cerr << "ddptrain: " << ddp::errorMessage(e) << std::endl;
+    ddp::writeErrorFile(e);  // Note [The error file]: the launcher names the culprit from it
     return ddp::exitCodeFor(e);
   }
 }

@@ -630,6 +630,43 @@ TEST(OutputTest, APythonWorkersRecordWritesItsErrorJsonInTheLayout) {
 
 // --- failures, teardown, restarts ----------------------------------------------------------
 
+// Note [The error file]: rank 0 cannot write its checkpoint and fails; rank 1 then loses
+// its peer and is reaped first. The report named rank 1's "Connection closed by peer"; it
+// names rank 0's own error now, with rank 1's as a consequence, with or without --log-dir.
+TEST(FailureTest, TheCulpritIsTheRankWhoseOwnErrorCameFirstNotTheFirstReaped) {
+  const std::string errorJson =
+      "printf '{\"message\": {\"message\": \"%s\", \"extraInfo\": {\"timestamp\": \"%s\", "
+      "\"ddprun_time_ns\": \"%s\"}}}' \"$1\" $(date +%s) $(date +%s%N) > "
+      "\"$TORCHELASTIC_ERROR_FILE\"";
+  const std::string script =
+      "report() { " + errorJson +
+      "; }; "
+      "if [ \"$RANK\" = 0 ]; then trap 'exit 200' TERM; "
+      "report 'CheckpointError: No space left on device'; "
+      "while true; do sleep 0.05; done; fi; "
+      "sleep 0.5; report 'DistNetworkError: Connection closed by peer'; exit 200";
+  for (const bool withLogDir : {false, true}) {
+    SCOPED_TRACE(withLogDir ? "--log-dir" : "no --log-dir");
+    TempDir dir;
+    Args args{"--nproc-per-node", "2", "--error-file", dir / "error.json"};
+    if (withLogDir) args.insert(args.end(), {"--log-dir", dir / "logs"});
+    args.insert(args.end(), {"--", "/bin/sh", "-c", script});
+    auto result = runDdprun(args);
+    SCOPED_TRACE(result.output);
+    EXPECT_EQ(result.exitCode, 200);
+    EXPECT_NE(result.output.find("ddprun: rank 0 (local rank 0, pid"), std::string::npos);
+    EXPECT_NE(result.output.find("ddprun: its error: CheckpointError: No space left on device"),
+              std::string::npos);
+    EXPECT_NE(result.output.find("ddprun: then (a consequence) rank 1: DistNetworkError: "
+                                 "Connection closed by peer"),
+              std::string::npos);
+    const auto report = nlohmann::json::parse(readFile(dir / "error.json"));
+    EXPECT_EQ(report["rank"], 0);
+    EXPECT_EQ(report["error"], "CheckpointError: No space left on device");
+    EXPECT_EQ(report["consequences"].size(), 1u);
+  }
+}
+
 TEST(FailureTest, FirstFailureTearsDownTheOthersAndIsReported) {
   TempDir dir;
   const auto start = std::chrono::steady_clock::now();

@@ -98,6 +98,25 @@ TEST(DistributedTest, WorkerStartedBeforeMasterStillJoins) {
   EXPECT_NE(workerResult.output.find("nothing listens on the port yet"), std::string::npos);
 }
 
+// Note [Leaving a failed group]: the 8-rank teardown hang in small. A rank fails while one
+// of its Gloo threads waits for a live but stuck peer; destroying the group would join that
+// thread, blocked until the collective timeout (60 s here, 30 min by default).
+TEST(DistributedTest, ARankThatFailsLeavesWhileAGlooThreadIsStillBlocked) {
+  const auto port = std::to_string(findFreePort());
+  auto env0 = rankEnv(0, 2, port);
+  auto env1 = rankEnv(1, 2, port);
+  env0["DDPRUN_COLLECTIVE_TIMEOUT"] = env1["DDPRUN_COLLECTIVE_TIMEOUT"] = "60";
+  ChildProcess stuck({worker(), "gloo", "blocked_collective_error"}, env1);
+  const auto start = std::chrono::steady_clock::now();
+  ChildProcess failing({worker(), "gloo", "blocked_collective_error"}, env0);
+  auto result = failing.wait(90s);
+  const auto elapsed = std::chrono::steady_clock::now() - start;
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 200);
+  EXPECT_NE(result.output.find("rank 0 leaves: a peer was lost"), std::string::npos);
+  EXPECT_LT(elapsed, 20s) << "it waited for its blocked Gloo thread";
+}
+
 TEST(DistributedTest, MasterThatNeverAppearsFailsWithinTimeoutPlusTwoSeconds) {
   const auto port = std::to_string(findFreePort());
   auto env = rankEnv(1, 2, port);

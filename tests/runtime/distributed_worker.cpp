@@ -2,8 +2,13 @@
 // under mpirun, or beside a Python peer): ddp::init() from the environment, then every
 // collective is checked value by value. Exit 0 = every value as expected; an init
 // error exits with ddp::exitCodeFor(). argv[1]: the backend (default auto).
+// argv[2] = blocked_collective_error: rank 0 starts an allreduce that rank 1 never joins
+// (rank 1 stays alive, as a rank stuck on a dead third one), then fails while it is in
+// flight; it must leave at once (Note [Leaving a failed group]), exit 200.
+#include <chrono>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
@@ -24,11 +29,31 @@ void expectEqual(const std::string& what, const torch::Tensor& got, const torch:
   }
 }
 
+int failWithABlockedCollective(const ddp::InitOptions& options) {
+  try {
+    auto d = ddp::init(options);
+    if (d.rank() != 0) {
+      std::this_thread::sleep_for(std::chrono::seconds(60));  // alive, never joins
+      return 0;
+    }
+    std::vector<torch::Tensor> tensors{torch::ones({16})};
+    auto pending = d.group->allreduce(tensors);  // a Gloo thread now waits for rank 1
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    throw ddp::TransientError("a peer was lost");
+  } catch (const std::exception& e) {
+    std::cerr << "rank 0 leaves: " << e.what() << std::endl;
+    return ddp::exitCodeFor(e);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   ddp::InitOptions options;
   if (argc > 1) options.backend = argv[1];
+  if (argc > 2 && std::string(argv[2]) == "blocked_collective_error") {
+    return failWithABlockedCollective(options);
+  }
   ddp::Distributed d;
   try {
     d = ddp::init(options);
