@@ -20,6 +20,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,9 @@ STEPS = 30
 
 
 class MpiJobLoopbackTest(unittest.TestCase):
-    def test_launcher_command_trains_and_checkpoints(self):
+    def run_setup(self, config_changes: dict) -> tuple[list[str], dict, pathlib.Path, str, int]:
+        """The launcher's command and env mapped to this machine: (argv, env, checkpoint
+        volume, job name, ranks)."""
         job = k8s_jobs.load_job(REPO, "mpijob.yaml")
         name = job["metadata"]["name"]
         launcher, cluster_hostfile = k8s_jobs.mpijob_launcher(job)
@@ -49,10 +52,11 @@ class MpiJobLoopbackTest(unittest.TestCase):
         self.assertEqual(len(cluster_hostfile.splitlines()), int(job["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"]))
 
         tmp = pathlib.Path(tempfile.mkdtemp(prefix="ddprun-mpijob-"))
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
         (tmp / "hostfile").write_text(f"localhost slots={ranks}\n")
         config = yaml.safe_load((REPO / "docker/ddptrain.yaml").read_text())
-        config.update({"data-dir": "/usr/share/datasets/fashion-mnist", "max-steps": STEPS, "log-every": 10,
-                       "eval-batch-size": 2000})
+        config.update({"data-dir": "/usr/share/datasets/fashion-mnist", "eval-batch-size": 2000})
+        config.update(config_changes)
         (tmp / "ddptrain.yaml").write_text(yaml.safe_dump(config))
         volume = tmp / "checkpoints"
         volume.mkdir()
@@ -66,6 +70,10 @@ class MpiJobLoopbackTest(unittest.TestCase):
         if os.geteuid() == 0:
             env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
         print(" ".join(argv), flush=True)
+        return argv, env, volume, name, ranks
+
+    def test_launcher_command_trains_and_checkpoints(self):
+        argv, env, volume, name, ranks = self.run_setup({"max-steps": STEPS, "log-every": 10})
         t0 = time.monotonic()
         out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
         print(f"mpirun exited {out.returncode} after {time.monotonic() - t0:.1f} s")
@@ -80,7 +88,55 @@ class MpiJobLoopbackTest(unittest.TestCase):
         self.assertTrue(ckpt.exists(), sorted(p.name for p in (volume / name).iterdir()))
         manifest = json.loads(ckpt.with_name(ckpt.name + ".json").read_text())
         self.assertEqual((manifest["step"], manifest["bytes"]), (STEPS, ckpt.stat().st_size))
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_sigterm_to_mpirun_leaves_rank_zeros_checkpoint(self):
+        """A deleted launcher pod: SIGTERM to mpirun mid-run. Open MPI 4.1 sends the ranks
+        SIGCONT, waits odls_base_sigkill_timeout, sends SIGTERM, waits as long, then
+        SIGKILL; the ranks stop one step after SIGTERM (Note [Stopping on a signal]) and
+        rank 0 writes a checkpoint. The default timeout, 1 s, cut that off. The manifest's
+        value must leave time for it and fit twice in the grace period; here it runs at 5 s,
+        to be quick, with steps of about half a second."""
+        job = k8s_jobs.load_job(REPO, "mpijob.yaml")
+        launcher_spec = job["spec"]["mpiReplicaSpecs"]["Launcher"]["template"]["spec"]
+        argv_in_manifest = launcher_spec["containers"][0]["command"] + launcher_spec["containers"][0]["args"]
+        options, _ = k8s_jobs.split_mpirun(argv_in_manifest)
+        mca = {options[i + 1]: options[i + 2] for i, a in enumerate(options) if a == "--mca"}
+        timeout = int(mca.get("odls_base_sigkill_timeout", "1"))
+        self.assertGreaterEqual(timeout, 10, "rank 0 needs time to finish its step and checkpoint")
+        self.assertLessEqual(2 * timeout + 30, int(launcher_spec["terminationGracePeriodSeconds"]),
+                             "mpirun must end inside the pod's grace period")
+
+        argv, env, volume, name, _ = self.run_setup(
+            {"max-steps": 100000, "batch-size": 512, "log-every": 1, "checkpoint-every": 100000})
+        at = argv.index("odls_base_sigkill_timeout")
+        argv[at + 1] = "5"
+        log_path = volume.parent / "mpirun.log"
+        with open(log_path, "w") as log_file:
+            mpirun = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while "step=2/" not in log_path.read_text() and time.monotonic() < deadline:
+                self.assertIsNone(mpirun.poll(), log_path.read_text()[-4000:])
+                time.sleep(0.2)
+            self.assertIn("step=2/", log_path.read_text())
+            mpirun.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            mpirun.wait(timeout=120)
+            print(f"mpirun exited {mpirun.returncode} {time.monotonic() - t0:.1f} s after SIGTERM")
+        finally:
+            if mpirun.poll() is None:
+                mpirun.kill()
+                mpirun.wait()
+        log = log_path.read_text()
+        print("\n".join(log.splitlines()[-8:]))
+        self.assertIn("event=stopping", log)
+        saved = sorted((volume / name).glob("checkpoint-*.pt"))
+        self.assertTrue(saved, f"no checkpoint after SIGTERM: {log[-4000:]}")
+        manifest = json.loads(saved[-1].with_name(saved[-1].name + ".json").read_text())
+        self.assertGreaterEqual(manifest["step"], 2)
+        self.assertEqual(manifest["bytes"], saved[-1].stat().st_size)
+        left = subprocess.run(["pgrep", "-f", str(volume)], capture_output=True, text=True).stdout.split()
+        self.assertEqual(left, [], "processes left behind")
 
 
 if __name__ == "__main__":
