@@ -131,12 +131,18 @@ class Attempt {
           std::filesystem::path(errorFileDir_) / std::to_string(w.localRank) / "error.json";
       if (auto record = readWorkerErrorFile(path.string())) reported.emplace_back(&w, *record);
     }
+    auto& failure = *result_.failure;
+    // Only a first failure that says it lost a peer gives way: one killed by a signal, or
+    // silent, may well be the cause of the others' errors.
+    const bool firstLostAPeer =
+        std::any_of(reported.begin(), reported.end(), [&](const auto& entry) {
+          return entry.first->globalRank == failure.globalRank && entry.second.peerLoss;
+        });
     const std::pair<const Worker*, WorkerErrorRecord>* culprit = nullptr;
     for (const auto& entry : reported) {
-      if (entry.second.peerLoss) continue;
+      if (!firstLostAPeer || entry.second.peerLoss) continue;
       if (!culprit || entry.second.timeNs < culprit->second.timeNs) culprit = &entry;
     }
-    auto& failure = *result_.failure;
     if (culprit && culprit->first->globalRank != failure.globalRank) {
       const Worker& w = *culprit->first;
       log::info("launcher",

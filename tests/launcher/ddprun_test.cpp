@@ -667,6 +667,25 @@ TEST(FailureTest, TheCulpritIsTheRankWhoseOwnErrorCameFirstNotTheFirstReaped) {
   }
 }
 
+// A rank killed by a signal writes no error file; what the others then write does not make
+// them the culprit.
+TEST(FailureTest, ARankKilledFirstStaysTheCulpritWhateverTheOthersWrite) {
+  TempDir dir;
+  const std::string script =
+      "if [ \"$RANK\" = 0 ]; then trap 'printf \"{\\\"message\\\": \\\"RuntimeError: "
+      "stopped\\\"}\" "
+      "> \"$TORCHELASTIC_ERROR_FILE\"; exit 200' TERM; while true; do sleep 0.05; done; fi; "
+      "sleep 0.3; kill -KILL $$";
+  auto result = runDdprun(
+      {"--nproc-per-node", "2", "--error-file", dir / "error.json", "--", "/bin/sh", "-c", script});
+  SCOPED_TRACE(result.output);
+  EXPECT_EQ(result.exitCode, 137);
+  const auto report = nlohmann::json::parse(readFile(dir / "error.json"));
+  EXPECT_EQ(report["rank"], 1);
+  EXPECT_EQ(report["signal"], 9);
+  EXPECT_EQ(report["consequences"], nlohmann::json::array({"rank 0: RuntimeError: stopped"}));
+}
+
 TEST(FailureTest, FirstFailureTearsDownTheOthersAndIsReported) {
   TempDir dir;
   const auto start = std::chrono::steady_clock::now();
