@@ -208,16 +208,7 @@ RendezvousRound C10dRendezvous::nextRound() {
     if (current_) round = std::max(round, current_->round + 1);
     while (true) {
       throwIfSignalled(config_, "waiting for a rendezvous round");
-      if (auto reason = tryGet(key("closed"))) {
-        leaveRound();
-        throw RendezvousFailed("the job " + config_.runId + " was closed: " + *reason +
-                               ". This node stops too.");
-      }
-      if (auto reason = tryGet(key("finished"))) {
-        leaveRound();
-        throw RendezvousFailed("the job " + config_.runId + " has finished (" + *reason +
-                               "); no round is left for this node to join.");
-      }
+      stopIfTheJobEnded();
       if (store_->check({roundKey(round, "closed")})) {
         ++round;  // closed before we came: the next may be open
         continue;
@@ -238,15 +229,7 @@ RendezvousRound C10dRendezvous::nextRound() {
           admitted = std::stoi(*closed);
           break;
         }
-        if (auto reason = tryGet(key("closed"))) {
-          leaveRound();
-          throw RendezvousFailed("the job " + config_.runId + " was closed: " + *reason + ".");
-        }
-        if (auto reason = tryGet(key("finished"))) {
-          leaveRound();
-          throw RendezvousFailed("the job " + config_.runId + " has finished (" + *reason +
-                                 "); no round is left for this node to join.");
-        }
+        stopIfTheJobEnded();
         const int joined = static_cast<int>(store_->add(roundKey(round, "joined"), 0));
         const auto now = Clock::now();
         int closeWith = 0;
@@ -395,6 +378,19 @@ bool C10dRendezvous::previousRoundRunsFull(int round, int joined) {
     if (arrival && running.contains(parseMember(*arrival).nodeId)) return false;
   }
   return true;
+}
+
+void C10dRendezvous::stopIfTheJobEnded() {
+  if (auto reason = tryGet(key("closed"))) {
+    leaveRound();
+    throw RendezvousFailed("the job " + config_.runId + " was closed: " + *reason +
+                           ". This node stops too.");
+  }
+  if (auto reason = tryGet(key("finished"))) {
+    leaveRound();
+    throw RendezvousFailed("the job " + config_.runId + " has finished (" + *reason +
+                           "); no round is left for this node to join.");
+  }
 }
 
 void C10dRendezvous::leaveRound() {

@@ -90,6 +90,9 @@ class C10dRendezvous : public NodeRendezvous {
   // `joined` arrivals of `round`: those are spares, as in torchelastic's redundancy list; they
   // neither close `round` into a second job nor make the members re-form.
   bool previousRoundRunsFull(int round, int joined);
+  // Throws RendezvousFailed once another node closed the job or finished it (leaving the
+  // round first, so that the host stops waiting for this node).
+  void stopIfTheJobEnded();
   // Counts this node as done in its round (the host stops waiting for it) and forgets it.
   void leaveRound();
   // Turns a store error into RendezvousFailed: the host node is gone (or unreachable).
