@@ -63,6 +63,13 @@ std::string failureReportJson(const WorkerFailure& failure, const LaunchPlan& pl
   report["error"] = nullptr;
   if (!failure.message.empty()) report["error"] = failure.message;
   report["consequences"] = failure.consequences;
+  auto parsed = [](const std::string& text) {
+    return text.empty() ? nlohmann::ordered_json(nullptr)
+                        : nlohmann::ordered_json::parse(text, nullptr, false);
+  };
+  report["health"] = parsed(failure.health);
+  report["heartbeats"] = parsed(failure.heartbeats);
+  report["stacks"] = parsed(failure.stacks);
   report["lastLines"] = failure.lastLines;
   return report.dump(2) + "\n";
 }
@@ -72,6 +79,16 @@ std::string failureReportText(const WorkerFailure& failure, int launcherExitCode
                      std::to_string(failure.restartCount) + "); ddprun exits " +
                      std::to_string(launcherExitCode) + "\n";
   if (!failure.message.empty()) text += "ddprun: its error: " + failure.message + "\n";
+  const auto health = nlohmann::json::parse(failure.health, nullptr, false);
+  if (health.is_object() && health.contains("summary") && health["summary"].is_string()) {
+    text += "ddprun: watchdog: " + health["summary"].get<std::string>() + "\n";
+  }
+  const auto stacks = nlohmann::json::parse(failure.stacks, nullptr, false);
+  if (stacks.is_object()) {
+    for (const auto& [rank, _] : stacks.items()) {
+      text += "ddprun: the stacks of rank " + rank + " are in the error file (--error-file)\n";
+    }
+  }
   for (const auto& consequence : failure.consequences) {
     text += "ddprun: then (a consequence) " + consequence + "\n";
   }
@@ -115,6 +132,9 @@ std::optional<WorkerErrorRecord> readWorkerErrorFile(const std::string& path) {
     record.timeNs = *ns;
   } else if (const auto seconds = integer("timestamp")) {
     record.timeNs = *seconds * 1'000'000'000;
+  }
+  if (extra && extra->contains("ddprun_health") && (*extra)["ddprun_health"].is_object()) {
+    record.health = (*extra)["ddprun_health"].dump();
   }
   record.peerLoss =
       extra && extra->contains("ddprun_peer_loss") && (*extra)["ddprun_peer_loss"].is_boolean()

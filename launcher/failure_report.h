@@ -27,6 +27,7 @@ struct WorkerErrorRecord {
   std::string message;
   std::int64_t timeNs = 0;  // when it was written (unix ns; seconds' resolution from Python)
   bool peerLoss = false;    // it says a peer went away: a consequence of another failure
+  std::string health;       // extraInfo.ddprun_health (the watchdog's verdict) as JSON, or ""
 };
 // nullopt when there is no file or it is not in that format.
 std::optional<WorkerErrorRecord> readWorkerErrorFile(const std::string& path);

@@ -380,6 +380,11 @@ const std::vector<FlagSpec>& launchFlagSpecs() {
        .defaultText = "0",
        .help = "seconds the workers wait for the master (sets DDPRUN_RDZV_TIMEOUT; 0: the "
                "workers' default, 300)"},
+      {.name = "hang-timeout",
+       .valueName = "SECONDS",
+       .defaultText = "0",
+       .help = "seconds the job may go without progress before the workers' watchdog ends it "
+               "(sets DDPRUN_HANG_TIMEOUT; 0: calibrated, max(60, 10 x the slowest step))"},
       {.name = "backend",
        .valueName = "NAME",
        .defaultText = "",
@@ -565,6 +570,9 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
   if (auto v = read("standalone")) plan.standalone = v->switchOn();
   if (auto v = read("rdzv-timeout")) {
     command.rendezvousTimeoutSeconds = v->integer(0, static_cast<int>(env::kMaxTimeoutSeconds));
+  }
+  if (auto v = read("hang-timeout")) {
+    command.hangTimeoutSeconds = v->integer(0, static_cast<int>(env::kMaxTimeoutSeconds));
   }
   if (auto v = read("backend")) {
     if (v->text != "" && v->text != "gloo" && v->text != "nccl" && v->text != "auto") {

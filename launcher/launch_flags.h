@@ -80,6 +80,7 @@ using GivenFlags = std::map<std::string, std::string>;
 struct LaunchCommand {
   LaunchFlags plan;  // the node's place; resolveLaunchPlan() adds the environment's view
   int rendezvousTimeoutSeconds = 0;
+  int hangTimeoutSeconds = 0;
   std::string backend;
   int gracePeriodSeconds = 30;
   std::string logDir;  // "": none, unless --redirects or --tee need one (main.cpp)

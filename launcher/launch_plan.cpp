@@ -266,6 +266,13 @@ std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int
     env[var::kTorchelasticErrorFile] =
         (std::filesystem::path(options.attemptLogDir) / std::to_string(localRank) / "error.json")
             .string();
+    // Note [Watchdog] in runtime/health/watchdog.h: the launcher's view of its liveness.
+    env[var::kHeartbeatFile] = (std::filesystem::path(options.attemptLogDir) /
+                                std::to_string(localRank) / "heartbeat.json")
+                                   .string();
+  }
+  if (options.hangTimeoutSeconds > 0) {
+    env[var::kHangTimeout] = std::to_string(options.hangTimeoutSeconds);
   }
   if (options.pythonUnbuffered) env[var::kPythonUnbuffered] = "1";
   return env;

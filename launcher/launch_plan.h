@@ -101,6 +101,7 @@ struct WorkerEnvOptions {
   int ompNumThreads = 0;             // set OMP_NUM_THREADS when > 0
   std::string backend;               // DDPRUN_BACKEND when not empty
   int rendezvousTimeoutSeconds = 0;  // DDPRUN_RDZV_TIMEOUT when > 0
+  int hangTimeoutSeconds = 0;        // DDPRUN_HANG_TIMEOUT when > 0
   std::string role = "default";      // ROLE_NAME (--role)
   // --virtual-local-rank: LOCAL_RANK=0, and CUDA_VISIBLE_DEVICES is the worker's own entry of
   // `visibleDevices` (the launcher's CUDA_VISIBLE_DEVICES), else its local rank.

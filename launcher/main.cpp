@@ -259,6 +259,7 @@ Command parseCommand(int argc, char** argv) {
   spec.plan = ddp::launcher::resolveLaunchPlan(options.plan, environment, devices);
   if (spec.plan.standalone && spec.plan.masterPort == 0) spec.plan.masterPort = freeLoopbackPort();
   spec.env.rendezvousTimeoutSeconds = options.rendezvousTimeoutSeconds;
+  spec.env.hangTimeoutSeconds = options.hangTimeoutSeconds;
   spec.env.backend = options.backend;
   spec.env.role = options.role;
   spec.env.virtualLocalRank = options.virtualLocalRank;

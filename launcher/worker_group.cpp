@@ -9,9 +9,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
 
 #include "launcher/failure_report.h"
 #include "runtime/exit_codes.h"
+#include "runtime/health/stacks.h"
 #include "runtime/log/logging.h"
 
 namespace ddp::launcher {
@@ -26,6 +30,9 @@ constexpr std::chrono::seconds kDrainTime{2};
 // arrive as SIGCHLD (the launcher adopts them: Note [Nothing outlives the launcher]), so
 // this only bounds what a subreaper inside a worker would hide.
 constexpr std::chrono::milliseconds kGroupCheckInterval{100};
+// A worker stopped this long (SIGSTOP) is killed as dead; checked this often.
+constexpr std::chrono::seconds kStoppedLimit{10};
+constexpr std::chrono::seconds kStoppedCheckInterval{1};
 
 // "SIGTERM", "SIGUSR1": any signal --signals-to-handle may forward.
 std::string signalName(int signal) {
@@ -132,6 +139,32 @@ class Attempt {
       if (auto record = readWorkerErrorFile(path.string())) reported.emplace_back(&w, *record);
     }
     auto& failure = *result_.failure;
+    readHeartbeats(failure);
+    // The watchdogs' verdict names the culprit job-wide (Note [Watchdog]); the fullest copy
+    // (rank 0's holds every reachable rank's flight records) goes into the report.
+    // A judged verdict (rank 0's, or a desync found at a failure) names the culprit; a
+    // rank's "rank 0's store is lost" only says what it saw.
+    auto judged = [](const std::string& text) {
+      const auto health = nlohmann::json::parse(text, nullptr, false);
+      return health.is_object() && health.value("kind", std::string()) != "store_lost";
+    };
+    for (const auto& [w, record] : reported) {
+      const bool better = judged(record.health) == judged(failure.health)
+                              ? record.health.size() > failure.health.size()
+                              : judged(record.health);
+      if (better) failure.health = record.health;
+      // A hung rank whose watchdog still ran took its own stacks.
+      const auto health = nlohmann::json::parse(record.health, nullptr, false);
+      if (health.is_object() && health.contains("stacks") && health["stacks"].is_string()) {
+        stacks_[std::to_string(w->globalRank)] = health["stacks"];
+      }
+    }
+    if (!stacks_.empty()) failure.stacks = stacks_.dump();
+    std::optional<int> verdictCulprit;
+    if (const auto health = nlohmann::json::parse(failure.health, nullptr, false);
+        health.is_object() && health.value("culprit", -1) >= 0) {
+      verdictCulprit = health.value("culprit", -1);
+    }
     // Only a first failure that says it lost a peer gives way: one killed by a signal, or
     // silent, may well be the cause of the others' errors.
     const bool firstLostAPeer =
@@ -143,11 +176,17 @@ class Attempt {
       if (!firstLostAPeer || entry.second.peerLoss) continue;
       if (!culprit || entry.second.timeNs < culprit->second.timeNs) culprit = &entry;
     }
-    if (culprit && culprit->first->globalRank != failure.globalRank) {
-      const Worker& w = *culprit->first;
+    const Worker* named = culprit ? culprit->first : nullptr;
+    if (verdictCulprit && firstLostAPeer) {  // a local culprit, maybe silent (stopped, killed)
+      for (const auto& w : workers_) {
+        if (w.globalRank == *verdictCulprit) named = &w;
+      }
+    }
+    if (named && named->globalRank != failure.globalRank) {
+      const Worker& w = *named;
       log::info("launcher",
-                "rank={} failed first by the workers' error files ({}); rank={} was reaped "
-                "first",
+                "rank={} failed first by the workers' error files and the watchdog ({}); "
+                "rank={} was reaped first",
                 w.globalRank, w.status.describe(), failure.globalRank);
       failure.globalRank = w.globalRank;
       failure.localRank = w.localRank;
@@ -162,6 +201,60 @@ class Attempt {
         failure.consequences.push_back("rank " + std::to_string(w->globalRank) + ": " +
                                        record.message);
       }
+    }
+  }
+
+  // Each worker's last heartbeat (DDPRUN_HEARTBEAT_FILE), with its age.
+  void readHeartbeats(WorkerFailure& failure) const {
+    auto beats = nlohmann::json::object();
+    for (const auto& w : workers_) {
+      const auto path =
+          std::filesystem::path(errorFileDir_) / std::to_string(w.localRank) / "heartbeat.json";
+      std::ifstream in(path);
+      auto beat = nlohmann::json::parse(in, nullptr, false);
+      if (!beat.is_object()) continue;
+      std::error_code ec;
+      const auto written = std::filesystem::last_write_time(path, ec);
+      if (!ec) {
+        beat["age_s"] =
+            std::chrono::duration<double>(std::filesystem::file_time_type::clock::now() - written)
+                .count();
+      }
+      beat.erase("recent");
+      beats[std::to_string(w.globalRank)] = std::move(beat);
+    }
+    if (!beats.empty()) failure.heartbeats = beats.dump();
+  }
+
+  // A stopped worker (SIGSTOP, a debugger) never answers SIGTERM: its stacks go into the
+  // report (the watchdog cannot take them: it is stopped too), then it is killed.
+  void killStoppedWorkers() {
+    for (auto& w : workers_) {
+      if (w.state != WorkerState::kRunning || health::processState(w.pid) != 'T') continue;
+      log::warn("launcher", "rank={} pid={} is stopped; taking its stacks, then SIGKILL",
+                w.globalRank, w.pid);
+      stacks_[std::to_string(w.globalRank)] = health::threadStacks(w.pid);
+      signalProcessGroup(w.pid, SIGKILL);
+    }
+  }
+
+  // A worker stopped (SIGSTOP) for kStoppedLimit is taken for dead: with a rank per pod,
+  // nothing else on its node would notice (the other ranks' watchdogs end them, not it).
+  void killLongStoppedWorkers() {
+    nextStoppedCheck_ = Clock::now() + kStoppedCheckInterval;
+    for (auto& w : workers_) {
+      if (w.state != WorkerState::kRunning || health::processState(w.pid) != 'T') {
+        w.stoppedSince.reset();
+        continue;
+      }
+      if (!w.stoppedSince) w.stoppedSince = Clock::now();
+      if (Clock::now() - *w.stoppedSince < kStoppedLimit) continue;
+      log::error("launcher",
+                 "rank={} pid={} has been stopped for {} s; taking its stacks, then "
+                 "SIGKILL",
+                 w.globalRank, w.pid, kStoppedLimit.count());
+      stacks_[std::to_string(w.globalRank)] = health::threadStacks(w.pid);
+      signalProcessGroup(w.pid, SIGKILL);
     }
   }
 
@@ -259,6 +352,7 @@ class Attempt {
         [](const Worker& w) { return w.state != WorkerState::kRunning && !w.groupGone; });
     if (leftoversWatched) until(Clock::now() + kGroupCheckInterval);
     if (monitor_ && !tearingDown_) until(nextMonitorCheck_);
+    if (!tearingDown_) until(nextStoppedCheck_);
     // A partial line is shown once it has waited (Note [Live output] in output_router.h).
     if (const auto flush = router_.nextFlushTime()) until(*flush);
     const int ready = poll(fds.data(), fds.size(), timeoutMs);
@@ -271,6 +365,7 @@ class Attempt {
       if (fds[i].revents) readPipe(*owners[i].first, owners[i].second);
     }
     router_.flushDue(Clock::now());
+    if (!tearingDown_ && Clock::now() >= nextStoppedCheck_) killLongStoppedWorkers();
     if (fds[0].revents) {
       for (int signal : signals_.drain()) {
         if (signal == SIGCHLD) {
@@ -379,6 +474,7 @@ class Attempt {
     for (auto& w : workers_) {
       if (!w.groupGone) signalProcessGroup(w.pid, signal);
     }
+    killStoppedWorkers();
   }
 
   void killRemaining() {
@@ -408,6 +504,7 @@ class Attempt {
   GroupGuardian& guardian_;
   const MembershipMonitor* monitor_;
   Clock::time_point nextMonitorCheck_ = Clock::now();
+  Clock::time_point nextStoppedCheck_ = Clock::now();
   OutputRouter router_;
   std::vector<Worker> workers_;
   AttemptResult result_;
@@ -415,6 +512,7 @@ class Attempt {
   bool killed_ = false;
   Clock::time_point killDeadline_;
   std::optional<Clock::time_point> drainDeadline_;
+  nlohmann::json stacks_ = nlohmann::json::object();  // "rank" -> a stopped worker's stacks
   std::string errorFileDir_;  // <dir>/<local rank>/error.json: TORCHELASTIC_ERROR_FILE
   std::string ownErrorDir_;   // a temporary errorFileDir_ (no --log-dir), removed at the end
 };

@@ -17,7 +17,7 @@
 // background job): once every worker has exited, such leftovers get SIGTERM too, and SIGKILL
 // after the grace period, the same as a worker (Note [Nothing outlives the launcher]).
 // Policy (runWithRestarts): a failed attempt is retried with the restart count + 1 while
-// restarts remain, unless the worker exited a permanent code (2, 3, 4: isPermanentExitCode)
+// restarts remain, unless the worker exited a permanent code (2, 3, 4, 5: isPermanentExitCode)
 // that a restart cannot fix. Workers resume from their newest checkpoint (--resume auto).
 #pragma once
 
@@ -48,6 +48,8 @@ struct Worker {
   int stderrFd = -1;
   // Its process group (id: pid) was seen empty after it exited: never signalled again.
   bool groupGone = false;
+  // Since when it has been seen stopped (SIGSTOP), while it is.
+  std::optional<std::chrono::steady_clock::time_point> stoppedSince;
 };
 
 struct WorkerGroupSpec {
@@ -72,6 +74,13 @@ struct WorkerFailure {
   std::string message;
   // The other ranks of the attempt that failed after it, "rank N: <their message>".
   std::vector<std::string> consequences;
+  // The watchdogs' verdict (Note [Watchdog] in runtime/health/watchdog.h) as JSON: culprit,
+  // step, phase, summary, flight records; "" when no watchdog gave one.
+  std::string health;
+  // Each local worker's last heartbeat (JSON, "rank" -> beat) and, for a worker found
+  // stopped at the teardown, its threads' stacks ("rank" -> eu-stack's text).
+  std::string heartbeats;
+  std::string stacks;
 };
 
 // kMembershipChanged: the monitor (c10d rendezvous) said the group must re-form; the workers

@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "runtime/config.h"
 #include "runtime/env/value_parser.h"
@@ -200,6 +201,13 @@ Distributed init(const InitOptions& options) {
   groupOptions.timeout = collectiveTimeout;
   groupOptions.joinTimeout = rendezvousTimeout;
   groupOptions.cudaDevice = d.env.localRank;
+  const bool watchdog =
+      options.watchdog && env::lookup(environment, env::var::kWatchdog).value_or("1") != "0";
+  // c10d's flight recorder reads its size once, when the group first records.
+  if (watchdog && !std::getenv("TORCH_FR_BUFFER_SIZE") &&
+      !std::getenv("TORCH_NCCL_TRACE_BUFFER_SIZE")) {
+    setenv("TORCH_FR_BUFFER_SIZE", std::to_string(health::kFlightRecords).c_str(), 0);
+  }
   const auto groupStart = std::chrono::steady_clock::now();
   try {
     d.group = comm::createProcessGroup(d.store, d.env.rank, d.env.worldSize, groupOptions);
@@ -207,6 +215,21 @@ Distributed init(const InitOptions& options) {
     if (d.backend != comm::Backend::kGloo) throw;  // NCCL connects later (the Note)
     log::debug("init", "event=group_not_formed cause=\"{}\"", e.what_without_backtrace());
     throw groupJoinError(d, e, std::chrono::steady_clock::now() - groupStart);
+  }
+  if (watchdog) {
+    health::attachCollectiveLog(d.group);
+    health::WatchdogOptions watch;
+    watch.rank = d.env.rank;
+    watch.worldSize = d.env.worldSize;
+    // Where this rank's own client reached the store (rank 0: its bound address or loopback).
+    const auto* tcpStore = dynamic_cast<const c10d::TCPStore*>(d.store.get());
+    watch.storeHost = tcpStore ? tcpStore->getHost() : d.master.host;
+    watch.storePort = tcpStore ? tcpStore->getPort() : d.master.port;
+    watch.hangTimeout = options.hangTimeout ? options.hangTimeout
+                                            : secondsFromEnv(environment, env::var::kHangTimeout);
+    watch.heartbeatFile = env::lookup(environment, env::var::kHeartbeatFile).value_or("");
+    watch.ncclRecords = d.backend == comm::Backend::kNccl;
+    d.watchdog = std::make_unique<health::Watchdog>(watch);
   }
   log::atLevel(
       log::infoOnRankZero(d.env.rank), "init",
@@ -228,6 +251,7 @@ bool isPeerLoss(const std::exception& error) {
 
 void writeErrorFile(const std::exception& error) {
   try {
+    health::noteFailure(errorMessage(error), isPeerLoss(error));  // Note [Watchdog]
     const auto path = env::lookup(env::currentEnvironment(), env::var::kTorchelasticErrorFile);
     if (!path || path->empty()) return;
     const auto now = std::chrono::system_clock::now().time_since_epoch();
@@ -242,6 +266,7 @@ void writeErrorFile(const std::exception& error) {
         {"ddprun_time_ns",
          std::to_string(std::chrono::duration_cast<std::chrono::nanoseconds>(now).count())},
         {"ddprun_peer_loss", isPeerLoss(error)}};
+    const auto message = errorMessage(error);
     const nlohmann::json record = {
         {"message", {{"message", type + ": " + errorMessage(error)}, {"extraInfo", extra}}}};
     std::ofstream out(*path, std::ios::trunc);

@@ -33,6 +33,8 @@
 #include "runtime/env/cluster_env.h"
 #include "runtime/error.h"
 #include "runtime/exit_codes.h"
+#include "runtime/health/liveness.h"
+#include "runtime/health/watchdog.h"
 #include "runtime/rendezvous/rendezvous.h"
 
 namespace ddp {
@@ -47,6 +49,13 @@ struct InitOptions {
   // How long a collective may take before it fails. Unset: DDPRUN_COLLECTIVE_TIMEOUT
   // (seconds), else comm::kDefaultCollectiveTimeout.
   std::optional<std::chrono::milliseconds> collectiveTimeout;
+  // How long the whole job may go without progress before the watchdog ends it (Note
+  // [Hang bound] in runtime/health/watchdog.h). Unset: DDPRUN_HANG_TIMEOUT (seconds), else
+  // calibrated from step times.
+  std::optional<std::chrono::milliseconds> hangTimeout;
+  // The watchdog (Note [Watchdog]): heartbeats, death/hang/desync verdicts. Off also with
+  // DDPRUN_WATCHDOG=0.
+  bool watchdog = true;
   // The environment to resolve; unset: this process's.
   std::optional<env::EnvMap> environment;
 };
@@ -70,6 +79,8 @@ struct Distributed {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroup> group;
   std::shared_ptr<rendezvous::MpiSession> mpi;  // set when MPI found the master
+  // Note [Watchdog]. Declared last: destroyed first, while the group still stands.
+  std::unique_ptr<health::Watchdog> watchdog;
 
   int rank() const { return env.rank; }
   int worldSize() const { return env.worldSize; }

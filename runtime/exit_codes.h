@@ -15,6 +15,9 @@ constexpr int kExitTrainingFailed = 3;
 // The restart budget is spent: several retryable failures in a row without a new
 // checkpoint between them (Note [Restart budget] in runtime/train/run_journal.h).
 constexpr int kExitRestartsExhausted = 4;
+// Ranks issued different collectives under one sequence number (Note [Watchdog] in
+// runtime/health/watchdog.h): a bug of the program, which a restart would repeat.
+constexpr int kExitDesync = 5;
 // A failure another attempt may not see: rendezvous timeout, lost peer, collective error.
 constexpr int kExitTransient = 200;
 // After SIGTERM (pod eviction, preemption) / SIGINT, as a shell reports them.
@@ -25,7 +28,8 @@ constexpr int kExitSigint = 128 + 2;
 // retry either. Other codes below 128 (a Python script's 1) stay retryable by ddprun, as
 // by torchrun; the operators' ExitCode policy treats every code in 1-127 as final.
 constexpr bool isPermanentExitCode(int code) {
-  return code == kExitUsage || code == kExitTrainingFailed || code == kExitRestartsExhausted;
+  return code == kExitUsage || code == kExitTrainingFailed || code == kExitRestartsExhausted ||
+         code == kExitDesync;
 }
 
 }  // namespace ddp

@@ -51,6 +51,7 @@ apt_packages=(
   python3-sklearn                       # data/ tests: sklearn's iris, wine, breast cancer, digits CSVs
   golang-github-andybalholm-brotli-dev  # data/ tests: a Gutenberg text (Newton's Opticks, 567 KB)
   iproute2 procps
+  elfutils                              # eu-stack: the stacks of a hung rank (runtime/health)
   python3-venv
   buildah debootstrap                   # tests/k8s: the CPU image built for real (docker/buildah_build.sh)
 )

@@ -32,9 +32,15 @@ inline constexpr const char* kRestartCount = "DDPRUN_RESTART_COUNT";            
 inline constexpr const char* kBackend = "DDPRUN_BACKEND";                       // --backend
 inline constexpr const char* kRendezvousTimeout = "DDPRUN_RDZV_TIMEOUT";        // --rdzv-timeout, s
 inline constexpr const char* kCollectiveTimeout = "DDPRUN_COLLECTIVE_TIMEOUT";  // seconds
-inline constexpr const char* kLogLevel = "DDPRUN_LOG_LEVEL";                    // --log-level
-inline constexpr const char* kErrorFile = "DDPRUN_ERROR_FILE";                  // --error-file
-inline constexpr const char* kHostAllocator = "DDPRUN_HOST_ALLOCATOR";          // system | keep
+inline constexpr const char* kHangTimeout = "DDPRUN_HANG_TIMEOUT";              // --hang-timeout, s
+inline constexpr const char* kWatchdog = "DDPRUN_WATCHDOG";                     // 0: no watchdog
+// Test-only: make one rank misbehave (Note [Injected faults] in runtime/train/trainer.cpp).
+inline constexpr const char* kTestFault = "DDPRUN_TEST_FAULT";
+// Where a worker's watchdog also writes its heartbeat, for the launcher's report.
+inline constexpr const char* kHeartbeatFile = "DDPRUN_HEARTBEAT_FILE";
+inline constexpr const char* kLogLevel = "DDPRUN_LOG_LEVEL";            // --log-level
+inline constexpr const char* kErrorFile = "DDPRUN_ERROR_FILE";          // --error-file
+inline constexpr const char* kHostAllocator = "DDPRUN_HOST_ALLOCATOR";  // system | keep
 
 // Kubeflow's torchrun arguments as variables (PyTorchJob with nprocPerNode/elastic,
 // Trainer v2): torchrun reads every flag's default from PET_<FLAG>.

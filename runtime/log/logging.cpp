@@ -114,4 +114,6 @@ void write(Level level, std::string_view component, std::string_view message) {
   get().log(toSpdlog(level), "[{}] {}", component, message);
 }
 
+void flush() { get().flush(); }
+
 }  // namespace ddp::log

@@ -42,6 +42,8 @@ Level currentLevel();
 
 bool enabled(Level level);
 void write(Level level, std::string_view component, std::string_view message);
+// Before an _exit, which skips the logger's own flush.
+void flush();
 
 template <typename... Args>
 void atLevel(Level level, std::string_view component, fmt::format_string<Args...> format,

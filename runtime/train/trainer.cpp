@@ -11,12 +11,15 @@
 #include <fstream>
 #include <limits>
 #include <new>
+#include <thread>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "runtime/env/value_parser.h"
+#include "runtime/env/variables.h"
 #include "runtime/log/logging.h"
 #include "runtime/memory/out_of_memory.h"
 #include "runtime/train/checkpointer.h"
@@ -67,6 +70,7 @@ class StopVote {
   int exchange(int localSignal) {
     int agreed = 0;
     if (pending_) {
+      const health::PhaseScope waiting(health::Phase::kCommunication);
       pending_->wait();
       agreed = static_cast<int>(flag_.cpu().item<std::int64_t>());
     }
@@ -389,10 +393,14 @@ double Trainer::trainStep(Run& run) {
   run.optimizer->zero_grad();
   double stepLoss = 0;
   for (int micro = 0; micro < o.gradAccumulation; ++micro) {
-    const Batch batch = run.prefetcher.next();
+    const Batch batch = [&] {
+      const health::PhaseScope data(health::Phase::kData);
+      return run.prefetcher.next();
+    }();
     const auto inputs = batch.inputs.to(dist_.device);
     const auto targets = batch.targets.to(dist_.device);
     auto backward = [&] {
+      const health::PhaseScope forwardBackward(health::Phase::kForwardBackward);
       auto loss = objective_.loss(run.ddp->forward(inputs), targets);
       // Note [Non-finite steps]: a NaN/Inf loss reaches every rank as NaN gradients.
       const auto poisoned =
@@ -407,6 +415,7 @@ double Trainer::trainStep(Run& run) {
       backward();
     }
   }
+  const health::PhaseScope optimizing(health::Phase::kOptimizer);
   const auto parameters = model_.module().parameters();
   const bool finite =
       o.clipGradNorm > 0
@@ -457,6 +466,9 @@ void Trainer::saveCheckpoint(Run& run) {
   for (int r = 0; r < world; ++r) all[0].push_back(torch::empty_like(mine[0]));
   dist_.group->allgather(all, mine)->wait();
   if (dist_.rank() != 0) return;
+  // Not the allgather above: a watchdog's exit waits for a checkpoint phase to end
+  // (Note [Watchdog]), and a collective with a dead peer never does.
+  const health::PhaseScope checkpointing(health::Phase::kCheckpoint);
   const TrainProgress progress{.step = run.step,
                                .epoch = run.step / run.stepsPerEpoch,
                                .samplerStart = (run.step % run.stepsPerEpoch) * run.samplesPerStep,
@@ -503,6 +515,7 @@ void Trainer::reportWindow(Run& run, double lr) {
 // when given).
 EvalMetrics Trainer::reportEvaluation(Run& run, Dataset& test, const char* kind,
                                       std::optional<double> samplesPerSecond) {
+  const health::PhaseScope evaluating(health::Phase::kEvaluation);
   const auto m = evaluate(test);
   nlohmann::json line{{"kind", kind}, {"step", run.step}, {"test_loss", m.loss}};
   if (samplesPerSecond) line["samples_per_s"] = *samplesPerSecond;
@@ -547,6 +560,46 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
   return result;
 }
 
+// Note [Injected faults]: DDPRUN_TEST_FAULT=<kind>:<rank>:<step> makes one rank misbehave
+// at one step, for the fault tests (tests/faults) and nothing else:
+//   desync  the rank issues one extra allreduce before the step's collectives;
+//   stall   the rank stops in its forward pass for good (an endless loop in user code).
+struct InjectedFault {
+  std::string kind;
+  int rank = -1;
+  std::int64_t step = -1;
+
+  static InjectedFault fromEnvironment() {
+    InjectedFault fault;
+    const char* text = std::getenv(env::var::kTestFault);
+    if (text == nullptr || *text == '\0') return fault;
+    const auto parts = env::splitList(text, ':');
+    if (parts.size() != 3 || (parts[0] != "desync" && parts[0] != "stall")) {
+      throw ConfigError(fmt::format(
+          "{}='{}': expected desync:<rank>:<step> or stall:<rank>:<step> (a test-only switch). "
+          "Unset it.",
+          env::var::kTestFault, text));
+    }
+    fault.kind = parts[0];
+    fault.rank = std::stoi(parts[1]);
+    fault.step = std::stoll(parts[2]);
+    return fault;
+  }
+
+  void maybeStrike(int rank, std::int64_t step, c10d::ProcessGroup& group) const {
+    if (rank != this->rank || step != this->step) return;
+    log::warn("train", "event=injected_fault kind={} step={} ({})", kind, step,
+              env::var::kTestFault);
+    if (kind == "desync") {
+      std::vector<at::Tensor> extra{torch::zeros({7})};
+      group.allreduce(extra)->wait();
+    } else {
+      const health::PhaseScope forwardBackward(health::Phase::kForwardBackward);
+      for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
+};
+
 // The loop of fit(), from the resumed step to the end or a stop.
 void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
   const auto& o = options_;
@@ -563,16 +616,20 @@ void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
               run.step);
   }
 
+  const auto fault = InjectedFault::fromEnvironment();
   std::int64_t runSteps = 0;
   const auto loopStart = Clock::now();
   const GracefulStop graceful;  // until the final checkpoint and evaluation are done
+  const health::PhaseScope training(health::Phase::kTraining);
   while (run.step < run.totalSteps) {
     const double lr = learningRate(o.schedule, o.optimizer.lr, run.step, run.totalSteps);
     setLearningRate(*run.optimizer, lr);
+    fault.maybeStrike(rank, run.step + 1, *dist_.group);
     run.window.lossSum += trainStep(run);
     ++run.window.steps;
     ++run.step;
     ++runSteps;
+    health::stepDone(run.step);
     const int stopSignal = stopVote.exchange(stopSignalReceived());
     const bool lastStep = run.step == run.totalSteps;
 
