@@ -3,7 +3,10 @@
 (ddprun + ddptrain, --model mlp on synthetic data, CPU, Gloo, loopback or network
 namespaces), measured, and written as benchmarks/results/faults.{md,json}.
 
-  run_fault_matrix.py [--build DIR] [--only NAME[,NAME]] [--check] [--out FILE.md]
+  run_fault_matrix.py [--build DIR | --ddprun PATH --ddptrain PATH] [--only NAME[,NAME]]
+                      [--check] [--out FILE.md]
+
+(the default --out is benchmarks/results/faults.md, the JSON beside it; tests pass --out).
 
 Per scenario the job runs in a fresh directory /tmp/ddpfault-<name>-<pid>-<n>/ (its
 checkpoints, logs and error files). That path is in every command line of the scenario and
@@ -51,7 +54,10 @@ sys.path.insert(0, str(REPO / "tests" / "support"))
 
 DEATH_BOUND_S = 10.0
 HANG_TIMEOUT_S = 5.0
-SCENARIO_CAP_S = 75.0  # a scenario still running after this is killed and recorded as such
+SCENARIO_CAP_S = 75.0
+# --without-hang-timeout: run the hang rows without the flag, to see what a build without
+# hang detection does (they then wait out --collective-timeout, and the cap ends them).
+HANG_FLAG = True  # a scenario still running after this is killed and recorded as such
 
 STEP_LINE = re.compile(r"\[train\] epoch=\d+ step=(\d+)/")
 SAVED_LINE = re.compile(r"\[checkpoint\] event=saved step=(\d+)")
@@ -213,9 +219,9 @@ def valid_checkpoints(directory: pathlib.Path) -> dict[int, str]:
 class Scenario:
     """What a scenario function fills in; row() turns it into a table row."""
 
-    def __init__(self, name: str, build: pathlib.Path, root: pathlib.Path):
+    def __init__(self, name: str, binaries: tuple[str, str], root: pathlib.Path):
         self.name = name
-        self.build = build
+        self.binaries = binaries
         self.dir = root
         self.token = str(root)
         self.ckpt = root / "ckpt"
@@ -233,18 +239,20 @@ class Scenario:
         self.bound_s = DEATH_BOUND_S
         self.ckpt_at_fault: int | None = None
         self.problems: list[str] = []  # why the row cannot pass, found while running it
+        self.skipped = ""  # why the row cannot run on this machine (root, ip, mount)
         self.notes: list[str] = []
         self.cleanups: list = []
         self.worker_gone: dict[int, float] = {}  # rank -> when its process was gone
         self.stop_watch = threading.Event()
+        self.cap_time: float | None = None  # when the driver killed what the cap found running
 
     @property
     def ddprun(self) -> str:
-        return str(self.build / "launcher" / "ddprun")
+        return self.binaries[0]
 
     @property
     def ddptrain(self) -> str:
-        return str(self.build / "examples" / "ddptrain")
+        return self.binaries[1]
 
     def launch(self, name: str, launcher_args: list[str], train_args: list[str] | None = None,
                env_extra: dict | None = None, wrap=None) -> Node:
@@ -315,6 +323,10 @@ class Scenario:
         return False
 
 
+def hang_flag() -> list[str]:
+    return ["--hang-timeout", str(int(HANG_TIMEOUT_S))] if HANG_FLAG else []
+
+
 def has_flag(binary: str, flag: str) -> bool:
     out = subprocess.run([binary, "--help"], capture_output=True, text=True)
     return flag in out.stdout + out.stderr
@@ -347,13 +359,12 @@ def sc_sigkill_launcher(s: Scenario) -> None:
 def sc_sigstop_worker(s: Scenario) -> None:
     s.needs_health = True
     s.bound_s = HANG_TIMEOUT_S + DEATH_BOUND_S
-    if not has_flag(s.ddprun, "--hang-timeout"):
+    if HANG_FLAG and not has_flag(s.ddprun, "--hang-timeout"):
         s.problems.append("needs ddprun --hang-timeout (hang detection, issue 16 item 1): "
                           "not in this build; without it the survivors wait out "
                           "--collective-timeout (1800 s)")
         return
-    node = s.launch("node0", ["--standalone", "--nproc-per-node", "2",
-                              "--hang-timeout", str(int(HANG_TIMEOUT_S))])
+    node = s.launch("node0", ["--standalone", "--nproc-per-node", "2"] + hang_flag())
     if s.missing_feature(node, "--hang-timeout") or not s.wait_checkpoint(node, 2):
         return
     pid = node.rank_pids()[1]
@@ -366,22 +377,22 @@ def sc_sigstop_worker(s: Scenario) -> None:
 def sc_link_cut(s: Scenario) -> None:
     s.needs_health = True
     s.bound_s = HANG_TIMEOUT_S + DEATH_BOUND_S
-    if not has_flag(s.ddprun, "--hang-timeout"):
+    if HANG_FLAG and not has_flag(s.ddprun, "--hang-timeout"):
         s.problems.append("needs ddprun --hang-timeout (a cut link is a hang: TCP sees no "
                           "reset, Gloo waits out --collective-timeout): not in this build")
         return
     from netns_hosts import NetnsHosts, netns_problem, sh
     problem = netns_problem()
     if problem:
-        s.problems.append(problem)
+        s.skipped = problem
         return
     hosts = NetnsHosts(["node0", "node1"], tag="ddpflt").__enter__()
     s.cleanups.append(hosts.__exit__)
     port = 29500
     for rank, name in enumerate(hosts.names):
         s.launch(name, ["--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-                        "--master-addr", hosts.ip["node0"], "--master-port", str(port),
-                        "--hang-timeout", str(int(HANG_TIMEOUT_S))],
+                        "--master-addr", hosts.ip["node0"], "--master-port", str(port)]
+                 + hang_flag(),
                  wrap=lambda argv, name=name: hosts.argv(name, argv))
     if s.missing_feature(s.nodes[0], "--hang-timeout") or not s.wait_checkpoint(s.nodes[0], 2):
         return
@@ -409,7 +420,7 @@ def _tmpfs(s: Scenario, size: str) -> bool:
     out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "ddpfault", str(s.ckpt)],
                          capture_output=True, text=True)
     if out.returncode != 0:
-        s.problems.append(f"cannot mount a tmpfs (needs root): {out.stderr.strip()}")
+        s.skipped = f"cannot mount a tmpfs (needs root): {out.stderr.strip()}"
         return False
     s.cleanups.append(lambda: subprocess.run(["umount", "-l", str(s.ckpt)], capture_output=True))
     return True
@@ -503,6 +514,24 @@ def sc_sigkill_1_of_8(s: Scenario) -> None:
     s.inject("SIGKILL rank 3 of 8", lambda: os.kill(pid, signal.SIGKILL))
 
 
+def sc_sigkill_remote_worker(s: Scenario) -> None:
+    # Two nodes of 4 ranks on loopback; rank 6 (node1) is killed. node1's launcher sees its
+    # worker die and stops its own group; node0's four ranks must find out by themselves
+    # (a peer gone in the middle of an allreduce): the teardown hang of issue 16 (a).
+    s.needs_health = True
+    port = free_port()
+    for rank in range(2):
+        s.launch(f"node{rank}", ["--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "4",
+                                 "--master-addr", "127.0.0.1", "--master-port", str(port)],
+                 ["--checkpoint-every", "10"])
+    if not s.wait_checkpoint(s.nodes[0], 2, timeout=60):
+        return
+    pid = s.nodes[1].rank_pids()[6]
+    s.culprit = {6}
+    s.expected_codes = {137, 200}
+    s.inject("SIGKILL rank 6 of 8 (node1)", lambda: os.kill(pid, signal.SIGKILL))
+
+
 def sc_sigterm_rendezvous(s: Scenario) -> None:
     port = free_port()
     node = s.launch("node0", ["--nnodes", "2", "--node-rank", "0", "--nproc-per-node", "1",
@@ -549,6 +578,8 @@ SCENARIOS = {
     "nan_loss": (sc_nan_loss, "NaN loss (--lr 1e6)"),
     "desync": (sc_desync, "desync (DDPRUN_TEST_DESYNC=1:60)"),
     "sigkill_1_of_8": (sc_sigkill_1_of_8, "SIGKILL of one of 8 ranks"),
+    "sigkill_remote_worker": (sc_sigkill_remote_worker, "SIGKILL of one of 8 ranks, 2 nodes x 4: "
+                              "node0's ranks must see it themselves"),
     "sigterm_rendezvous": (sc_sigterm_rendezvous, "SIGTERM during rendezvous"),
     "worker_never_comes": (sc_worker_never_comes, "a worker that never comes (--rdzv-timeout 5)"),
 }
@@ -566,11 +597,11 @@ def error_file_summary(path: pathlib.Path) -> dict | None:
     return keep
 
 
-def run_scenario(name: str, build: pathlib.Path, serial: int) -> dict:
+def run_scenario(name: str, binaries: tuple[str, str], serial: int) -> dict:
     root = pathlib.Path(f"/tmp/ddpfault-{name}-{os.getpid()}-{serial}")
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    s = Scenario(name, build, root)
+    s = Scenario(name, binaries, root)
     started = time.monotonic()
     try:
         SCENARIOS[name][0](s)
@@ -582,6 +613,7 @@ def run_scenario(name: str, build: pathlib.Path, serial: int) -> dict:
         s.stop_watch.set()
         if timed_out:
             s.problems.append(f"still running after {SCENARIO_CAP_S:.0f} s: killed")
+            s.cap_time = time.monotonic()
             for node in s.nodes:
                 if node.exit_time is None:
                     kill_all(scenario_pids(s.token, {node.pid}))
@@ -632,7 +664,7 @@ def measure(s: Scenario, left: list[str], timed_out: bool) -> dict:
         seen += [t for t, _ in first_reports]
         seen += [n.exit_time for n in s.nodes if n.exit_time is not None]
         seen += [t for r, t in s.worker_gone.items() if r not in injected]
-        seen = [t for t in seen if t >= fault - 0.001]
+        seen = [t for t in seen if t >= fault - 0.001 and (s.cap_time is None or t < s.cap_time)]
         if s.fault_time is None:  # the culprit's own failure is the fault: the others count
             culprit_times = sorted(t for t, _ in exits.values())
             seen = [t for t in seen if t > culprit_times[0]] or culprit_times
@@ -681,8 +713,9 @@ def measure(s: Scenario, left: list[str], timed_out: bool) -> dict:
         "notes": s.notes,
         "logs": str(s.dir),
     }
-    row["misses"] = misses(s, row, report_text, first_reports, reports)
-    row["pass"] = not row["misses"]
+    row["skipped"] = s.skipped
+    row["misses"] = [] if s.skipped else misses(s, row, report_text, first_reports, reports)
+    row["pass"] = not row["misses"] and not s.skipped
     return row
 
 
@@ -737,7 +770,7 @@ def markdown(rows: list[dict], build: str) -> str:
     lines = [
         "# Fault matrix (issue 16)",
         "",
-        f"`benchmarks/faults/run_fault_matrix.py --build {build}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"`benchmarks/faults/run_fault_matrix.py` on `{build}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} cores; mlp on synthetic data, CPU, Gloo. Targets: every rank gone <= "
         f"{DEATH_BOUND_S:.0f} s after a death (hang: --hang-timeout {HANG_TIMEOUT_S:.0f} + {DEATH_BOUND_S:.0f} s), "
         "0 checkpoints lost, 0 processes left, the report names the culprit.",
@@ -750,7 +783,8 @@ def markdown(rows: list[dict], build: str) -> str:
         ranks = " ".join(f"{k}:{v}" for k, v in r["rank_exit_codes"].items()) or "-"
         launchers = " ".join(f"{k}:{v}" for k, v in r["launcher_exit_codes"].items()) or "-"
         named = "<br>".join(cell(x)[:240] for x in r["report"]) or "-"
-        result = "pass" if r["pass"] else "FAIL: " + "; ".join(r["misses"])
+        result = ("skipped: " + r["skipped"] if r["skipped"] else
+                  "pass" if r["pass"] else "FAIL: " + "; ".join(r["misses"]))
         lines.append(
             f"| {r['scenario']} | {cell(r['fault'])} | {cell(r['detect_s'])} | {cell(r['all_exit_s'])} | "
             f"{r['bound_s']:.0f} | {ranks} | {launchers} | {named} | {cell(r['steps_lost'])} | "
@@ -763,23 +797,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--build", default="/work/main/build", help="build directory (launcher/ddprun, examples/ddptrain)")
     parser.add_argument("--only", default="", help="scenarios to run, comma-separated: " + ",".join(SCENARIOS))
-    parser.add_argument("--check", action="store_true", help="exit 1 when a row misses a target")
+    parser.add_argument("--ddprun", help="the launcher (default: BUILD/launcher/ddprun)")
+    parser.add_argument("--ddptrain", help="the training program (default: BUILD/examples/ddptrain)")
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 when a row misses a target; 77 when every row was skipped "
+                             "(no root, no ip: CTest's SKIP_RETURN_CODE)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "faults.md"),
                         help="the markdown table; the JSON goes beside it (.json)")
+    parser.add_argument("--without-hang-timeout", action="store_true",
+                        help="run sigstop_worker and link_cut without --hang-timeout (a build "
+                             "without hang detection: they then run into the 75 s cap)")
     args = parser.parse_args()
+    global HANG_FLAG
+    HANG_FLAG = not args.without_hang_timeout
     names = [n for n in args.only.split(",") if n] or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
     build = pathlib.Path(args.build).resolve()
-    for binary in (build / "launcher" / "ddprun", build / "examples" / "ddptrain"):
+    binaries = (str(pathlib.Path(args.ddprun or build / "launcher" / "ddprun").resolve()),
+                str(pathlib.Path(args.ddptrain or build / "examples" / "ddptrain").resolve()))
+    for binary in binaries:
         if not os.access(binary, os.X_OK):
             parser.error(f"{binary} is not an executable: build ddprun and ddptrain, or pass --build")
 
     rows = []
     for serial, name in zip(itertools.count(), names):
         print(f"== {name}", flush=True)
-        row = run_scenario(name, build, serial)
+        row = run_scenario(name, binaries, serial)
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("detect_s", "all_exit_s", "rank_exit_codes",
                                                "launcher_exit_codes", "report", "steps_lost",
@@ -787,12 +832,17 @@ def main() -> int:
                          indent=1), flush=True)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(rows, str(build)))
-    out.with_suffix(".json").write_text(json.dumps({"build": str(build), "rows": rows}, indent=2) + "\n")
-    failed = [r["scenario"] for r in rows if not r["pass"]]
-    print(f"wrote {out} and {out.with_suffix('.json')}; {len(rows) - len(failed)} of {len(rows)} rows pass"
-          + (f"; missed: {', '.join(failed)}" if failed else ""))
-    return 1 if args.check and failed else 0
+    out.write_text(markdown(rows, " ".join(binaries)))
+    out.with_suffix(".json").write_text(
+        json.dumps({"ddprun": binaries[0], "ddptrain": binaries[1], "rows": rows}, indent=2) + "\n")
+    failed = [r["scenario"] for r in rows if not r["pass"] and not r["skipped"]]
+    skipped = [r["scenario"] for r in rows if r["skipped"]]
+    print(f"wrote {out} and {out.with_suffix('.json')}; {len(rows) - len(failed) - len(skipped)} of "
+          f"{len(rows)} rows pass" + (f"; missed: {', '.join(failed)}" if failed else "")
+          + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
+    if args.check and failed:
+        return 1
+    return 77 if args.check and len(skipped) == len(rows) else 0
 
 
 if __name__ == "__main__":
