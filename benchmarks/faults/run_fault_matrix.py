@@ -65,6 +65,10 @@ STARTED_LINE = re.compile(r"started ranks=(\d+)\.\.(\d+) pids=([\d,]+)")
 RANK_EXIT_LINE = re.compile(r"rank=(\d+) pid=(\d+) (failed|stopped): (exit code (\d+)|signal (\d+))")
 ALL_OK_LINE = re.compile(r"all (\d+) workers exited code=0")
 FIRST_LINE = re.compile(r"ddprun: rank (\d+) \(local rank \d+, pid \d+\) failed first: .*")
+# The one-line summary of a hang, desync or missing rank that issue 16 asks ddprun to print,
+# whatever its exact wording turns out to be.
+SUMMARY_LINE = re.compile(r"^ddprun: .*\b(stall|stalled|hang|hung|desync|never came|did not join)\b.*", re.I)
+GROUP_READY_LINE = re.compile(r"event=group_ready")
 
 
 def free_port() -> int:
@@ -235,6 +239,7 @@ class Scenario:
         # a desync, a timeout), its culprit in self.culprit where that is set.
         self.needs_health = False
         self.health_culprit: set[int] | None = None  # else self.culprit
+        self.needs_final_checkpoint = False  # a stop (SIGTERM) must checkpoint its last step
         self.expected_codes: set[int] | None = None  # the launchers' exit codes
         self.bound_s = DEATH_BOUND_S
         self.ckpt_at_fault: int | None = None
@@ -323,6 +328,27 @@ class Scenario:
         return False
 
 
+def binary_stamps(binaries: tuple[str, str]) -> dict[str, tuple[int, int]]:
+    """(mtime, size) of the binaries and of the project's own shared libraries they load
+    (not the system's or the torch wheel's): a rebuild beside the matrix swaps them under a
+    running job (exit 127, SIGSEGV), and a row measured across a swap means nothing."""
+    paths = set(binaries)
+    for binary in binaries:
+        out = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+        for m in re.finditer(r"=> (/\S+)", out):
+            lib = m.group(1)
+            if "site-packages" not in lib and not lib.startswith(("/lib", "/usr/lib")):
+                paths.add(lib)
+    stamps = {}
+    for path in sorted(paths):
+        try:
+            st = os.stat(path)
+            stamps[path] = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamps[path] = (0, 0)
+    return stamps
+
+
 def hang_flag() -> list[str]:
     return ["--hang-timeout", str(int(HANG_TIMEOUT_S))] if HANG_FLAG else []
 
@@ -352,7 +378,8 @@ def sc_sigkill_launcher(s: Scenario) -> None:
     if not s.wait_checkpoint(node, 2):
         return
     s.culprit = None  # the launcher is gone: nothing is left to report
-    s.notes.append("no report: the launcher itself was killed")
+    s.notes.append("no report and no rank exit codes: the launcher itself was killed; "
+                   "the time is until every worker process was gone (the guardian's kill)")
     s.inject("SIGKILL ddprun", lambda: os.kill(node.pid, signal.SIGKILL))
 
 
@@ -413,6 +440,7 @@ def sc_master_sigterm(s: Scenario) -> None:
     s.culprit = None
     s.culprit_text = re.compile(r"SIGTERM")
     s.expected_codes = {143, 200}
+    s.needs_final_checkpoint = True
     s.inject("SIGTERM node0's ddprun (the master)", lambda: os.kill(s.nodes[0].pid, signal.SIGTERM))
 
 
@@ -540,6 +568,9 @@ def sc_sigterm_rendezvous(s: Scenario) -> None:
         s.problems.append("node0 never started its worker")
         return
     time.sleep(2.0)  # the worker waits in the rendezvous for node 1, which never comes
+    if node.matches(GROUP_READY_LINE) or node.exit_time is not None:
+        s.problems.append("node0's worker was not waiting in the rendezvous when SIGTERM was due")
+        return
     s.culprit = None
     s.culprit_text = re.compile(r"SIGTERM")
     s.expected_codes = {143}
@@ -646,13 +677,17 @@ def measure(s: Scenario, left: list[str], timed_out: bool) -> dict:
                 exits.setdefault(rank, (t, "0"))
         for t, m in node.matches(FIRST_LINE):
             first_reports.append((t, m.group(0)))
+        for t, m in node.matches(SUMMARY_LINE):
+            if not FIRST_LINE.search(m.group(0)):
+                first_reports.append((t, m.group(0)))
         steps = node.matches(STEP_LINE)
         if steps:
             last_step = max(last_step or 0, max(int(m.group(1)) for _, m in steps))
 
     fault = s.fault_time
-    if fault is None and exits:  # nothing injected from outside: the first failure
-        fault = min(t for t, _ in exits.values())
+    failures = [t for t, code in exits.values() if code != "0"]
+    if fault is None and failures:  # nothing injected from outside: the first failure
+        fault = min(failures)
         s.fault_note = s.fault_note or "the culprit's own failure"
     injected = set()
     for note_rank in re.findall(r"rank (\d+)", s.fault_note):
@@ -666,7 +701,7 @@ def measure(s: Scenario, left: list[str], timed_out: bool) -> dict:
         seen += [t for r, t in s.worker_gone.items() if r not in injected]
         seen = [t for t in seen if t >= fault - 0.001 and (s.cap_time is None or t < s.cap_time)]
         if s.fault_time is None:  # the culprit's own failure is the fault: the others count
-            culprit_times = sorted(t for t, _ in exits.values())
+            culprit_times = sorted(failures)
             seen = [t for t in seen if t > culprit_times[0]] or culprit_times
         detect = round(min(seen) - fault, 2) if seen else None
         ends = [n.exit_time for n in s.nodes if n.exit_time is not None]
@@ -699,6 +734,8 @@ def measure(s: Scenario, left: list[str], timed_out: bool) -> dict:
         "all_exit_s": all_exit,
         "bound_s": s.bound_s,
         "rank_exit_codes": {str(r): code for r, (_, code) in sorted(exits.items())},
+        "worker_gone_s": {str(r): round(t - fault, 3) for r, t in sorted(s.worker_gone.items())}
+        if fault is not None else {},
         "launcher_exit_codes": {n.name: n.returncode for n in s.nodes},
         "report": named,
         "error_files": reports,
@@ -728,6 +765,9 @@ def misses(s: Scenario, row: dict, text: str, first_reports, reports) -> list[st
     if row["checkpoints_lost"]:
         out.append(f"checkpoint lost: step {s.ckpt_at_fault} existed at the fault, newest valid now "
                    f"{row['newest_checkpoint']}")
+    if s.needs_final_checkpoint and row["steps_lost"] != 0:
+        out.append(f"no checkpoint of the last step on the way out: {row['steps_lost']} steps lost "
+                   f"(last step {row['last_step']}, newest valid checkpoint {row['newest_checkpoint']})")
     if row["processes_left"]:
         out.append(f"{row['processes_left']} processes left: {', '.join(row['processes_left_list'])}")
     if s.expected_codes is not None:
@@ -785,6 +825,8 @@ def markdown(rows: list[dict], build: str) -> str:
         named = "<br>".join(cell(x)[:240] for x in r["report"]) or "-"
         result = ("skipped: " + r["skipped"] if r["skipped"] else
                   "pass" if r["pass"] else "FAIL: " + "; ".join(r["misses"]))
+        if r["notes"]:
+            result += " (" + "; ".join(r["notes"]) + ")"
         lines.append(
             f"| {r['scenario']} | {cell(r['fault'])} | {cell(r['detect_s'])} | {cell(r['all_exit_s'])} | "
             f"{r['bound_s']:.0f} | {ranks} | {launchers} | {named} | {cell(r['steps_lost'])} | "
@@ -824,7 +866,12 @@ def main() -> int:
     rows = []
     for serial, name in zip(itertools.count(), names):
         print(f"== {name}", flush=True)
+        before = binary_stamps(binaries)
         row = run_scenario(name, binaries, serial)
+        changed = [p for p, stamp in binary_stamps(binaries).items() if before.get(p) != stamp]
+        if changed:
+            row["misses"].insert(0, f"void: {', '.join(changed)} changed during the row (a rebuild?)")
+            row["pass"] = False
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("detect_s", "all_exit_s", "rank_exit_codes",
                                                "launcher_exit_codes", "report", "steps_lost",
