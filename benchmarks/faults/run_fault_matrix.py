@@ -35,6 +35,7 @@ Needs root for the tmpfs mounts and network namespaces (CI runs as root).
 from __future__ import annotations
 
 import argparse
+import atexit
 import itertools
 import json
 import os
@@ -54,7 +55,7 @@ sys.path.insert(0, str(REPO / "tests" / "support"))
 
 DEATH_BOUND_S = 10.0
 HANG_TIMEOUT_S = 5.0
-SCENARIO_CAP_S = 75.0
+SCENARIO_CAP_S = 60.0
 # --without-hang-timeout: run the hang rows without the flag, to see what a build without
 # hang detection does (they then wait out --collective-timeout, and the cap ends them).
 HANG_FLAG = True  # a scenario still running after this is killed and recorded as such
@@ -277,11 +278,13 @@ class Scenario:
                 "--checkpoint-every", "25", "--checkpoint-dir", str(self.ckpt), "--threads", "1",
                 "--backend", "gloo"] + (extra or [])
 
-    def inject(self, note: str, action) -> None:
-        """Runs action (the fault) and notes its time and the newest valid checkpoint."""
+    def inject(self, note: str, action, timed_from_failure: bool = False) -> None:
+        """Runs action (the fault) and notes its time and the newest valid checkpoint.
+        timed_from_failure: the fault shows only later (a memory limit bites at the next
+        allocation that needs a new mapping): time from the culprit's own failure instead."""
         self.ckpt_at_fault = max(valid_checkpoints(self.ckpt), default=None)
         self.watch_workers()
-        self.fault_time = time.monotonic()
+        self.fault_time = None if timed_from_failure else time.monotonic()
         self.fault_note = note
         action()
 
@@ -353,6 +356,7 @@ def snapshot(binaries: tuple[str, str]) -> tuple[str, str]:
     """Copies of the binaries and the project's libraries in /tmp/ddpfault-bin-<pid>/."""
     root = pathlib.Path(f"/tmp/ddpfault-bin-{os.getpid()}")
     shutil.rmtree(root, ignore_errors=True)
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     (root / "lib").mkdir(parents=True)
     for path in binary_stamps(binaries):
         if path not in binaries:
@@ -509,8 +513,10 @@ def sc_oom(s: Scenario) -> None:
     # glibc's mmap threshold fixed at 128 KiB (it grows with each freed mapping otherwise,
     # and a steady training loop then maps nothing new): every tensor above it is a new
     # mapping, so the limit bites at the next step, not at some later growth.
+    # DDPRUN_HOST_ALLOCATOR=system: ddprun's own thresholds (Note [Keep freed tensor
+    # memory]) would keep freed memory mapped for reuse, and the limit would bite much later.
     node = s.launch("node0", ["--standalone", "--nproc-per-node", "2"],
-                    env_extra={"MALLOC_MMAP_THRESHOLD_": "131072"})
+                    env_extra={"MALLOC_MMAP_THRESHOLD_": "131072", "DDPRUN_HOST_ALLOCATOR": "system"})
     if not s.wait_checkpoint(node, 2):
         return
     pid = node.rank_pids()[1]
@@ -523,7 +529,7 @@ def sc_oom(s: Scenario) -> None:
                   pathlib.Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmSize:"))
         s.notes.append(f"RLIMIT_AS of rank 1 = {vm >> 20} MiB (its VmSize)")
         subprocess.run(["prlimit", f"--pid={pid}", f"--as={vm}"], check=True)
-    s.inject("prlimit --as=<VmSize> on rank 1", limit)
+    s.inject("prlimit --as=<VmSize> on rank 1 (timed from its failure)", limit, timed_from_failure=True)
 
 
 def sc_nan_loss(s: Scenario) -> None:
@@ -646,6 +652,9 @@ def error_file_summary(path: pathlib.Path) -> dict | None:
     keep = {k: data.get(k) for k in ("rank", "exitCode", "signalName", "error", "health")}
     if keep["health"] is None and isinstance(data.get("ddprun_health"), dict):
         keep["health"] = data["ddprun_health"]  # the workers' name for the section
+    if isinstance(keep["health"], dict):  # the verdict, not the flight records and stacks
+        keep["health"] = {k: v for k, v in keep["health"].items()
+                          if k in ("verdict", "kind", "culprit", "step", "phase", "summary")}
     keep["consequences"] = len(data.get("consequences") or [])
     return keep
 
@@ -835,7 +844,7 @@ def markdown(rows: list[dict], build: str) -> str:
     lines = [
         "# Fault matrix (issue 16)",
         "",
-        f"`benchmarks/faults/run_fault_matrix.py` on `{build}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"`benchmarks/faults/run_fault_matrix.py` on {build} (UTC mtimes), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"{os.cpu_count()} cores; mlp on synthetic data, CPU, Gloo. Targets: every rank gone <= "
         f"{DEATH_BOUND_S:.0f} s after a death (hang: --hang-timeout {HANG_TIMEOUT_S:.0f} + {DEATH_BOUND_S:.0f} s), "
         "0 checkpoints lost, 0 processes left, the report names the culprit.",
@@ -877,7 +886,7 @@ def main() -> int:
                              "RUNPATH), so that a rebuild beside the run cannot swap them")
     parser.add_argument("--without-hang-timeout", action="store_true",
                         help="run sigstop_worker and link_cut without --hang-timeout (a build "
-                             "without hang detection: they then run into the 75 s cap)")
+                             "without hang detection: they then run into the 60 s cap)")
     args = parser.parse_args()
     global HANG_FLAG
     HANG_FLAG = not args.without_hang_timeout
@@ -892,6 +901,8 @@ def main() -> int:
         if not os.access(binary, os.X_OK):
             parser.error(f"{binary} is not an executable: build ddprun and ddptrain, or pass --build")
 
+    built = "; ".join(f"`{path}` {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(stamp[0] / 1e9))}"
+                      for path, stamp in binary_stamps(binaries).items())
     if args.snapshot:
         binaries = snapshot(binaries)
     rows = []
@@ -910,9 +921,9 @@ def main() -> int:
                          indent=1), flush=True)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(rows, " ".join(binaries)))
+    out.write_text(markdown(rows, built))
     out.with_suffix(".json").write_text(
-        json.dumps({"ddprun": binaries[0], "ddptrain": binaries[1], "rows": rows}, indent=2) + "\n")
+        json.dumps({"binaries": built, "snapshot": args.snapshot, "rows": rows}, indent=2) + "\n")
     failed = [r["scenario"] for r in rows if not r["pass"] and not r["skipped"]]
     skipped = [r["scenario"] for r in rows if r["skipped"]]
     print(f"wrote {out} and {out.with_suffix('.json')}; {len(rows) - len(failed) - len(skipped)} of "
