@@ -880,6 +880,9 @@ def main() -> int:
                              "(no root, no ip: CTest's SKIP_RETURN_CODE)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "faults.md"),
                         help="the markdown table; the JSON goes beside it (.json)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the directory (logs, error files, checkpoints) of a row that "
+                             "passes too; a failed row's is always kept")
     parser.add_argument("--snapshot", action="store_true",
                         help="copy the binaries and the project's own shared libraries to a "
                              "temporary directory first (LD_LIBRARY_PATH wins over their "
@@ -914,6 +917,9 @@ def main() -> int:
         if changed:
             row["misses"].insert(0, f"void: {', '.join(changed)} changed during the row (a rebuild?)")
             row["pass"] = False
+        if row["pass"] and not args.keep:
+            shutil.rmtree(row["logs"], ignore_errors=True)
+            row["logs"] = None
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("detect_s", "all_exit_s", "rank_exit_codes",
                                                "launcher_exit_codes", "report", "steps_lost",
