@@ -107,9 +107,10 @@ RunResult runElastic(const LaunchPlan& base, NodeRendezvous& rendezvous,
         run.exitCode = attempt.failure->status.shellCode();
         if (!isRetryable(attempt.failure->status)) {
           log::error("launcher",
-                     "rank={} exited {} (a usage, config or data error): not restarting, a "
-                     "restart cannot fix it; closing the job",
-                     attempt.failure->globalRank, attempt.failure->status.exitCode);
+                     "rank={} exited {} ({}): not restarting, a restart cannot fix it; "
+                     "closing the job",
+                     attempt.failure->globalRank, attempt.failure->status.exitCode,
+                     permanentExitMeaning(attempt.failure->status.exitCode));
           rendezvous.finish(false, "rank " + std::to_string(attempt.failure->globalRank) +
                                        " exited with the permanent code " +
                                        std::to_string(attempt.failure->status.exitCode));

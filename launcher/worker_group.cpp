@@ -548,10 +548,9 @@ RunResult runWithRestarts(int maxRestarts, const AttemptRunner& runAttemptFn) {
     const ExitStatus& status = attempt.failure->status;
     run.exitCode = status.shellCode();
     if (!isRetryable(status)) {
-      log::error("launcher",
-                 "rank={} exited {} (a usage, config or data error): not "
-                 "restarting, a restart cannot fix it",
-                 attempt.failure->globalRank, status.exitCode);
+      log::error("launcher", "rank={} exited {} ({}): not restarting, a restart cannot fix it",
+                 attempt.failure->globalRank, status.exitCode,
+                 permanentExitMeaning(status.exitCode));
       return run;
     }
     if (restartCount >= maxRestarts) {

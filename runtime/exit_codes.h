@@ -32,4 +32,20 @@ constexpr bool isPermanentExitCode(int code) {
          code == kExitDesync;
 }
 
+// What a permanent code says, for the launcher's "not restarting" line.
+constexpr const char* permanentExitMeaning(int code) {
+  switch (code) {
+    case kExitUsage:
+      return "a usage, config or data error";
+    case kExitTrainingFailed:
+      return "the training failed";
+    case kExitRestartsExhausted:
+      return "the restart budget is spent";
+    case kExitDesync:
+      return "the ranks ran different collectives";
+    default:
+      return "a permanent error";
+  }
+}
+
 }  // namespace ddp

@@ -813,14 +813,14 @@ TEST(FailureTest, ExhaustedRestartsExitWithTheFailureAndItsReport) {
   TempDir dir;
   auto result = runDdprun({"--nproc-per-node", "2", "--max-restarts", "2", "--error-file",
                            dir / "error.json", "--", "/bin/sh", "-c",
-                           "if [ \"$RANK\" = 0 ]; then echo giving up; exit 5; fi; exec sleep 60"});
+                           "if [ \"$RANK\" = 0 ]; then echo giving up; exit 7; fi; exec sleep 60"});
   SCOPED_TRACE(result.output);
-  EXPECT_EQ(result.exitCode, 5);
+  EXPECT_EQ(result.exitCode, 7);
   EXPECT_EQ(count(result.output, "started ranks=0..1"), 3);
   EXPECT_NE(result.output.find("no restarts left (2 of --max-restarts=2 used)"), std::string::npos);
   const auto report = nlohmann::json::parse(readFile(dir / "error.json"));
   EXPECT_EQ(report["rank"], 0);
-  EXPECT_EQ(report["exitCode"], 5);
+  EXPECT_EQ(report["exitCode"], 7);
   EXPECT_EQ(report["restartCount"], 2);
   EXPECT_EQ(report["maxRestarts"], 2);
   EXPECT_EQ(report["lastLines"], nlohmann::json::array({"giving up"}));

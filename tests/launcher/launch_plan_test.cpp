@@ -386,6 +386,7 @@ TEST(WorkerEnvironmentTest, HasTorchrunVariablesAndOptions) {
                                                       .ompNumThreads = 4,
                                                       .backend = "gloo",
                                                       .rendezvousTimeoutSeconds = 60,
+                                                      .hangTimeoutSeconds = 90,
                                                       .attemptLogDir = "/logs/none_x/attempt_1"});
   const std::map<std::string, std::string> expected{
       {"RANK", "5"},
@@ -407,6 +408,8 @@ TEST(WorkerEnvironmentTest, HasTorchrunVariablesAndOptions) {
       {"DDPRUN_BACKEND", "gloo"},
       {"DDPRUN_RDZV_TIMEOUT", "60"},
       {"TORCHELASTIC_ERROR_FILE", "/logs/none_x/attempt_1/2/error.json"},
+      {"DDPRUN_HEARTBEAT_FILE", "/logs/none_x/attempt_1/2/heartbeat.json"},
+      {"DDPRUN_HANG_TIMEOUT", "90"},
       {"PYTHONUNBUFFERED", "1"}};
   EXPECT_EQ(env, expected);
 }
