@@ -161,9 +161,11 @@ class Attempt {
     }
     if (!stacks_.empty()) failure.stacks = stacks_.dump();
     std::optional<int> verdictCulprit;
+    bool desync = false;
     if (const auto health = nlohmann::json::parse(failure.health, nullptr, false);
-        health.is_object() && health.value("culprit", -1) >= 0) {
-      verdictCulprit = health.value("culprit", -1);
+        health.is_object()) {
+      if (health.value("culprit", -1) >= 0) verdictCulprit = health.value("culprit", -1);
+      desync = health.value("kind", std::string()) == "desync";
     }
     // Only a first failure that says it lost a peer gives way: one killed by a signal, or
     // silent, may well be the cause of the others' errors.
@@ -180,6 +182,19 @@ class Attempt {
     if (verdictCulprit && firstLostAPeer) {  // a local culprit, maybe silent (stopped, killed)
       for (const auto& w : workers_) {
         if (w.globalRank == *verdictCulprit) named = &w;
+      }
+    }
+    // A desync is the program's bug whichever rank was reaped first: the report carries the
+    // code of a rank that exited with it, so that nobody restarts it.
+    const auto exitedDesync = [](const Worker& w) {
+      return w.status.signal == 0 && w.status.exitCode == kExitDesync;
+    };
+    const bool namedExitedDesync =
+        named ? exitedDesync(*named)
+              : failure.status.signal == 0 && failure.status.exitCode == kExitDesync;
+    if (desync && !namedExitedDesync) {
+      for (const auto& w : workers_) {
+        if (exitedDesync(w) && (!named || !exitedDesync(*named))) named = &w;
       }
     }
     if (named && named->globalRank != failure.globalRank) {

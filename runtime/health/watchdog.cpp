@@ -394,10 +394,11 @@ struct Watchdog::Impl {
     if (options.rank == 0 && useStore) {  // every reachable rank's records in one report
       const auto deadline = Clock::now() + kGatherRecords;
       for (int r = 1; r < options.worldSize; ++r) {
-        // A silent or failed rank publishes none: do not wait for it.
+        // A silent or finished rank publishes none: do not wait for it. A failing one reads
+        // the verdict while it fails (Note [Desync at a failure]): the store stays up for it.
         const auto it = seen.find(r);
         if (r == culprit || it == seen.end() ||
-            it->second.beat.value("state", std::string()) != "running" ||
+            it->second.beat.value("state", std::string()) == "finished" ||
             Clock::now() - it->second.beatChanged > 2 * options.interval) {
           continue;
         }
