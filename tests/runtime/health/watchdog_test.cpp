@@ -64,9 +64,10 @@ class WatchdogTest : public ::testing::Test {
       if (name.find_first_not_of("0123456789") != std::string::npos) continue;
       std::ifstream in(entry.path() / "cmdline");
       std::string cmdline((std::istreambuf_iterator<char>(in)), {});
-      if (cmdline.find("ddptrain") != std::string::npos &&
-          cmdline.find(dir_.string()) != std::string::npos &&
-          cmdline.find("ddprun") == std::string::npos) {
+      // The program itself, not ddprun (whose arguments name ddptrain too): argv[0], which
+      // may lie under a directory named ddprun (a clone).
+      const auto program = fs::path(cmdline.substr(0, cmdline.find('\0'))).filename();
+      if (program == "ddptrain" && cmdline.find(dir_.string()) != std::string::npos) {
         pids.push_back(std::stoi(name));
       }
     }
