@@ -144,7 +144,7 @@ int runHandWrittenLoop(const Options& options) {
     loss.backward();  // gradients averaged over the ranks here
     optimizer.step();
     ddp::health::stepDone(step + 1);  // the watchdog's hang bound calibrates on step times
-    lastLoss = loss.item<double>();  // this rank's batch
+    lastLoss = loss.item<double>();   // this rank's batch
     if (step == 0) firstLoss = lastLoss;
     if (logs && (step % kLogEvery == 0 || step + 1 == options.steps)) {
       std::cout << "step " << step + 1 << "/" << options.steps << " loss " << lastLoss << std::endl;
