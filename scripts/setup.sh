@@ -52,6 +52,9 @@ apt_packages=(
   golang-github-andybalholm-brotli-dev  # data/ tests: a Gutenberg text (Newton's Opticks, 567 KB)
   iproute2 procps
   elfutils                              # eu-stack: the stacks of a hung rank (runtime/health)
+  libcpp-httplib-dev                    # /metrics, /healthz, /readyz; TrainJob progress (HTTPS)
+  prometheus                            # tests: a real Prometheus scrapes a run; promtool
+  tmux                                  # tests: the progress bar as a terminal shows it
   python3-venv
   buildah debootstrap                   # tests/k8s: the CPU image built for real (docker/buildah_build.sh)
 )
