@@ -36,6 +36,10 @@ TRAINER_MASTER_PORT = 29500      # trainer constants.go
 JOB_FILES = ["pytorchjob-cpu.yaml", "pytorchjob-gpu.yaml", "pytorchjob-elastic.yaml", "mpijob.yaml",
              "trainjob.yaml"]
 CORE_FILES = ["checkpoints-pvc.yaml", "networkpolicy.yaml"]
+RUNTIME_FILES = ["trainingruntime.yaml"]  # the TrainJob's ClusterTrainingRuntime
+# k8s/monitoring/: prometheus-operator kinds and the Service that servicemonitor.yaml scrapes.
+MONITORING_FILES = ["monitoring/podmonitor.yaml", "monitoring/service.yaml", "monitoring/servicemonitor.yaml",
+                    "monitoring/prometheusrule.yaml"]
 
 
 def load_all(path: pathlib.Path) -> list[dict]:

@@ -5,11 +5,11 @@
   side strict field validation: an unknown field is an error), plus the operators'
   admission-webhook rules that a schema cannot express (replica types, restart policies,
   the Master's single replica, the container named pytorch, the job name).
-- TrainJob: the Trainer CRD is not in shared/. The test checks the fields we use against
-  the subset of its schema written below (types, required fields, the one CEL rule on
-  numProcPerNode) and, when DDPRUN_TRAINER_CRD names a copy of
-  trainer.kubeflow.org_trainjobs.yaml, against the whole CRD as well.
-- Core kinds (PersistentVolumeClaim, NetworkPolicy) and every replica's pod template (as a
+- TrainJob and ClusterTrainingRuntime: Trainer v2.3.0's CRDs in ../shared/k8s-schemas/,
+  whole (the runtime patches' pod and container fields are the CRD's own short lists).
+- ServiceMonitor, PodMonitor (../shared/k8s-schemas/) and PrometheusRule (schemas/ beside
+  this file, the same prometheus-operator release v0.93.0): monitoring.coreos.com/v1.
+- Core kinds (PersistentVolumeClaim, NetworkPolicy, Service) and every replica's pod template (as a
   core PodTemplate): the Kubernetes API schemas that kubernetes-validate ships, strict.
 - The kustomization's output (`kubectl kustomize`) passes the same checks, with the image,
   replicas and resources it sets.
@@ -20,7 +20,6 @@ Usage: manifest_schema_test.py REPO_DIR   (the shared/ folder is REPO_DIR/../sha
 """
 from __future__ import annotations
 
-import copy
 import os
 import pathlib
 import re
@@ -42,6 +41,8 @@ if CHECK_MODE:
     sys.argv.pop(1)
 REPO = pathlib.Path(sys.argv.pop(1) if len(sys.argv) > 1 else ".").resolve()
 SCHEMAS = REPO.parent / "shared" / "k8s-schemas"
+# CRDs that shared/ does not hold, copied verbatim the same way (schemas/README.md).
+LOCAL_SCHEMAS = pathlib.Path(__file__).resolve().parent / "schemas"
 KUBERNETES_VERSION = "1.33.0"  # any 1.2x-1.3x: the fields used here are long stable
 
 
@@ -122,108 +123,6 @@ def webhook_errors(doc: dict) -> list[str]:
     return errors
 
 
-# The part of trainer.kubeflow.org_trainjobs.yaml (v1alpha1, kubeflow/trainer @ 8c0f5059)
-# that our TrainJob uses; written from the CRD, not copied. Pod-level fields inside
-# runtimePatches are checked as a core PodSpec by kubernetes-validate below.
-_ENV = {"type": "array", "items": {"type": "object", "required": ["name"],
-        "properties": {"name": {"type": "string"}, "value": {"type": "string"},
-                       "valueFrom": {"type": "object"}}, "additionalProperties": False}}
-_QUANTITIES = {"type": "object", "additionalProperties": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}
-TRAINJOB_SUBSET = {
-    "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "trainer.kubeflow.org/v1alpha1"},
-        "kind": {"const": "TrainJob"},
-        "metadata": {"type": "object"},
-        "spec": {
-            "type": "object", "required": ["runtimeRef"], "additionalProperties": False,
-            "properties": {
-                "activeDeadlineSeconds": {"type": "integer", "minimum": 1},
-                "suspend": {"type": "boolean"},
-                "managedBy": {"type": "string"},
-                "initializer": {"type": "object"},
-                "runtimeRef": {
-                    "type": "object", "required": ["name"], "additionalProperties": False,
-                    "properties": {"apiGroup": {"type": "string"}, "kind": {"type": "string"},
-                                   "name": {"type": "string", "minLength": 1}}},
-                "trainer": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {
-                        "image": {"type": "string"},
-                        "command": {"type": "array", "items": {"type": "string"}},
-                        "args": {"type": "array", "items": {"type": "string"}},
-                        "env": _ENV,
-                        "numNodes": {"type": "integer", "minimum": 1},
-                        # x-kubernetes-validations: self >= 1
-                        "numProcPerNode": {"type": "integer", "minimum": 1},
-                        "resourcesPerNode": {
-                            "type": "object", "additionalProperties": False,
-                            "properties": {"limits": _QUANTITIES, "requests": _QUANTITIES,
-                                           "claims": {"type": "array"}}},
-                    }},
-                "runtimePatches": {
-                    "type": "array",
-                    "items": {
-                        "type": "object", "required": ["manager"], "additionalProperties": False,
-                        "properties": {
-                            "manager": {"type": "string"},
-                            "time": {"type": "string"},
-                            "trainingRuntimeSpec": {
-                                "type": "object", "additionalProperties": False,
-                                "properties": {"template": {
-                                    "type": "object", "additionalProperties": False,
-                                    "properties": {"metadata": {"type": "object"}, "spec": {
-                                        "type": "object", "additionalProperties": False,
-                                        "properties": {"replicatedJobs": {
-                                            "type": "array", "items": {
-                                                "type": "object", "required": ["name"],
-                                                "additionalProperties": False,
-                                                "properties": {"name": {"type": "string"},
-                                                               "template": {"type": "object"}}}}}}}}}},
-                        }}},
-            }},
-    },
-}
-# Pod fields a runtime patch may set (the CRD's patch pod spec lists exactly these).
-TRAINJOB_PATCH_POD_FIELDS = {"affinity", "containers", "imagePullSecrets", "initContainers",
-                             "nodeSelector", "schedulingGates", "securityContext",
-                             "serviceAccountName", "terminationGracePeriodSeconds",
-                             "tolerations", "volumes"}
-TRAINJOB_PATCH_CONTAINER_FIELDS = {"env", "name", "securityContext", "volumeMounts"}
-
-
-def trainjob_errors(doc: dict) -> list[str]:
-    errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-              for e in jsonschema.Draft7Validator(TRAINJOB_SUBSET).iter_errors(doc)]
-    for patch in doc.get("spec", {}).get("runtimePatches", []):
-        for rj in patch.get("trainingRuntimeSpec", {}).get("template", {}).get("spec", {}).get(
-                "replicatedJobs", []):
-            pod = rj.get("template", {}).get("spec", {}).get("template", {}).get("spec", {})
-            for field in set(pod) - TRAINJOB_PATCH_POD_FIELDS:
-                errors.append(f"runtimePatches: pod field {field!r} cannot be patched")
-            for c in pod.get("containers", []):
-                for field in set(c) - TRAINJOB_PATCH_CONTAINER_FIELDS:
-                    errors.append(f"runtimePatches: container field {field!r} cannot be patched")
-            errors += core_errors({"apiVersion": "v1", "kind": "PodTemplate",
-                                   "metadata": {"name": "patch"},
-                                   "template": {"spec": _with_container_images(pod)}})
-    crd = os.environ.get("DDPRUN_TRAINER_CRD")
-    if crd:
-        validator = crd_validator(pathlib.Path(crd), "v1alpha1")
-        errors += [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
-                   for e in validator.iter_errors(doc)]
-    return errors
-
-
-def _with_container_images(pod: dict) -> dict:
-    """A patch's containers have no image; add one so that PodSpec validation applies."""
-    pod = copy.deepcopy(pod)
-    for c in pod.get("containers", []):
-        c.setdefault("image", "patched")
-    return pod
-
-
 def core_errors(doc: dict) -> list[str]:
     try:
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
@@ -241,26 +140,42 @@ def pod_templates(doc: dict) -> list[tuple[str, dict]]:
     return []
 
 
+def schema_errors(validator: jsonschema.Draft4Validator, doc: dict) -> list[str]:
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in validator.iter_errors(doc)]
+
+
 class Validators:
     def __init__(self):
         self.by_kind = {
             ("kubeflow.org/v1", "PyTorchJob"): crd_validator(SCHEMAS / "kubeflow.org_pytorchjobs.yaml", "v1"),
             ("kubeflow.org/v2beta1", "MPIJob"): crd_validator(SCHEMAS / "kubeflow.org_mpijobs.yaml", "v2beta1"),
         }
+        # Kinds whose CRD schema is the whole check (no webhook rules that we rely on).
+        self.crd_only = {
+            ("trainer.kubeflow.org/v1alpha1", "TrainJob"):
+                crd_validator(SCHEMAS / "trainer.kubeflow.org_trainjobs.yaml", "v1alpha1"),
+            ("trainer.kubeflow.org/v1alpha1", "ClusterTrainingRuntime"):
+                crd_validator(SCHEMAS / "trainer.kubeflow.org_clustertrainingruntimes.yaml", "v1alpha1"),
+            ("monitoring.coreos.com/v1", "ServiceMonitor"):
+                crd_validator(SCHEMAS / "monitoring.coreos.com_servicemonitors.yaml", "v1"),
+            ("monitoring.coreos.com/v1", "PodMonitor"):
+                crd_validator(SCHEMAS / "monitoring.coreos.com_podmonitors.yaml", "v1"),
+            ("monitoring.coreos.com/v1", "PrometheusRule"):
+                crd_validator(LOCAL_SCHEMAS / "monitoring.coreos.com_prometheusrules.yaml", "v1"),
+        }
 
     def errors(self, doc: dict) -> list[str]:
         key = (doc.get("apiVersion"), doc.get("kind"))
         if key in self.by_kind:
-            errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-                      for e in self.by_kind[key].iter_errors(doc)]
-            errors += webhook_errors(doc)
+            errors = schema_errors(self.by_kind[key], doc) + webhook_errors(doc)
             for where, template in pod_templates(doc):
                 errors += [f"{where}: {e}" for e in core_errors(
                     {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
                      "template": template})]
             return errors
-        if key == ("trainer.kubeflow.org/v1alpha1", "TrainJob"):
-            return trainjob_errors(doc)
+        if key in self.crd_only:
+            return schema_errors(self.crd_only[key], doc)
         if doc.get("apiVersion") in ("v1", "networking.k8s.io/v1"):
             return core_errors(doc)
         return [f"no schema for {key}"]
@@ -271,7 +186,7 @@ VALIDATORS = Validators()
 
 def all_manifests() -> list[tuple[str, dict]]:
     docs = []
-    for name in k8s_jobs.JOB_FILES + k8s_jobs.CORE_FILES:
+    for name in k8s_jobs.JOB_FILES + k8s_jobs.CORE_FILES + k8s_jobs.RUNTIME_FILES + k8s_jobs.MONITORING_FILES:
         for doc in k8s_jobs.load_all(REPO / "k8s" / name):
             docs.append((name, doc))
     return docs
@@ -279,18 +194,20 @@ def all_manifests() -> list[tuple[str, dict]]:
 
 class ManifestSchemaTest(unittest.TestCase):
     def test_schema_copies_are_the_recorded_blobs(self):
-        # shared/k8s-schemas/README.md records each file's git blob id.
-        readme = (SCHEMAS / "README.md").read_text()
-        for name in ("kubeflow.org_pytorchjobs.yaml", "kubeflow.org_mpijobs.yaml"):
-            blob = subprocess.run(["git", "hash-object", str(SCHEMAS / name)], check=True,
-                                  capture_output=True, text=True).stdout.strip()
-            self.assertIn(blob, readme, f"{name}: blob {blob} is not the one recorded")
+        # Each folder's README.md records the git blob id of each of its CRDs.
+        for folder in (SCHEMAS, LOCAL_SCHEMAS):
+            readme = (folder / "README.md").read_text()
+            for path in sorted(folder.glob("*.yaml")):
+                blob = subprocess.run(["git", "hash-object", str(path)], check=True,
+                                      capture_output=True, text=True).stdout.strip()
+                self.assertIn(blob, readme, f"{path}: blob {blob} is not the one recorded")
 
     def test_every_manifest_is_valid(self):
         docs = all_manifests()
         kinds = sorted({d["kind"] for _, d in docs})
-        self.assertEqual(kinds, ["MPIJob", "NetworkPolicy", "PersistentVolumeClaim",
-                                 "PyTorchJob", "TrainJob"])
+        self.assertEqual(kinds, ["ClusterTrainingRuntime", "MPIJob", "NetworkPolicy", "PersistentVolumeClaim",
+                                 "PodMonitor", "PrometheusRule", "PyTorchJob", "Service", "ServiceMonitor",
+                                 "TrainJob"])
         for name, doc in docs:
             with self.subTest(manifest=name, kind=doc["kind"], name=doc["metadata"]["name"]):
                 self.assertEqual(VALIDATORS.errors(doc), [])
@@ -302,6 +219,10 @@ class ManifestSchemaTest(unittest.TestCase):
         naming the field."""
         def job(name):
             return k8s_jobs.load_job(REPO, name)
+
+        def monitor(name):
+            (doc,) = k8s_jobs.load_all(REPO / "k8s" / "monitoring" / name)
+            return doc
 
         def set_in(doc, path, value):
             node = doc
@@ -345,14 +266,37 @@ class ManifestSchemaTest(unittest.TestCase):
             ("MPIJob ExitCode", set_in(job("mpijob.yaml"), ["spec", "mpiReplicaSpecs", "Worker", "restartPolicy"],
                                        "ExitCode"), "ExitCode"),
             ("slots as text", set_in(job("mpijob.yaml"), ["spec", "slotsPerWorker"], "1"), "slotsPerWorker"),
-            ("TrainJob numProcPerNode 0", set_in(job("trainjob.yaml"), ["spec", "trainer", "numProcPerNode"], 0),
-             "numProcPerNode"),
+            # v2.3.0's CRD and webhook accept numProcPerNode 0 (a minimum came later); a type is checked.
+            ("TrainJob numProcPerNode as text",
+             set_in(job("trainjob.yaml"), ["spec", "trainer", "numProcPerNode"], "4"), "numProcPerNode"),
             ("TrainJob without runtimeRef", rename(job("trainjob.yaml"), ["spec", "runtimeRef"], "runtime"),
              "runtime"),
             ("TrainJob patches a container's image",
              set_in(job("trainjob.yaml"), ["spec", "runtimePatches", 0, "trainingRuntimeSpec", "template", "spec",
                                            "replicatedJobs", 0, "template", "spec", "template", "spec",
                                            "containers", 0, "image"], "x"), "image"),
+            ("runtime probe port as a list",
+             set_in(job("trainingruntime.yaml"), ["spec", "template", "spec", "replicatedJobs", 0, "template",
+                                                  "spec", "template", "spec", "containers", 0, "livenessProbe",
+                                                  "httpGet", "port"], ["metrics"]), "port"),
+            ("runtime field misspelt", rename(job("trainingruntime.yaml"), ["spec", "mlPolicy"], "mlpolicy"),
+             "mlpolicy"),
+            ("ServiceMonitor interval in words",
+             set_in(monitor("servicemonitor.yaml"), ["spec", "endpoints", 0, "interval"], "15 seconds"),
+             "15 seconds"),
+            ("ServiceMonitor misspelt relabel field",
+             rename(monitor("servicemonitor.yaml"), ["spec", "endpoints", 0, "relabelings", 0, "targetLabel"],
+                    "target_label"), "target_label"),
+            ("PodMonitor endpoints under the ServiceMonitor's name",
+             rename(monitor("podmonitor.yaml"), ["spec", "podMetricsEndpoints"], "endpoints"), "endpoints"),
+            ("PrometheusRule for: in words",
+             set_in(monitor("prometheusrule.yaml"), ["spec", "groups", 0, "rules", 0, "for"], "2 minutes"),
+             "2 minutes"),
+            ("PrometheusRule rule without expr",
+             rename(monitor("prometheusrule.yaml"), ["spec", "groups", 0, "rules", 1, "expr"], "expression"),
+             "expr"),
+            ("Service port as text", set_in(monitor("service.yaml"), ["spec", "ports", 0, "port"], "metrics"),
+             "port"),
             ("PVC access mode", set_in(k8s_jobs.load_all(REPO / "k8s/checkpoints-pvc.yaml")[0],
                                        ["spec", "accessModes"], "ReadWriteMany"), "accessModes"),
             ("NetworkPolicy field", set_in(k8s_jobs.load_all(REPO / "k8s/networkpolicy.yaml")[0],
@@ -429,8 +373,9 @@ class ManifestSchemaTest(unittest.TestCase):
                                      doc["spec"]["trainer"]["numProcPerNode"])
                 policy = policies[job]
                 self.assertEqual(policy["spec"]["policyTypes"], ["Ingress"])
-                (rule,) = policy["spec"]["ingress"]
-                self.assertEqual(rule["from"], [{"podSelector": policy["spec"]["podSelector"]}])
+                # The first rule; the second admits the scraper (monitoring_test.py checks it).
+                rule = policy["spec"]["ingress"][0]
+                self.assertEqual(rule, {"from": [{"podSelector": policy["spec"]["podSelector"]}]})
 
     def test_kustomization_output_is_valid_and_applies_its_settings(self):
         kubectl = shutil.which("kubectl")
@@ -441,7 +386,9 @@ class ManifestSchemaTest(unittest.TestCase):
                 for f in (REPO / "k8s").glob("*.yaml"):
                     shutil.copy(f, tmp / f.name)
                 k = yaml.safe_load((tmp / "kustomization.yaml").read_text())
-                k["resources"] = k8s_jobs.CORE_FILES + [job_file]
+                # The TrainJob comes with its runtime, as the kustomization's comment says.
+                runtime = k8s_jobs.RUNTIME_FILES if job_file == "trainjob.yaml" else []
+                k["resources"] = k8s_jobs.CORE_FILES + runtime + [job_file]
                 for p in k["patches"]:  # ask for 5 worker pods
                     p["patch"] = re.sub(r"value: 2$", "value: 5", p["patch"], flags=re.M)
                 (tmp / "kustomization.yaml").write_text(yaml.safe_dump(k))
@@ -449,18 +396,40 @@ class ManifestSchemaTest(unittest.TestCase):
                 self.assertEqual(out.returncode, 0, out.stderr)
                 docs = [d for d in yaml.safe_load_all(out.stdout) if d]
                 policies = k8s_jobs.load_all(REPO / "k8s/networkpolicy.yaml")
-                self.assertEqual(len(docs), 1 + len(policies) + 1)  # the claim, the policies, the job
+                # the claim, the policies, the runtime, the job
+                self.assertEqual(len(docs), 1 + len(policies) + len(runtime) + 1)
                 for doc in docs:
                     self.assertEqual(VALIDATORS.errors(doc), [], doc["kind"])
                 (job,) = [d for d in docs if d["kind"] in ("PyTorchJob", "MPIJob", "TrainJob")]
-                images = re.findall(r"'image': '([^']+)'", str(job))
-                self.assertTrue(images)
+                images = re.findall(r"'image': '([^']+)'", str(docs))
+                self.assertEqual(len(images), len(re.findall(r"^ *(?:- )?image:", "".join(
+                    (REPO / "k8s" / f).read_text() for f in runtime + [job_file]), flags=re.M)))
                 for image in images:
                     self.assertRegex(image, r"^registry\.example\.com/ml/ddprun-(cpu|cuda):0\.1\.0$")
                 replicas = {"PyTorchJob": lambda d: d["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"],
                             "MPIJob": lambda d: d["spec"]["mpiReplicaSpecs"]["Worker"]["replicas"],
                             "TrainJob": lambda d: d["spec"]["trainer"]["numNodes"]}[job["kind"]](job)
                 self.assertEqual(replicas, 5)
+
+    def test_monitoring_kustomization_output_is_valid(self):
+        # k8s/monitoring/ on its own (it needs prometheus-operator's CRDs, k8s/ does not):
+        # what it lists, and the Service route it offers in a comment, each valid.
+        kubectl = shutil.which("kubectl")
+        self.assertIsNotNone(kubectl, "kubectl (with its built-in kustomize) is not on PATH")
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = pathlib.Path(tmp)
+            shutil.copytree(REPO / "k8s" / "monitoring", tmp, dirs_exist_ok=True)
+            text = (tmp / "kustomization.yaml").read_text()
+            for route, kinds in ((text, ["PodMonitor", "PrometheusRule"]),
+                                 (text.replace("  # - service", "  - service").replace("  - podmonitor", "  # - podmonitor"),
+                                  ["PrometheusRule", "Service", "ServiceMonitor"])):
+                (tmp / "kustomization.yaml").write_text(route)
+                out = subprocess.run([kubectl, "kustomize", str(tmp)], capture_output=True, text=True)
+                self.assertEqual(out.returncode, 0, out.stderr)
+                docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+                self.assertEqual(sorted(d["kind"] for d in docs), kinds)
+                for doc in docs:
+                    self.assertEqual(VALIDATORS.errors(doc), [], doc["kind"])
 
 
 def check_files(files: list[str]) -> int:
