@@ -420,9 +420,9 @@ class ManifestSchemaTest(unittest.TestCase):
             tmp = pathlib.Path(tmp)
             shutil.copytree(REPO / "k8s" / "monitoring", tmp, dirs_exist_ok=True)
             text = (tmp / "kustomization.yaml").read_text()
+            service_route = text.replace("  # - service", "  - service").replace("  - podmonitor", "  # - podmonitor")
             for route, kinds in ((text, ["PodMonitor", "PrometheusRule"]),
-                                 (text.replace("  # - service", "  - service").replace("  - podmonitor", "  # - podmonitor"),
-                                  ["PrometheusRule", "Service", "ServiceMonitor"])):
+                                 (service_route, ["PrometheusRule", "Service", "ServiceMonitor"])):
                 (tmp / "kustomization.yaml").write_text(route)
                 out = subprocess.run([kubectl, "kustomize", str(tmp)], capture_output=True, text=True)
                 self.assertEqual(out.returncode, 0, out.stderr)
