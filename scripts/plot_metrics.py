@@ -30,11 +30,17 @@ what was found and what to do).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import pathlib
 import sys
 
 LEGACY_RUN = "(no run id)"  # the run of records written before run records existed
+
+
+def legacy_run_id(number: int) -> str:
+    """The name of the number-th run (from 1) of a file without run ids."""
+    return LEGACY_RUN if number == 1 else f"(no run id {number})"
 
 
 class InputError(Exception):
@@ -49,16 +55,19 @@ class Run:
         self.header: dict = {}  # the {"kind": "run"} record
         self.train: list[dict] = []
         self.evals: list[dict] = []  # "eval" and "final"
-        self.kinds: dict[str, int] = {}  # every record's kind, counted (for the error messages)
+        self.kinds = collections.Counter()  # every record's kind (for the error messages)
 
     @property
     def world_size(self):
         return self.header.get("world_size")
 
+    def short_id(self) -> str:
+        """A long run id (a UUID) cut to its first 8 characters, as git shows a commit."""
+        return self.run_id[:8] if len(self.run_id) > 12 and not self.run_id.startswith("(") else self.run_id
+
     def label(self) -> str:
-        name = self.run_id if len(self.run_id) <= 12 else self.run_id[:8]
         start = self.header.get("start_time")
-        return f"{name} ({start[:19].replace('T', ' ')})" if isinstance(start, str) else name
+        return f"{self.short_id()} ({start[:19].replace('T', ' ')})" if isinstance(start, str) else self.short_id()
 
 
 def read_runs(path: pathlib.Path) -> list[Run]:
@@ -69,8 +78,8 @@ def read_runs(path: pathlib.Path) -> list[Run]:
         raise InputError(f"cannot read {path}: {error.strerror or error}; expected the JSON lines "
                          "file that ddptrain --metrics-file wrote. HINT: check the path") from None
     runs: dict[str, Run] = {}
-    legacy_count = 0
-    last_legacy_step = None
+    legacy_runs = 0  # runs without run ids so far; a new one starts where the step goes back
+    legacy_step = None  # the last train step of the current one
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -85,17 +94,17 @@ def read_runs(path: pathlib.Path) -> list[Run]:
             raise InputError(f"{path}:{number}: found a JSON {type(record).__name__}, expected an "
                              "object such as {\"kind\": \"train\", ...}. HINT: is this a metrics file?")
         run_id = record.get("run_id")
-        if run_id is None:  # the format before run records
-            step = record.get("step")
-            if legacy_count == 0 or (record.get("kind") == "train" and isinstance(step, (int, float))
-                                     and last_legacy_step is not None and step < last_legacy_step):
-                legacy_count += 1
-            if record.get("kind") == "train" and isinstance(step, (int, float)):
-                last_legacy_step = step
-            run_id = LEGACY_RUN if legacy_count == 1 else f"{LEGACY_RUN[:-1]} {legacy_count})"
-        run = runs.setdefault(str(run_id), Run(str(run_id)))
         kind = record.get("kind")
-        run.kinds[str(kind)] = run.kinds.get(str(kind), 0) + 1
+        if run_id is None:  # the format before run records
+            step = record.get("step") if kind == "train" else None
+            if isinstance(step, (int, float)):
+                if legacy_step is not None and step < legacy_step:
+                    legacy_runs += 1
+                legacy_step = step
+            legacy_runs = max(legacy_runs, 1)
+            run_id = legacy_run_id(legacy_runs)
+        run = runs.setdefault(str(run_id), Run(str(run_id)))
+        run.kinds[str(kind)] += 1
         if kind == "run":
             run.header = record
         elif kind == "train":
@@ -121,10 +130,7 @@ def select(runs: list[Run], which: str, path: pathlib.Path) -> list[Run]:
             raise InputError(f"--run {which}: {what} of {path} matches; its runs are: {found}. "
                              "HINT: pass one of them (a unique prefix is enough), last or all")
     if not any(r.train for r in chosen):
-        kinds: dict[str, int] = {}
-        for r in chosen:
-            for kind, count in r.kinds.items():
-                kinds[kind] = kinds.get(kind, 0) + count
+        kinds = sum((r.kinds for r in chosen), collections.Counter())
         found = ", ".join(f"{count} {kind!r}" for kind, count in kinds.items())
         raise InputError(f"{path}: no train records in {'the file' if which == 'all' else 'run ' + chosen[0].run_id} "
                          f"(found records of kind: {found}); expected lines with "
@@ -143,8 +149,8 @@ def title(runs: list[Run]) -> str:
     sizes = sorted({r.world_size for r in runs if r.world_size is not None})
     models = sorted({str(r.header["config"]["model"]) for r in runs
                      if isinstance(r.header.get("config"), dict) and "model" in r.header["config"]})
-    ids = ", ".join(r.run_id if len(r.run_id) <= 12 else r.run_id[:8] for r in runs)
-    if all(r.run_id.startswith(LEGACY_RUN[:-1]) for r in runs):
+    ids = ", ".join(r.short_id() for r in runs)
+    if all(not r.header and r.run_id.startswith("(no run id") for r in runs):
         ids += " (a file from before run records)"
     parts = [f"run {ids}" if len(runs) == 1 else f"{len(runs)} runs: {ids}"]
     if models:
