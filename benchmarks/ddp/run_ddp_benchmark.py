@@ -4,7 +4,8 @@ compute-only step and one raw allreduce of all gradients. 2 ranks, Gloo, 1 threa
 rank, data in memory. Each configuration runs `--repeats` times, alternating
 implementations; the median step time counts.
 
-Writes <out>/ddp.json (every run and the summary) and <out>/ddp.md (the table).
+Writes <out>/ddp.json (every run and the summary), <out>/ddp.md (the table) and
+<out>/ddp.png (the speedups and hidden fractions as bars, benchmarks/plotting.py).
 hidden = (compute + allreduce - step) / allreduce: the share of the gradient
 communication that overlaps backward (1 = all hidden, 0 = none, < 0 = overhead on top).
 More rows separate ddprun's own choices from DDP itself: every bucket by ring allreduce
@@ -18,6 +19,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import plotting  # noqa: E402  benchmarks/plotting.py: the PNG beside the table
 
 MODELS = {  # name: (timed steps, warm-up steps)
     "mlp_small": (400, 40),
@@ -122,8 +126,9 @@ def main():
     meta = {"world_size": 2, "backend": "gloo", "threads_per_rank": 1, "repeats": args.repeats,
             "statistic": "median step time", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "cpu_count": os.cpu_count()}
+    data = {"meta": meta, "summary": summary, "runs": runs}
     with open(os.path.join(args.out, "ddp.json"), "w") as f:
-        json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=2)
+        json.dump(data, f, indent=2)
     lines = ["# DDP step time: 2 ranks on one machine, Gloo over loopback, 1 thread per rank,",
              f"# median of {args.repeats} runs. samples/s counts both ranks. hidden = (compute + allreduce - step) / allreduce",
              "#",
@@ -150,6 +155,7 @@ def main():
                      f" {s['speedup_system_vs_torch_ddp']:15.2f}x {s['speedup_vs_torch_ddp_keep']:13.2f}x"
                      f" {h['ddprun']:11.2f} {h['ddprun_view']:12.2f} {h['torch']:13.2f}")
     table = "\n".join(lines) + "\n"
+    table += plotting.write_beside("ddp", data, os.path.join(args.out, "ddp.md"))
     with open(os.path.join(args.out, "ddp.md"), "w") as f:
         f.write(table)
     print(table)

@@ -5,7 +5,8 @@ within 15 s, with last_call_timeout=5; in 5 of 5 runs).
 Each run is tests/launcher/elastic_scenario.py: three nodes in network namespaces running
 ddprun --rdzv-backend c10d --nnodes 2:3 with ddptrain (mlp, synthetic data, a checkpoint
 every 10 steps); node2 is killed at step 60 and started again once the two survivors train.
-Needs root. Writes benchmarks/results/elastic.{json,md}.
+Needs root. Writes benchmarks/results/elastic.{json,md,png} (the PNG: medians, maxima and
+targets as bars, benchmarks/plotting.py).
 
 Usage: run_elastic_benchmark.py [--runs 5] DDPRUN DDPTRAIN
 """
@@ -24,6 +25,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "tests/launcher"))
 import elastic_scenario  # noqa: E402
+
+sys.path.insert(0, str(HERE.parent))
+import plotting  # noqa: E402  benchmarks/plotting.py: the PNG beside the table
 
 TARGETS = {"death_to_first_step": 10.0, "join_to_first_step": 15.0}
 COLUMNS = ["death_to_round", "death_to_first_step", "join_to_round", "join_to_first_step"]
@@ -59,8 +63,10 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     results = REPO / "benchmarks/results"
-    (results / "elastic.md").write_text("```\n" + table + "\n```\n")
-    (results / "elastic.json").write_text(json.dumps({"targets": TARGETS, "runs": runs, "met": met}, indent=2) + "\n")
+    data = {"targets": TARGETS, "runs": runs, "met": met}
+    (results / "elastic.json").write_text(json.dumps(data, indent=2) + "\n")
+    (results / "elastic.md").write_text("```\n" + table + "\n```\n"
+                                        + plotting.write_beside("elastic", data, results / "elastic.md"))
     return 0 if all(v == args.runs for v in met.values()) else 1
 
 

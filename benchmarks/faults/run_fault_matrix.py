@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """The fault matrix of issue 16: each fault injected into a small real training job
 (ddprun + ddptrain, --model mlp on synthetic data, CPU, Gloo, loopback or network
-namespaces), measured, and written as benchmarks/results/faults.{md,json}.
+namespaces), measured, and written as benchmarks/results/faults.{md,json,png}.
 
   run_fault_matrix.py [--build DIR | --ddprun PATH --ddptrain PATH] [--only NAME[,NAME]]
                       [--check] [--out FILE.md]
 
-(the default --out is benchmarks/results/faults.md, the JSON beside it; tests pass --out).
+(the default --out is benchmarks/results/faults.md, the JSON and the PNG beside it (the
+detection and exit times against their bounds as bars, benchmarks/plotting.py; without
+matplotlib the PNG is left out); tests pass --out).
 
 Per scenario the job runs in a fresh directory /tmp/ddpfault-<name>-<pid>-<n>/ (its
 checkpoints, logs and error files). That path is in every command line of the scenario and
@@ -52,6 +54,8 @@ import zlib
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "support"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+import plotting  # noqa: E402  benchmarks/plotting.py: the PNG beside the table
 
 DEATH_BOUND_S = 10.0
 HANG_TIMEOUT_S = 5.0
@@ -926,9 +930,9 @@ def main() -> int:
                          indent=1), flush=True)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown(rows, built))
-    out.with_suffix(".json").write_text(
-        json.dumps({"binaries": built, "snapshot": args.snapshot, "rows": rows}, indent=2) + "\n")
+    data = {"binaries": built, "snapshot": args.snapshot, "rows": rows}
+    out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    out.write_text(markdown(rows, built) + plotting.write_beside("faults", data, out))
     failed = [r["scenario"] for r in rows if not r["pass"] and not r["skipped"]]
     skipped = [r["scenario"] for r in rows if r["skipped"]]
     print(f"wrote {out} and {out.with_suffix('.json')}; {len(rows) - len(failed) - len(skipped)} of "

@@ -20,7 +20,8 @@ the target is ratio <= 0.5. A launch that fails (non-zero exit, or a rank withou
 is reported, listed in the results and retried up to --attempts times; its time is not
 in the medians.
 
-Writes <out>/launch.json (every run and the summary) and <out>/launch.md (the table).
+Writes <out>/launch.json (every run and the summary), <out>/launch.md (the table) and
+<out>/launch.png (first-step times and the ratios as bars, benchmarks/plotting.py).
 """
 import argparse
 import json
@@ -31,6 +32,9 @@ import statistics
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import plotting  # noqa: E402  benchmarks/plotting.py: the PNG beside the table
 
 PHASES = ("start", "torch", "init", "ddp", "first_step")
 IMPLS = ("ddprun", "ddprun_py", "torchrun")
@@ -207,8 +211,9 @@ def main():
             "torch_version": version([os.path.join(os.path.dirname(args.torchrun), "python"), "-c",
                                       "import torch; print(torch.__version__)"])}
     os.makedirs(args.out, exist_ok=True)
+    data = {"meta": meta, "summary": summary, "runs": runs, "failures": failures}
     with open(os.path.join(args.out, "launch.json"), "w") as f:
-        json.dump({"meta": meta, "summary": summary, "runs": runs, "failures": failures}, f, indent=2)
+        json.dump(data, f, indent=2)
 
     lines = ["# Launch time: seconds from the command's start until the LAST worker reached each point,",
              f"# median of {args.repeats} runs after one warm-up each; {os.cpu_count()} cores, OMP_NUM_THREADS=1, Gloo.",
@@ -237,6 +242,7 @@ def main():
         lines.append(f"#   {f['impl']} workers={f['workers']} exit_code={f['exit_code']} "
                      f"ranks_reported={f['ranks_reported']}")
     table = "\n".join(lines) + "\n"
+    table += plotting.write_beside("launch", data, os.path.join(args.out, "launch.md"))
     with open(os.path.join(args.out, "launch.md"), "w") as f:
         f.write(table)
     print(table)
