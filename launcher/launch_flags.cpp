@@ -385,6 +385,21 @@ const std::vector<FlagSpec>& launchFlagSpecs() {
        .defaultText = "0",
        .help = "seconds the job may go without progress before the workers' watchdog ends it "
                "(sets DDPRUN_HANG_TIMEOUT; 0: calibrated, max(60, 10 x the slowest step))"},
+      {.name = "metrics-port",
+       .valueName = "PORT",
+       .variable = var::kMetricsPort,
+       .defaultText = "9410",
+       .help = "serve GET /metrics (Prometheus), /healthz and /readyz on this port (0: off; "
+               "the manifests name it `metrics`)"},
+      {.name = "metrics-host",
+       .valueName = "ADDRESS",
+       .variable = var::kMetricsHost,
+       .defaultText = "0.0.0.0",
+       .help = "the address the metrics port listens on (0.0.0.0: every interface, as a pod "
+               "needs; 127.0.0.1: this machine only)"},
+      {.name = "no-progress",
+       .defaultText = "off",
+       .help = "no progress bar at a terminal (a bar is drawn only when stderr is one)"},
       {.name = "backend",
        .valueName = "NAME",
        .defaultText = "",
@@ -574,6 +589,15 @@ LaunchCommand readLaunchCommand(const GivenFlags& given, const env::EnvMap& env)
   if (auto v = read("hang-timeout")) {
     command.hangTimeoutSeconds = v->integer(0, static_cast<int>(env::kMaxTimeoutSeconds));
   }
+  if (auto v = read("metrics-port")) command.metricsPort = v->integer(0, 65535);
+  if (auto v = read("metrics-host")) {
+    if (const auto problem = env::checkBareHost(v->text)) {
+      v->fail(problem->expected, problem->found,
+              "Give an address of this machine, e.g. 0.0.0.0 or 127.0.0.1.");
+    }
+    command.metricsHost = v->text;
+  }
+  command.progress = !read("no-progress").has_value();
   if (auto v = read("backend")) {
     if (v->text != "" && v->text != "gloo" && v->text != "nccl" && v->text != "auto") {
       v->fail("gloo, nccl or auto", "'" + v->text + "'");

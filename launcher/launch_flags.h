@@ -38,6 +38,7 @@
 #include "launcher/output_router.h"
 #include "launcher/worker_program.h"
 #include "runtime/env/cluster_env.h"
+#include "runtime/metrics/node_monitor.h"
 
 namespace ddp::launcher {
 
@@ -81,6 +82,9 @@ struct LaunchCommand {
   LaunchFlags plan;  // the node's place; resolveLaunchPlan() adds the environment's view
   int rendezvousTimeoutSeconds = 0;
   int hangTimeoutSeconds = 0;
+  int metricsPort = metrics::kDefaultMetricsPort;  // 0: no endpoint
+  std::string metricsHost = "0.0.0.0";
+  bool progress = true;  // --no-progress: false
   std::string backend;
   int gracePeriodSeconds = 30;
   std::string logDir;  // "": none, unless --redirects or --tee need one (main.cpp)

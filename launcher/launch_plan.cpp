@@ -270,12 +270,21 @@ std::map<std::string, std::string> workerEnvironment(const LaunchPlan& plan, int
     env[var::kHeartbeatFile] = (std::filesystem::path(options.attemptLogDir) /
                                 std::to_string(localRank) / "heartbeat.json")
                                    .string();
+    if (options.metricsFiles) {
+      env[var::kMetricsFile] = workerMetricsFile(options.attemptLogDir, localRank);
+    }
   }
+  if (options.progressBar) env[var::kProgress] = *options.progressBar ? "1" : "0";
   if (options.hangTimeoutSeconds > 0) {
     env[var::kHangTimeout] = std::to_string(options.hangTimeoutSeconds);
   }
   if (options.pythonUnbuffered) env[var::kPythonUnbuffered] = "1";
   return env;
+}
+
+std::string workerMetricsFile(const std::string& attemptLogDir, int localRank) {
+  return (std::filesystem::path(attemptLogDir) / std::to_string(localRank) / "metrics.json")
+      .string();
 }
 
 std::string describePlanJson(const LaunchPlan& plan, const WorkerProgram& program,

@@ -95,6 +95,10 @@ LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::NodeEnv& node,
 LaunchPlan resolveLaunchPlan(const LaunchFlags& flags, const env::EnvMap& env,
                              const DeviceCounts& devices);
 
+// <attemptLogDir>/<localRank>/metrics.json: where a worker writes its metrics
+// (DDPRUN_METRICS_FILE) and the launcher reads them.
+std::string workerMetricsFile(const std::string& attemptLogDir, int localRank);
+
 // What a worker is told, on top of the launcher's own environment.
 struct WorkerEnvOptions {
   int restartCount = 0;
@@ -102,7 +106,13 @@ struct WorkerEnvOptions {
   std::string backend;               // DDPRUN_BACKEND when not empty
   int rendezvousTimeoutSeconds = 0;  // DDPRUN_RDZV_TIMEOUT when > 0
   int hangTimeoutSeconds = 0;        // DDPRUN_HANG_TIMEOUT when > 0
-  std::string role = "default";      // ROLE_NAME (--role)
+  // DDPRUN_METRICS_FILE=<attemptLogDir>/<local rank>/metrics.json (Note [Training metrics]
+  // in runtime/metrics/training_metrics.h): the launcher serves /metrics from them.
+  bool metricsFiles = false;
+  // DDPRUN_PROGRESS: 1 draws rank 0's progress bar through the launcher's terminal, 0 none,
+  // unset the worker's own choice (a terminal of its own only).
+  std::optional<bool> progressBar;
+  std::string role = "default";  // ROLE_NAME (--role)
   // --virtual-local-rank: LOCAL_RANK=0, and CUDA_VISIBLE_DEVICES is the worker's own entry of
   // `visibleDevices` (the launcher's CUDA_VISIBLE_DEVICES), else its local rank.
   bool virtualLocalRank = false;

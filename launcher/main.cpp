@@ -36,6 +36,7 @@
 #include "runtime/env/variables.h"
 #include "runtime/error.h"
 #include "runtime/log/logging.h"
+#include "runtime/metrics/trainjob_progress.h"
 
 namespace {
 
@@ -100,6 +101,7 @@ struct Command {
   bool dryRun = false;
   std::optional<ddp::launcher::RendezvousConfig> rendezvous;  // --rdzv-backend c10d
   std::chrono::milliseconds monitorInterval{100};
+  ddp::metrics::NodeMonitorOptions monitor;  // --metrics-port, --metrics-host
   std::string ompNote;  // why OMP_NUM_THREADS has the value it has, for the summary
 };
 
@@ -260,6 +262,17 @@ Command parseCommand(int argc, char** argv) {
   if (spec.plan.standalone && spec.plan.masterPort == 0) spec.plan.masterPort = freeLoopbackPort();
   spec.env.rendezvousTimeoutSeconds = options.rendezvousTimeoutSeconds;
   spec.env.hangTimeoutSeconds = options.hangTimeoutSeconds;
+  command.monitor.port = options.metricsPort;
+  command.monitor.host = options.metricsHost;
+  spec.env.metricsFiles = options.metricsPort != 0 ||
+                          ddp::metrics::TrainJobProgressOptions::fromEnvironment().has_value();
+  // The bar is rank 0's, drawn through this terminal (Note [Live output]); without one the
+  // workers draw none, whatever their own stderr is.
+  if (!options.progress) {
+    spec.env.progressBar = false;
+  } else if (isatty(STDERR_FILENO)) {
+    spec.env.progressBar = true;
+  }
   spec.env.backend = options.backend;
   spec.env.role = options.role;
   spec.env.virtualLocalRank = options.virtualLocalRank;
@@ -364,6 +377,22 @@ int main(int argc, char** argv) {
     // Before the rendezvous module starts its threads, so that they inherit the blocked
     // signals (Note [Worker processes]).
     ddp::launcher::SignalChannel signals(command.signalsToHandle);
+    // Note [Metrics endpoint]: up before the rendezvous, so that /healthz answers while a
+    // node waits for the others; its threads inherit the blocked signals.
+    std::optional<ddp::metrics::NodeMonitor> monitor;
+    if (spec.env.metricsFiles) {
+      monitor.emplace(command.monitor);
+      monitor->update([&](ddp::metrics::NodeView& node) {
+        node.worldSize = plan.worldSize();
+        node.hangTimeoutSeconds = spec.env.hangTimeoutSeconds;
+      });
+      spec.monitor = &*monitor;
+      if (monitor->port() != 0) {
+        ddp::log::info("launcher",
+                       "event=metrics_served address={}:{} paths=/metrics,/healthz,/readyz",
+                       command.monitor.host, monitor->port());
+      }
+    }
     if (command.rendezvous) {
       auto config = *command.rendezvous;
       config.pendingStopSignal = [&] {

@@ -67,6 +67,7 @@ class Attempt {
       signalProcessGroup(w.pid, SIGKILL);
       guardian_.forget(w.pid);
     }
+    if (spec_.monitor) spec_.monitor->workersExited();
     nameTheCulprit();
     return result_;
   }
@@ -119,6 +120,20 @@ class Attempt {
                  local, w.pid, restartCount_);
       pids += (pids.empty() ? "" : ",") + std::to_string(w.pid);
       workers_.push_back(w);
+    }
+    if (spec_.monitor) {
+      spec_.monitor->update([&](metrics::NodeView& node) {
+        node.workers.clear();
+        for (const auto& w : workers_) {
+          node.workers.push_back(
+              {w.globalRank, w.localRank, w.pid,
+               envOptions.metricsFiles ? workerMetricsFile(errorFileDir_, w.localRank) : ""});
+        }
+        node.restarts = restartCount_;
+        node.worldSize = spec_.plan.worldSize();
+        node.rendezvousDone = true;
+        node.hangTimeoutSeconds = envOptions.hangTimeoutSeconds;
+      });
     }
     log::info("launcher", "started ranks={}..{} pids={} restart_count={}{}",
               workers_.front().globalRank, workers_.back().globalRank, pids, restartCount_,

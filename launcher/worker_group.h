@@ -33,6 +33,7 @@
 #include "launcher/launch_plan.h"
 #include "launcher/output_router.h"
 #include "launcher/worker_process.h"
+#include "runtime/metrics/node_monitor.h"
 
 namespace ddp::launcher {
 
@@ -58,6 +59,8 @@ struct WorkerGroupSpec {
   WorkerEnvOptions env;  // restartCount is set per attempt
   std::chrono::milliseconds gracePeriod{30000};
   OutputOptions output;
+  // Told of each attempt's workers, for /metrics and the probes; may be null.
+  metrics::NodeMonitor* monitor = nullptr;
 };
 
 // The first worker that failed in an attempt.

@@ -5,3 +5,4 @@
 
 #include "runtime/ddp/distributed_data_parallel.h"
 #include "runtime/distributed.h"
+#include "runtime/metrics/training_metrics.h"

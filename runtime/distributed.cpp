@@ -5,12 +5,15 @@
 #include <chrono>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <typeinfo>
 #include <vector>
+
+#include <unistd.h>
 
 #include <c10/util/Backtrace.h>
 #include <c10/util/Logging.h>
@@ -20,10 +23,13 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "runtime/config.h"
+#include "runtime/env/env_readers.h"
 #include "runtime/env/value_parser.h"
 #include "runtime/env/variables.h"
 #include "runtime/log/logging.h"
 #include "runtime/memory/host_allocator.h"
+#include "runtime/metrics/node_monitor.h"
+#include "runtime/metrics/training_metrics.h"
 #if HAVE_CUDA
 #include <c10/cuda/CUDAFunctions.h>
 #endif
@@ -147,6 +153,57 @@ comm::Backend resolveBackend(const std::string& name) {
   throw ConfigError(fmt::format("unknown backend '{}': expected gloo, nccl or auto", name));
 }
 
+// Note [Training metrics]: ddprun names this rank's metrics file. Under mpirun without
+// ddprun nobody does: the node's ranks write into a directory of their own (keyed by the
+// job's master endpoint, so that two jobs on one machine never mix) and the local rank 0
+// serves it (Note [Metrics endpoint]) on DDPRUN_METRICS_PORT, as ddprun would.
+namespace {
+void startMetricsFile(Distributed& d, const env::EnvMap& environment) {
+  metrics::setIdentity(d.env.rank, d.env.localRank, d.env.worldSize);
+  if (const auto file = env::lookup(environment, env::var::kMetricsFile); file && !file->empty()) {
+    d.metricsExporter = std::make_unique<metrics::Exporter>(*file);
+  }
+}
+
+// Under mpirun without ddprun (the directory needs the master endpoint the rendezvous found).
+void startMetrics(Distributed& d, const env::EnvMap& environment,
+                  std::optional<std::chrono::milliseconds> hangTimeout) {
+  if (d.metricsExporter) return;
+  const bool mpi = d.env.source == env::EnvSource::kOpenMpi || d.env.source == env::EnvSource::kPmi;
+  if (!mpi) return;
+  const auto port = env::detail::readInt(environment, env::var::kMetricsPort, 0, 65535);
+  const int metricsPort = port ? port->value : metrics::kDefaultMetricsPort;
+  if (metricsPort == 0) return;
+  const auto dir = std::filesystem::temp_directory_path() /
+                   fmt::format("ddprun-metrics-{}-{}-{}", getuid(), d.master.host, d.master.port);
+  std::error_code error;
+  std::filesystem::create_directories(dir, error);
+  if (error) {
+    log::warn("metrics", "event=metrics_not_written dir={} cause=\"{}\"", dir.string(),
+              error.message());
+    return;
+  }
+  d.metricsExporter =
+      std::make_unique<metrics::Exporter>((dir / fmt::format("rank-{}.json", d.env.rank)).string());
+  if (d.env.localRank != 0) return;
+  metrics::NodeMonitorOptions options;
+  options.port = metricsPort;
+  options.host = env::lookup(environment, env::var::kMetricsHost).value_or(options.host);
+  options.servedByLauncher = false;
+  d.nodeMonitor = std::make_unique<metrics::NodeMonitor>(options);
+  d.nodeMonitor->update([&](metrics::NodeView& node) {
+    node.metricsDir = dir.string();
+    node.worldSize = d.env.worldSize;
+    node.rendezvousDone = true;
+    node.hangTimeoutSeconds = hangTimeout ? std::chrono::duration<double>(*hangTimeout).count() : 0;
+  });
+}
+}  // namespace
+
+Distributed::Distributed() = default;
+Distributed::Distributed(Distributed&&) noexcept = default;
+Distributed& Distributed::operator=(Distributed&&) noexcept = default;
+
 Distributed::~Distributed() {
   // Note [Leaving a failed group]. Only while unwinding: a normal end shuts down cleanly.
   if (std::uncaught_exceptions() > 0 && group) {
@@ -161,6 +218,8 @@ Distributed init(const InitOptions& options) {
   Distributed d;
   d.env = env::resolveClusterEnv(environment);
   log::setRankTag(std::to_string(d.env.rank));
+  // Before the rendezvous: ddprun's /readyz reads "starting" from the file while it waits.
+  startMetricsFile(d, environment);
   // Before the first step allocates: see Note [Keep freed tensor memory].
   const auto allocatorPlan = memory::planHostAllocator(environment);
   const bool keepsFreedBlocks = memory::applyHostAllocator(allocatorPlan);
@@ -231,6 +290,9 @@ Distributed init(const InitOptions& options) {
     watch.ncclRecords = d.backend == comm::Backend::kNccl;
     d.watchdog = std::make_unique<health::Watchdog>(watch);
   }
+  startMetrics(d, environment,
+               options.hangTimeout ? options.hangTimeout
+                                   : secondsFromEnv(environment, env::var::kHangTimeout));
   log::atLevel(
       log::infoOnRankZero(d.env.rank), "init",
       "event=group_ready backend={} world_size={} elapsed_s={:.2f}", comm::backendName(d.backend),

@@ -37,6 +37,11 @@
 #include "runtime/health/watchdog.h"
 #include "runtime/rendezvous/rendezvous.h"
 
+namespace ddp::metrics {
+class Exporter;
+class NodeMonitor;
+}  // namespace ddp::metrics
+
 namespace ddp {
 
 struct InitOptions {
@@ -67,9 +72,10 @@ struct InitOptions {
 // until the collective timeout (30 min by default) instead of exiting with its error.
 // Gloo has no abort for a whole group (NCCL has; with it too, exiting is what is left).
 struct Distributed {
-  Distributed() = default;
-  Distributed(Distributed&&) = default;
-  Distributed& operator=(Distributed&&) = default;
+  // Defined where the metrics types are complete (distributed.cpp).
+  Distributed();
+  Distributed(Distributed&&) noexcept;
+  Distributed& operator=(Distributed&&) noexcept;
   ~Distributed();
 
   env::ClusterEnv env;          // as the environment gave it, never changed
@@ -79,6 +85,10 @@ struct Distributed {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<c10d::ProcessGroup> group;
   std::shared_ptr<rendezvous::MpiSession> mpi;  // set when MPI found the master
+  // Note [Training metrics]: this rank's metrics file, and under mpirun without ddprun the
+  // node's /metrics endpoint on its local rank 0 (Note [Metrics endpoint]).
+  std::unique_ptr<metrics::Exporter> metricsExporter;
+  std::unique_ptr<metrics::NodeMonitor> nodeMonitor;
   // Note [Watchdog]. Declared last: destroyed first, while the group still stands.
   std::unique_ptr<health::Watchdog> watchdog;
 

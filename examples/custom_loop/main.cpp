@@ -145,6 +145,8 @@ int runHandWrittenLoop(const Options& options) {
     optimizer.step();
     ddp::health::stepDone(step + 1);  // the watchdog's hang bound calibrates on step times
     lastLoss = loss.item<double>();   // this rank's batch
+    // What ddprun's /metrics shows for this rank beside the step (ddprun_loss, ...).
+    ddp::metrics::recordTraining(step / batchesPerEpoch, lastLoss, kLearningRate, kBatchPerRank);
     if (step == 0) firstLoss = lastLoss;
     if (logs && (step % kLogEvery == 0 || step + 1 == options.steps)) {
       std::cout << "step " << step + 1 << "/" << options.steps << " loss " << lastLoss << std::endl;

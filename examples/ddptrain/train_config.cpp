@@ -296,6 +296,14 @@ const std::vector<Option>& options() {
         integer("eval-batch-size", "samples per rank per evaluation batch",
                 FIELD(trainer.evalBatchSize), 1),
         integer("log-every", "steps between log lines (rank 0)", FIELD(trainer.logEvery), 1),
+        boolean("progress",
+                "rank 0's progress bar when stderr is a terminal (under ddprun: ddprun's; "
+                "false: none, as ddprun --no-progress)",
+                FIELD(trainer.progressBar)),
+        number("straggler-threshold",
+               "name a rank whose compute time per step is this fraction over the median "
+               "(checked every log-every steps)",
+               FIELD(trainer.stragglerThreshold), 0, false),
         outputPath("metrics-file",
                    "append metrics as JSON lines to this file (rank 0; empty: none)",
                    FIELD(trainer.metricsFile), ddp::env::FileKind::kWritableFile),

@@ -38,6 +38,13 @@ inline constexpr const char* kWatchdog = "DDPRUN_WATCHDOG";                     
 inline constexpr const char* kTestFault = "DDPRUN_TEST_FAULT";
 // Where a worker's watchdog also writes its heartbeat, for the launcher's report.
 inline constexpr const char* kHeartbeatFile = "DDPRUN_HEARTBEAT_FILE";
+// Where a worker writes its training metrics for the node's /metrics (Note [Training
+// metrics] in runtime/metrics/training_metrics.h).
+inline constexpr const char* kMetricsFile = "DDPRUN_METRICS_FILE";
+inline constexpr const char* kMetricsPort = "DDPRUN_METRICS_PORT";  // --metrics-port, 0 = off
+inline constexpr const char* kMetricsHost = "DDPRUN_METRICS_HOST";  // --metrics-host
+// 1: draw the progress bar though stderr is not a terminal (ddprun's is); 0: never.
+inline constexpr const char* kProgress = "DDPRUN_PROGRESS";
 inline constexpr const char* kLogLevel = "DDPRUN_LOG_LEVEL";            // --log-level
 inline constexpr const char* kErrorFile = "DDPRUN_ERROR_FILE";          // --error-file
 inline constexpr const char* kHostAllocator = "DDPRUN_HOST_ALLOCATOR";  // system | keep

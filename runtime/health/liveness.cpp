@@ -9,6 +9,8 @@
 #include <torch/csrc/distributed/c10d/Hooks.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
+#include "runtime/metrics/training_metrics.h"
+
 namespace ddp::health {
 namespace {
 
@@ -46,6 +48,7 @@ void setPhase(Phase phase) {
   const Phase before = s.phase.exchange(phase, std::memory_order_relaxed);
   const std::int64_t now = nowNs();
   const std::int64_t since = s.phaseSinceNs.exchange(now, std::memory_order_relaxed);
+  metrics::recordPhaseTime(phaseName(before), std::chrono::nanoseconds(now - since));
   if (before == Phase::kCheckpoint && now - since > s.slowestCheckpointNs.load()) {
     s.slowestCheckpointNs.store(now - since, std::memory_order_relaxed);
   }
@@ -100,6 +103,13 @@ std::string_view opName(c10d::HookOpName name) {
   return "unknown";
 }
 
+bool reducesGradients(c10d::HookOpName name) {
+  using N = c10d::HookOpName;
+  return name == N::ALLREDUCE || name == N::ALLREDUCE_COALESCED || name == N::ALLGATHER ||
+         name == N::ALLGATHER_BASE || name == N::ALLGATHER_COALESCED ||
+         name == N::ALLGATHER_INTO_TENSOR_COALESCED;
+}
+
 void onCollective(const c10d::PreHookArgs& args) {
   CollectiveRecord record;
   record.op = std::string(opName(args.name));
@@ -107,6 +117,13 @@ void onCollective(const c10d::PreHookArgs& args) {
     if (!tensor.defined()) continue;
     if (record.dtype.empty()) record.dtype = std::string(c10::toString(tensor.scalar_type()));
     record.numel += tensor.numel();
+    // What DDP reduces: all-reduces, and the all-gathers its small CPU buckets take
+    // (Note [Small buckets travel as one allgather] in
+    // runtime/ddp/distributed_data_parallel.h).
+    if (reducesGradients(args.name)) {
+      metrics::recordAllreduceBytes(tensor.numel() *
+                                    static_cast<std::int64_t>(tensor.element_size()));
+    }
   }
   record.startedNs = nowNs();
   auto& s = state();
@@ -156,6 +173,7 @@ void stepDone(std::int64_t step) {
     s.slowestStepNs.store(now - last, std::memory_order_relaxed);
   }
   s.step.store(step, std::memory_order_relaxed);
+  metrics::recordStep(step, std::chrono::nanoseconds(last != 0 ? now - last : 0));
 }
 
 std::string CollectiveRecord::describe() const { return fmt::format("#{} {}", seq, operation()); }

@@ -27,6 +27,7 @@
 #include "runtime/config.h"
 #include "runtime/env/variables.h"
 #include "runtime/exit_codes.h"
+#include "runtime/health/hang_bound.h"
 #include "runtime/health/liveness.h"
 #include "runtime/health/stacks.h"
 #include "runtime/log/logging.h"
@@ -41,9 +42,6 @@ const std::string kBeatKey = "ddprun/health/beat/";
 const std::string kVerdictKey = "ddprun/health/verdict";
 const std::string kRecordsKey = "ddprun/health/records/";
 
-constexpr auto kMinHangBound = std::chrono::seconds(60);
-constexpr auto kMinCheckpointBound = std::chrono::seconds(120);
-constexpr int kStepsPerBound = 10;  // the bound is this many slowest steps
 // How long rank 0 waits for the others' flight records, and for a checkpoint in progress.
 constexpr auto kGatherRecords = std::chrono::seconds(3);
 constexpr auto kFinishCheckpoint = std::chrono::seconds(60);
@@ -272,13 +270,9 @@ struct Watchdog::Impl {
       slowestCheckpoint = std::max(slowestCheckpoint, s.beat.value("slowest_checkpoint_s", 0.0));
       inCheckpoint |= s.beat.value("phase", std::string()) == "checkpoint";
     }
-    double bound = options.hangTimeout
-                       ? std::chrono::duration<double>(*options.hangTimeout).count()
-                       : std::max<double>(seconds(kMinHangBound), kStepsPerBound * slowestStep);
-    if (inCheckpoint) {
-      bound = std::max({bound, seconds(kMinCheckpointBound), kStepsPerBound * slowestCheckpoint});
-    }
-    return std::chrono::duration<double>(bound);
+    return std::chrono::duration<double>(hangBoundSeconds(
+        options.hangTimeout ? std::chrono::duration<double>(*options.hangTimeout).count() : 0,
+        slowestStep, slowestCheckpoint, inCheckpoint));
   }
 
   std::optional<json> judgeHang(Clock::time_point now) {

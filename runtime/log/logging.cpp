@@ -5,6 +5,10 @@
 #include "runtime/env/variables.h"
 #include "runtime/error.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 
@@ -110,8 +114,65 @@ Level currentLevel() {
 
 bool enabled(Level level) { return get().should_log(toSpdlog(level)); }
 
+namespace {
+
+// Note [Status line].
+std::mutex statusMutex;
+std::string statusDrawn;  // what was drawn, escapes included; "" when none
+
+void eraseStatus() {
+  if (statusDrawn.empty()) return;
+  std::fputs(stderrIsTerminal() ? "\r\033[K" : "\r", stderr);
+}
+
+void drawStatus() {
+  if (statusDrawn.empty()) return;
+  std::fputs(statusDrawn.c_str(), stderr);
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+bool stderrIsTerminal() {
+  static const bool terminal = isatty(STDERR_FILENO) == 1;
+  return terminal;
+}
+
+void showStatusLine(std::string_view text) {
+  std::lock_guard<std::mutex> lock(statusMutex);
+  std::string drawn;
+  if (!text.empty()) {
+    drawn = "\r";
+    winsize size{};
+    if (stderrIsTerminal() && ioctl(STDERR_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_col > 1 &&
+        text.size() >= size.ws_col) {
+      text = text.substr(0, size.ws_col - 1);  // a wrapped line could not be redrawn
+    }
+    drawn.append(text);
+    if (stderrIsTerminal()) drawn.append("\033[K");
+  }
+  if (drawn == statusDrawn) return;
+  if (drawn.empty()) eraseStatus();
+  statusDrawn = std::move(drawn);
+  if (statusDrawn.empty()) {
+    std::fflush(stderr);
+  } else {
+    drawStatus();
+  }
+}
+
 void write(Level level, std::string_view component, std::string_view message) {
-  get().log(toSpdlog(level), "[{}] {}", component, message);
+  auto& logger = get();
+  if (!logger.should_log(toSpdlog(level))) return;
+  std::lock_guard<std::mutex> lock(statusMutex);
+  if (statusDrawn.empty()) {
+    logger.log(toSpdlog(level), "[{}] {}", component, message);
+    return;
+  }
+  eraseStatus();
+  logger.log(toSpdlog(level), "[{}] {}", component, message);
+  logger.flush();
+  drawStatus();
 }
 
 void flush() { get().flush(); }

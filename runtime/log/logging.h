@@ -45,6 +45,20 @@ void write(Level level, std::string_view component, std::string_view message);
 // Before an _exit, which skips the logger's own flush.
 void flush();
 
+// Note [Status line]
+// ~~~~~~~~~~~~~~~~~~
+// One line kept at the bottom of stderr (rank 0's progress bar), redrawn in place while log
+// lines scroll above it: write() takes it away before a line and draws it again after.
+//   - stderr a terminal: "\r<text>\e[K" in place, cut to the terminal's width, and taken
+//     away with "\r\e[K";
+//   - stderr a pipe to ddprun (DDPRUN_PROGRESS=1): "\r<text>" with no newline, which ddprun's
+//     output router shows as its live line (Note [Live output] in launcher/output_router.h)
+//     on ddprun's terminal; a '\r' before each log line makes that line the next state.
+// showStatusLine("") removes it. Nothing is drawn unless the program asks.
+void showStatusLine(std::string_view text);
+// Whether stderr is a terminal (the bar's width and escapes depend on it).
+bool stderrIsTerminal();
+
 template <typename... Args>
 void atLevel(Level level, std::string_view component, fmt::format_string<Args...> format,
              Args&&... args) {

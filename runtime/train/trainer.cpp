@@ -2,15 +2,18 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <limits>
 #include <new>
+#include <random>
 #include <thread>
 
 #include <fmt/format.h>
@@ -22,6 +25,7 @@
 #include "runtime/env/variables.h"
 #include "runtime/log/logging.h"
 #include "runtime/memory/out_of_memory.h"
+#include "runtime/metrics/training_metrics.h"
 #include "runtime/train/checkpointer.h"
 #include "runtime/train/distributed_sampler.h"
 #include "runtime/train/prefetcher.h"
@@ -91,10 +95,22 @@ class StopVote {
   at::Tensor flag_;
 };
 
-// Rank 0's JSON lines (--metrics-file); a no-op elsewhere or without a file.
+double unixNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// 16 hex digits, new for every fit(): the runs appended to one metrics file tell apart.
+std::string newRunId() {
+  std::random_device random;
+  return fmt::format("{:08x}{:08x}", random(), random());
+}
+
+// Rank 0's JSON lines (--metrics-file); a no-op elsewhere or without a file. Each fit()
+// begins with a "run" record (run id, start time, world size, the resolved configuration)
+// and every record carries the run id and its time (scripts/plot_metrics.py reads them).
 class MetricsFile {
  public:
-  explicit MetricsFile(const std::string& path) {
+  explicit MetricsFile(const std::string& path) : runId_(newRunId()) {
     if (path.empty()) return;
     out_.open(path, std::ios::app);
     if (!out_) {
@@ -104,11 +120,34 @@ class MetricsFile {
                       path, std::strerror(errno)));
     }
   }
-  void record(const nlohmann::json& line) {
-    if (out_.is_open()) out_ << line.dump() << std::endl;
+  void start(int worldSize, const std::string& configText, std::int64_t fromStep) {
+    if (!out_.is_open()) return;
+    const double now = unixNow();
+    const auto t = static_cast<std::time_t>(now);
+    std::tm utc{};
+    gmtime_r(&t, &utc);
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &utc);
+    // The configuration as an object when it is JSON (ddptrain's), else its text.
+    auto config = nlohmann::json::parse(configText, nullptr, false);
+    if (config.is_discarded()) config = configText;
+    record({{"kind", "run"},
+            {"start_time", fmt::format("{}.{:03d}Z", when,
+                                       static_cast<int>((now - static_cast<double>(t)) * 1000))},
+            {"start_unix", now},
+            {"world_size", worldSize},
+            {"from_step", fromStep},
+            {"config", config}});
+  }
+  void record(nlohmann::json line) {
+    if (!out_.is_open()) return;
+    line["run_id"] = runId_;
+    if (!line.contains("time")) line["time"] = unixNow();
+    out_ << line.dump() << std::endl;
   }
 
  private:
+  std::string runId_;
   std::ofstream out_;
 };
 
@@ -200,6 +239,8 @@ struct LossWindow {
   double lossSum = 0;
   std::int64_t steps = 0;
   Clock::time_point start = Clock::now();
+  // Time this rank waited for collectives until the window began (Note [Stragglers]).
+  double waitedBefore = metrics::phaseSeconds(health::phaseName(health::Phase::kCommunication));
 };
 
 }  // namespace
@@ -311,6 +352,12 @@ Trainer::Trainer(Distributed& dist, TrainableModel model, TrainerOptions options
   atLeast("checkpointEvery", o.checkpointEvery, 0);
   atLeast("maxStalledRestarts", o.maxStalledRestarts, 0);
   atLeast("nonFiniteSkipLimit", o.nonFiniteSkipLimit, 0);
+  if (!(o.stragglerThreshold > 0)) {  // NaN too
+    throw ConfigError(fmt::format(
+        "TrainerOptions::stragglerThreshold = {}: expected a fraction above 0 (0.3: a rank "
+        "30% slower than the median is named).",
+        o.stragglerThreshold));
+  }
   if (o.checkpointFileMode > 0777) {
     throw ConfigError(fmt::format(
         "TrainerOptions::checkpointFileMode {:o}: expected permission bits, 0 to 0777 (octal).",
@@ -469,6 +516,7 @@ void Trainer::saveCheckpoint(Run& run) {
   // Not the allgather above: a watchdog's exit waits for a checkpoint phase to end
   // (Note [Watchdog]), and a collective with a dead peer never does.
   const health::PhaseScope checkpointing(health::Phase::kCheckpoint);
+  const auto started = Clock::now();
   const TrainProgress progress{.step = run.step,
                                .epoch = run.step / run.stepsPerEpoch,
                                .samplerStart = (run.step % run.stepsPerEpoch) * run.samplesPerStep,
@@ -479,20 +527,63 @@ void Trainer::saveCheckpoint(Run& run) {
       run.step, makeCheckpointPayload({model_.module(), *run.optimizer, options_.optimizer},
                                       progress, all[0], options_.configText));
   if (saved) {
+    metrics::recordCheckpoint(saved->step, Clock::now() - started,
+                              static_cast<std::int64_t>(saved->bytes));
     run.checkpointStep = saved->step;
     run.lastSaved = saved;
   }
 }
 
-// Collective (the mean loss over the ranks); rank 0 logs and records it.
+// Collective (the mean loss over the ranks, the stragglers); rank 0 logs and records it.
+//
+// Note [Stragglers]
+// ~~~~~~~~~~~~~~~~~
+// At each log window every rank contributes its mean loss and its compute time per step:
+// the window's wall time less its wait in collectives (a slow rank computes long and waits
+// little, its peers wait for it), in one allgather where an allreduce of the loss was. A
+// rank whose compute time is more than stragglerThreshold over the median is named by
+// rank 0 in the log; every rank sets its own ddprun_straggler gauge.
 void Trainer::reportWindow(Run& run, double lr) {
   const int world = dist_.worldSize();
   auto& window = run.window;
-  std::vector<at::Tensor> lossSum{
-      torch::tensor({window.lossSum / window.steps}, torch::kFloat64).to(dist_.device)};
-  dist_.group->allreduce(lossSum)->wait();
   const double wall = seconds(Clock::now() - window.start);
-  const double loss = lossSum[0].cpu().item<double>() / world;
+  const double waited =
+      metrics::phaseSeconds(health::phaseName(health::Phase::kCommunication)) - window.waitedBefore;
+  const double computePerStep = std::max(0.0, wall - waited) / window.steps;
+  std::vector<at::Tensor> mine{
+      torch::tensor({window.lossSum / window.steps, computePerStep}, torch::kFloat64)
+          .to(dist_.device)};
+  std::vector<std::vector<at::Tensor>> all(1);
+  for (int r = 0; r < world; ++r) all[0].push_back(torch::empty_like(mine[0]));
+  dist_.group->allgather(all, mine)->wait();
+  const auto gathered = torch::stack(all[0]).cpu();  // [world, 2]: mean loss, compute s/step
+  const auto* values = gathered.data_ptr<double>();
+  double lossSum = 0;
+  std::vector<double> compute(world);
+  for (int r = 0; r < world; ++r) {
+    lossSum += values[2 * r];
+    compute[r] = values[2 * r + 1];
+  }
+  const double loss = lossSum / world;
+  auto sorted = compute;
+  std::sort(sorted.begin(), sorted.end());
+  const double median =
+      world % 2 ? sorted[world / 2] : (sorted[world / 2 - 1] + sorted[world / 2]) / 2;
+  const double limit = median * (1 + options_.stragglerThreshold);
+  const bool straggler = world > 1 && compute[dist_.rank()] > limit;
+  metrics::recordCompute(compute[dist_.rank()], median, straggler);
+  if (dist_.rank() == 0 && world > 1) {
+    for (int r = 0; r < world; ++r) {
+      if (compute[r] <= limit) continue;
+      log::warn("train",
+                "event=straggler rank={} compute_ms_per_step={:.2f} median_ms={:.2f} "
+                "slower_by={:.0f}% steps={} (its compute, less its wait in collectives, is "
+                "past --straggler-threshold {:.0f}% over the median: a busy host, a slower "
+                "device or a slow data source)",
+                r, 1000 * compute[r], 1000 * median, 100 * (compute[r] / median - 1), window.steps,
+                100 * options_.stragglerThreshold);
+    }
+  }
   const double samplesPerS = window.steps * run.samplesPerStep * world / wall;
   const double stepMs = 1000 * wall / window.steps;
   const std::int64_t epoch = (run.step - 1) / run.stepsPerEpoch;
@@ -526,6 +617,9 @@ EvalMetrics Trainer::reportEvaluation(Run& run, Dataset& test, const char* kind,
   }
   if (dist_.rank() == 0) log::info("train", "event={} step={} {}", kind, run.step, text);
   run.metrics.record(line);
+  const auto accuracy = m.values.find("accuracy");
+  metrics::recordEvaluation(
+      m.loss, accuracy == m.values.end() ? std::nullopt : std::optional(accuracy->second));
   return m;
 }
 
@@ -600,6 +694,62 @@ struct InjectedFault {
   }
 };
 
+// Note [Progress bar]: rank 0's one line at the bottom of a terminal (Note [Status line] in
+// runtime/log/logging.h), at most every kRedraw: "epoch 1/2 [#####.....] step 120/938
+// 12.8% | 5321 samples/s | loss 0.4123 | ETA 0:42". Drawn when stderr is a terminal, or
+// when ddprun says its own is (DDPRUN_PROGRESS=1); never with DDPRUN_PROGRESS=0 or
+// TrainerOptions::progressBar off (ddptrain --no-progress). In a pod nothing changes.
+class ProgressBar {
+ public:
+  static constexpr auto kRedraw = std::chrono::milliseconds(200);
+
+  ProgressBar(bool wanted, std::int64_t totalSteps, std::int64_t stepsPerEpoch,
+              std::int64_t firstStep, std::int64_t samplesPerStep)
+      : totalSteps_(totalSteps),
+        stepsPerEpoch_(stepsPerEpoch),
+        firstStep_(firstStep),
+        samplesPerStep_(samplesPerStep) {
+    const char* setting = std::getenv(env::var::kProgress);
+    const std::string_view value = setting ? setting : "";
+    enabled_ = wanted && value != "0" && (value == "1" || log::stderrIsTerminal());
+  }
+  ~ProgressBar() {
+    if (enabled_) log::showStatusLine("");
+  }
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+
+  void update(std::int64_t step, double loss) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    if (step < totalSteps_ && now - drawn_ < kRedraw) return;
+    drawn_ = now;
+    const double elapsed = seconds(now - start_);
+    const double stepsPerSecond = elapsed > 0 ? (step - firstStep_) / elapsed : 0;
+    const double fraction = static_cast<double>(step) / static_cast<double>(totalSteps_);
+    constexpr int kWidth = 20;
+    const int filled = static_cast<int>(fraction * kWidth);
+    std::string eta = "--:--";
+    if (stepsPerSecond > 0) {
+      const auto left = static_cast<std::int64_t>((totalSteps_ - step) / stepsPerSecond);
+      eta = left >= 3600 ? fmt::format("{}:{:02d}:{:02d}", left / 3600, left / 60 % 60, left % 60)
+                         : fmt::format("{}:{:02d}", left / 60, left % 60);
+    }
+    const std::int64_t epochs = (totalSteps_ + stepsPerEpoch_ - 1) / stepsPerEpoch_;
+    log::showStatusLine(fmt::format(
+        "epoch {}/{} [{}{}] step {}/{} {:.1f}% | {:.0f} samples/s | loss {:.4f} | ETA {}",
+        std::min((step - 1) / stepsPerEpoch_ + 1, epochs), epochs, std::string(filled, '#'),
+        std::string(kWidth - filled, '.'), step, totalSteps_, 100 * fraction,
+        stepsPerSecond * samplesPerStep_, loss, eta));
+  }
+
+ private:
+  bool enabled_ = false;
+  std::int64_t totalSteps_, stepsPerEpoch_, firstStep_, samplesPerStep_;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point drawn_{};
+};
+
 // The loop of fit(), from the resumed step to the end or a stop.
 void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
   const auto& o = options_;
@@ -616,6 +766,14 @@ void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
               run.step);
   }
 
+  run.metrics.start(world, o.configText, run.step);
+  metrics::setRunShape({.totalSteps = run.totalSteps,
+                        .stepsPerEpoch = run.stepsPerEpoch,
+                        .epochs = (run.totalSteps + run.stepsPerEpoch - 1) / run.stepsPerEpoch,
+                        .samplesPerStep = run.samplesPerStep * world,
+                        .firstStep = run.step});
+  ProgressBar bar(rank == 0 && o.progressBar, run.totalSteps, run.stepsPerEpoch, run.step,
+                  run.samplesPerStep * world);
   const auto fault = InjectedFault::fromEnvironment();
   std::int64_t runSteps = 0;
   const auto loopStart = Clock::now();
@@ -625,11 +783,14 @@ void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
     const double lr = learningRate(o.schedule, o.optimizer.lr, run.step, run.totalSteps);
     setLearningRate(*run.optimizer, lr);
     fault.maybeStrike(rank, run.step + 1, *dist_.group);
-    run.window.lossSum += trainStep(run);
+    const double stepLoss = trainStep(run);
+    run.window.lossSum += stepLoss;
     ++run.window.steps;
     ++run.step;
     ++runSteps;
     health::stepDone(run.step);
+    metrics::recordTraining((run.step - 1) / run.stepsPerEpoch, stepLoss, lr, run.samplesPerStep);
+    bar.update(run.step, stepLoss);
     const int stopSignal = stopVote.exchange(stopSignalReceived());
     const bool lastStep = run.step == run.totalSteps;
 

@@ -13,10 +13,13 @@
 #include <filesystem>
 #include <fstream>
 #include <new>
+#include <regex>
 #include <set>
 
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
+#include "runtime/metrics/training_metrics.h"
 #include "runtime/train/checkpointer.h"
 #include "runtime/train/run_journal.h"
 
@@ -339,6 +342,67 @@ TEST_F(TrainerTest, AFinishedRunLeavesItsCompletionMarker) {
   EXPECT_EQ(marker->configText, "the configuration\n");
   EXPECT_EQ(fs::status(fs::path(dir) / RunJournal::kFileName).permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+}
+
+// Issue 17, item 7: runs appended to one metrics file tell apart.
+TEST_F(TrainerTest, EachRunOfTheMetricsFileBeginsWithItsRecordAndEveryLineCarriesItsId) {
+  fs::create_directories(dir_);
+  const auto file = (dir_ / "metrics.jsonl").string();
+  LinearFunctionDataset train(256), test(64);
+  for (int run = 0; run < 2; ++run) {
+    auto o = options("", 10);
+    o.logEvery = 5;
+    o.metricsFile = file;
+    o.configText = R"({"model": "two-layer", "lr": 0.01})";
+    Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), o, regression()).fit(train, test);
+  }
+  std::ifstream in(file);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  // run, train@5, train@10, final; twice.
+  ASSERT_EQ(lines.size(), 8u);
+  std::set<std::string> runIds;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const auto& line = lines[i];
+    ASSERT_TRUE(line.contains("run_id") && line.contains("time")) << line;
+    if (i % 4 == 0) {
+      EXPECT_EQ(line["kind"], "run") << line;
+      EXPECT_EQ(line["world_size"], 1);
+      EXPECT_EQ(line["config"]["model"], "two-layer");
+      EXPECT_TRUE(std::regex_match(line["start_time"].get<std::string>(),
+                                   std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)")))
+          << line;
+      runIds.insert(line["run_id"].get<std::string>());
+    } else {
+      EXPECT_EQ(line["run_id"], lines[i - i % 4]["run_id"]) << line;
+    }
+  }
+  EXPECT_EQ(runIds.size(), 2u);
+}
+
+// Note [Training metrics]: what fit() leaves in the registry the metrics file is written from.
+TEST_F(TrainerTest, FitRecordsStepsLossCheckpointsAndTheEvaluation) {
+  LinearFunctionDataset train(256), test(64);
+  auto o = options((dir_ / "ck").string(), 12);
+  o.logEvery = 4;
+  Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), o, regression()).fit(train, test);
+  const auto s = metrics::snapshot();
+  EXPECT_EQ(s["step"], 12);
+  EXPECT_EQ(s["total_steps"], 12);
+  EXPECT_GT(s["last_step_unix"].get<double>(), 1.7e9);
+  EXPECT_TRUE(s.contains("loss") && s["loss"].get<double>() > 0) << s;
+  EXPECT_EQ(s["learning_rate"], 0.01);
+  EXPECT_EQ(s["checkpoint"]["step"], 12);
+  EXPECT_GT(s["checkpoint"]["bytes"].get<std::int64_t>(), 0);
+  EXPECT_TRUE(s["eval"].contains("loss"));
+  EXPECT_FALSE(s["eval"].contains("accuracy")) << "regression has no accuracy";
+  EXPECT_GT(s["phase_seconds"]["forward-backward"].get<double>(), 0) << s;
+  EXPECT_GT(s["phase_seconds"]["checkpoint"].get<double>(), 0) << s;
+  EXPECT_FALSE(s["compute"]["straggler"].get<bool>()) << "one rank is its own median";
+  auto bad = o;
+  bad.stragglerThreshold = 0;
+  EXPECT_THROW(Trainer(singleProcess(), std::make_shared<TwoLayerImpl>(), bad, regression()),
+               ConfigError);
 }
 
 }  // namespace
