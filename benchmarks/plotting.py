@@ -14,6 +14,7 @@ picture later.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import statistics
 import sys
@@ -135,7 +136,21 @@ def faults_chart(data: dict) -> tuple[str, list[Panel]]:
                    limits=[r["bound_s"] for r in rows], limit_label="bound", fmt="{:.2f}")])
 
 
-CHARTS = {"ddp": ddp_chart, "launch": launch_chart, "elastic": elastic_chart, "faults": faults_chart}
+def metrics_cost_chart(data: dict) -> tuple[str, list[Panel]]:
+    spread = data["summary"]["step_ms"]
+    configs = [c for c in ("off", "on", "stress") if c in spread]
+    meta = data.get("meta", {})
+    return (f"The metrics' cost to a step: mlp_small, median of {meta.get('repeats', '?')} runs "
+            f"(cost {100 * data['summary']['cost_fraction']:+.2f} %, target <= 2 %)",
+            [Panel("step time: metrics off, on (scraped every 1 s), stress (every 100 ms)", "step (ms)",
+                   configs,
+                   {stat: [spread[c][stat] for c in configs] for stat in ("min", "median", "max")},
+                   limits=[None] + [spread["off"]["median"] * 1.02] * (len(configs) - 1),
+                   limit_label="off + 2 %",
+                   fmt="{:.3f}")])
+
+
+CHARTS = {"ddp": ddp_chart, "metrics_cost": metrics_cost_chart, "launch": launch_chart, "elastic": elastic_chart, "faults": faults_chart}
 
 
 def write_png(name: str, data: dict, png: pathlib.Path) -> None:
@@ -156,6 +171,18 @@ def write_beside(name: str, data: dict, md: pathlib.Path) -> str:
               file=sys.stderr, flush=True)
         return ""
     return image_link(name, png)
+
+
+def write_results(name: str, data: dict, table_lines: list[str], out: str) -> str:
+    """Writes <out>/<name>.json (data), <name>.md (the table, then its picture) and
+    <name>.png; returns the markdown."""
+    out_dir = pathlib.Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(data, indent=2))
+    table = "\n".join(table_lines) + "\n"
+    table += write_beside(name, data, out_dir / f"{name}.md")
+    (out_dir / f"{name}.md").write_text(table)
+    return table
 
 
 def image_link(name: str, png: pathlib.Path) -> str:

@@ -4,6 +4,9 @@
 // Modes: ddp = ddp::DistributedDataParallel; naive = one allreduce per parameter after
 // backward (the pytorch/examples C++ pattern); compute = the same step without any
 // communication; allreduce = one allreduce of a buffer as large as all gradients.
+// --metrics (ddp): each step also does what Trainer::fit does for the metrics (phases, the
+// step, loss, learning rate and samples: Note [Training metrics]), and under ddprun with a
+// metrics port the exporter writes the rank's file: run_metrics_cost.py's "on" rows.
 // Rank 0 prints one JSON line with the mean step time.
 #include <chrono>
 #include <iostream>
@@ -16,6 +19,7 @@
 #include "models/model_zoo.h"
 #include "runtime/ddp/distributed_data_parallel.h"
 #include "runtime/distributed.h"
+#include "runtime/metrics/training_metrics.h"
 
 namespace {
 
@@ -60,7 +64,9 @@ int main(int argc, char** argv) {
       "allgather-buckets-up-to-bytes",
       "ddp: DdpOptions::allgatherBucketsUpToBytes (0: every bucket by ring allreduce)",
       cxxopts::value<std::int64_t>()->default_value(
-          std::to_string(ddp::kDefaultAllgatherBucketsUpToBytes)))("h,help", "print this help");
+          std::to_string(ddp::kDefaultAllgatherBucketsUpToBytes)))(
+      "metrics", "ddp: record the training metrics every step, as the Trainer does",
+      cxxopts::value<bool>()->default_value("false"))("h,help", "print this help");
   cxxopts::ParseResult args;
   try {
     args = cli.parse(argc, argv);
@@ -102,7 +108,33 @@ int main(int argc, char** argv) {
   torch::optim::SGD optimizer(params, torch::optim::SGDOptions(0.01));
   torch::Tensor flat = torch::randn({numParams});
 
+  const bool recordMetrics = mode == "ddp" && args["metrics"].as<bool>();
+  std::int64_t stepCount = 0;
+  auto instrumentedStep = [&] {
+    namespace health = ddp::health;
+    torch::Tensor loss;
+    {
+      const health::PhaseScope data(health::Phase::kData);  // the batch is in memory already
+    }
+    {
+      const health::PhaseScope forwardBackward(health::Phase::kForwardBackward);
+      auto output = ddpModel->forward(work.input);
+      loss = torch::nn::functional::cross_entropy(output, work.labels);
+      optimizer.zero_grad();
+      loss.backward();
+    }
+    {
+      const health::PhaseScope optimizing(health::Phase::kOptimizer);
+      optimizer.step();
+    }
+    health::stepDone(++stepCount);
+    ddp::metrics::recordTraining(0, loss.item<double>(), 0.01, work.input.size(0));
+  };
   auto step = [&] {
+    if (recordMetrics) {
+      instrumentedStep();
+      return;
+    }
     if (mode == "allreduce") {
       std::vector<torch::Tensor> t{flat};
       group.allreduce(t)->wait();
