@@ -138,6 +138,9 @@ def main():
               f"#   exporter, per write    {parts['BM_ExportSnapshot']:10.0f} ns (2 writes a second)",
               f"#   one scrape (2 ranks)   {parts['BM_RenderPage']:10.0f} ns"]
     lines += [f"#   {name:32s} {100 * share:.4f} %" for name, share in shares.items()]
+    off = spread["off"]
+    lines += ["#", f"# off alone scatters {100 * (off['max'] - off['min']) / off['median']:.0f} % of its "
+              "median here: where that exceeds the target, the parts bound the cost, not the medians"]
     print(plotting.write_results("metrics_cost", data, lines, args.out))
 
 
