@@ -298,7 +298,7 @@ const std::vector<Option>& options() {
         integer("log-every", "steps between log lines (rank 0)", FIELD(trainer.logEvery), 1),
         boolean("progress",
                 "rank 0's progress bar when stderr is a terminal (under ddprun: ddprun's; "
-                "false: none, as ddprun --no-progress)",
+                "false: none, as ddprun's no-progress flag)",
                 FIELD(trainer.progressBar)),
         number("straggler-threshold",
                "name a rank whose compute time per step is this fraction over the median "
