@@ -263,6 +263,7 @@ struct Trainer::Run {
   BatchPrefetcher prefetcher;
   MetricsFile metrics;
   LossWindow window;
+  std::vector<char> pastStragglerLimit;  // per rank, at the last judged window (Note [Stragglers])
 
   Run(const TrainerOptions& o, Distributed& dist, const TrainableModel& model, Dataset& train)
       : sampler(train.size(), dist.worldSize(), dist.rank(),
@@ -534,6 +535,8 @@ void Trainer::saveCheckpoint(Run& run) {
   }
 }
 
+constexpr std::int64_t kStragglerMinSteps = 20;  // Note [Stragglers]
+
 // Collective (the mean loss over the ranks, the stragglers); rank 0 logs and records it.
 //
 // Note [Stragglers]
@@ -541,8 +544,11 @@ void Trainer::saveCheckpoint(Run& run) {
 // At each log window every rank contributes its mean loss and its compute time per step:
 // the window's wall time less its wait in collectives (a slow rank computes long and waits
 // little, its peers wait for it), in one allgather where an allreduce of the loss was. A
-// rank whose compute time is more than stragglerThreshold over the median is named by
-// rank 0 in the log; every rank sets its own ddprun_straggler gauge.
+// rank whose compute time is more than stragglerThreshold over the median in two judged
+// windows in a row is named by rank 0 in the log; every rank sets its own ddprun_straggler
+// gauge. Only windows of kStragglerMinSteps or more are judged, and one window is not
+// enough: a few steps on a busy host (the end of a short run, ranks sharing cores) scatter
+// by more than any threshold.
 void Trainer::reportWindow(Run& run, double lr) {
   const int world = dist_.worldSize();
   auto& window = run.window;
@@ -570,16 +576,24 @@ void Trainer::reportWindow(Run& run, double lr) {
   const double median =
       world % 2 ? sorted[world / 2] : (sorted[world / 2 - 1] + sorted[world / 2]) / 2;
   const double limit = median * (1 + options_.stragglerThreshold);
-  const bool straggler = world > 1 && compute[dist_.rank()] > limit;
-  metrics::recordCompute(compute[dist_.rank()], median, straggler);
-  if (dist_.rank() == 0 && world > 1) {
+  const bool judged = world > 1 && window.steps >= kStragglerMinSteps;
+  std::vector<char> past(world, 0), named(world, 0);
+  auto& before = run.pastStragglerLimit;
+  if (before.size() != static_cast<std::size_t>(world)) before.assign(world, 0);
+  for (int r = 0; r < world && judged; ++r) {
+    past[r] = compute[r] > limit;
+    named[r] = past[r] && before[r];
+  }
+  if (judged) before = past;
+  metrics::recordCompute(compute[dist_.rank()], median, named[dist_.rank()] != 0);
+  if (dist_.rank() == 0) {
     for (int r = 0; r < world; ++r) {
-      if (compute[r] <= limit) continue;
+      if (!named[r]) continue;
       log::warn("train",
                 "event=straggler rank={} compute_ms_per_step={:.2f} median_ms={:.2f} "
-                "slower_by={:.0f}% steps={} (its compute, less its wait in collectives, is "
-                "past --straggler-threshold {:.0f}% over the median: a busy host, a slower "
-                "device or a slow data source)",
+                "slower_by={:.0f}% steps={} (its compute, less its wait in collectives, was "
+                "past --straggler-threshold {:.0f}% over the median in two windows in a row: a "
+                "busy host, a slower device or a slow data source)",
                 r, 1000 * compute[r], 1000 * median, 100 * (compute[r] / median - 1), window.steps,
                 100 * options_.stragglerThreshold);
     }

@@ -89,7 +89,8 @@ struct TrainerOptions {
   std::int64_t nonFiniteSkipLimit = 0;  // Note [Non-finite steps]: 0 stops at the first
   std::size_t prefetchBatches = 2;      // micro-batches read ahead (0: read in the loop)
   // Note [Stragglers] (trainer.cpp): a rank whose compute time per step is more than this
-  // fraction over the median is named in the log and in ddprun_straggler.
+  // fraction over the median (two log windows in a row) is named in the log and in
+  // ddprun_straggler.
   double stragglerThreshold = 0.3;
   bool progressBar = true;  // Note [Progress bar]: rank 0's, at a terminal only
   DdpOptions ddp;
