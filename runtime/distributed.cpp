@@ -22,8 +22,10 @@
 #include <nlohmann/json.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "runtime/comm/backend_choice.h"
 #include "runtime/config.h"
 #include "runtime/env/env_readers.h"
+#include "runtime/env/host_name.h"
 #include "runtime/env/value_parser.h"
 #include "runtime/env/variables.h"
 #include "runtime/log/logging.h"
@@ -143,10 +145,10 @@ comm::Backend resolveBackend(const std::string& name) {
           "(DDPRUN_WITH_CUDA=OFF). ---> HINT: use --backend gloo, or a CUDA build.");
     }
     if (!cudaUsable()) {
-      throw ConfigError(
-          "backend 'nccl' needs CUDA, but no CUDA device is visible to this "
-          "process. ---> HINT: use --backend gloo (CPU) or auto, or check the "
-          "pod's nvidia.com/gpu limit and CUDA_VISIBLE_DEVICES.");
+      throw ConfigError(fmt::format(
+          "backend 'nccl' needs a CUDA device, and this process can use none: {} ---> HINT: "
+          "use --backend gloo (CPU) or auto, or fix what the previous sentence names.",
+          comm::describeCudaProblem(comm::probeCuda())));
     }
     return comm::Backend::kNccl;
   }
@@ -227,9 +229,13 @@ Distributed init(const InitOptions& options) {
              allocatorPlan.reason);
   // "auto" defers to the launcher's --backend (DDPRUN_BACKEND) before choosing by device.
   const auto launcherBackend = env::lookup(environment, env::var::kBackend);
-  d.backend = resolveBackend(
+  comm::BackendChoice backendChoice;
+  backendChoice.requested =
       options.backend == "auto" && launcherBackend && !launcherBackend->empty() ? *launcherBackend
-                                                                                : options.backend);
+                                                                                : options.backend;
+  backendChoice.local = resolveBackend(backendChoice.requested);
+  backendChoice.cudaUsable = cudaUsable();
+  d.backend = backendChoice.local;
   const auto rendezvousTimeout =
       options.rendezvousTimeout.value_or(secondsFromEnv(environment, env::var::kRendezvousTimeout)
                                              .value_or(rendezvous::kDefaultRendezvousTimeout));
@@ -243,17 +249,20 @@ Distributed init(const InitOptions& options) {
                comm::backendName(d.backend), rendezvousTimeout.count() / 1000.0,
                collectiveTimeout.count() / 1000.0);
 
+  auto rendezvous = rendezvous::connect(d.env, {.timeout = rendezvousTimeout});
+  d.store = std::move(rendezvous.store);
+  d.master = std::move(rendezvous.master);
+  d.mpi = std::move(rendezvous.mpi);
+
+  // Note [One backend for every rank]
+  d.backend = comm::agreeOnBackend(*d.store, d.env.rank, env::thisHostName(), backendChoice);
   if (d.backend == comm::Backend::kNccl) {
+    comm::checkCudaDeviceSupported(d.env.localRank);
 #if HAVE_CUDA
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(d.env.localRank));
 #endif
     d.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(d.env.localRank));
   }
-
-  auto rendezvous = rendezvous::connect(d.env, {.timeout = rendezvousTimeout});
-  d.store = std::move(rendezvous.store);
-  d.master = std::move(rendezvous.master);
-  d.mpi = std::move(rendezvous.mpi);
 
   comm::ProcessGroupOptions groupOptions;
   groupOptions.backend = d.backend;

@@ -1,5 +1,7 @@
 #include "runtime/comm/process_group.h"
 
+#include "runtime/comm/backend_choice.h"
+
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -53,10 +55,9 @@ c10::intrusive_ptr<c10d::Backend> createGloo(const c10::intrusive_ptr<c10d::Stor
 #if HAVE_NCCL
 c10::intrusive_ptr<c10d::Backend> createNccl(const c10::intrusive_ptr<c10d::Store>& store, int rank,
                                              int worldSize, const ProcessGroupOptions& options) {
-  TORCH_CHECK(torch::cuda::is_available(),
-              "backend 'nccl' needs CUDA, but no CUDA device is visible to this process "
-              "(rank ",
-              rank, "). Use --backend gloo, or check the GPU resources of the pod.");
+  TORCH_CHECK(torch::cuda::is_available(), "backend 'nccl' needs a CUDA device, and rank ", rank,
+              " can use none: ", describeCudaProblem(probeCuda()),
+              " Use --backend gloo, or fix that.");
   TORCH_CHECK(
       options.cudaDevice >= 0 && options.cudaDevice < static_cast<int>(torch::cuda::device_count()),
       "rank ", rank, " wants CUDA device ", options.cudaDevice, " but only ",

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/config.h"
+#include "runtime/env/host_name.h"
 #include "runtime/env/variables.h"
 #include "runtime/exit_codes.h"
 #include "runtime/health/hang_bound.h"
@@ -52,11 +53,6 @@ constexpr auto kWaitForOthersToFinish = std::chrono::seconds(30);
 constexpr auto kDesyncLookAtFailure = std::chrono::milliseconds(1500);
 
 double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-std::string hostName() {
-  char name[256] = {};
-  return gethostname(name, sizeof(name) - 1) == 0 ? std::string(name) : std::string("unknown");
-}
 
 json recordJson(const CollectiveRecord& r) {
   return {{"seq", r.seq}, {"op", r.op}, {"dtype", r.dtype}, {"numel", r.numel}};
@@ -123,7 +119,7 @@ struct Watchdog::Impl {
     return {{"rank", options.rank},
             {"beat", ++counter},
             {"pid", getpid()},
-            {"host", hostName()},
+            {"host", env::thisHostName()},
             {"state", state},
             {"error", error},
             {"peer_loss", peerLoss},
@@ -239,7 +235,7 @@ struct Watchdog::Impl {
       }
       const double silent = seconds(now - s.beatChanged);
       std::string how = "its process is gone or frozen";
-      if (s.beat.value("host", std::string()) == hostName()) {
+      if (s.beat.value("host", std::string()) == env::thisHostName()) {
         const int pid = s.beat.value("pid", 0);
         const char processState = health::processState(pid);
         how = processState == '\0'  ? fmt::format("its process (pid {}) is gone", pid)

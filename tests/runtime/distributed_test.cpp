@@ -169,7 +169,8 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(
         BadConfigCase{"NonNumericRank", {{"RANK", "abc"}, {"WORLD_SIZE", "2"}}, "gloo", "RANK=abc"},
-        BadConfigCase{"NcclWithoutCuda", {}, "nccl", "no CUDA device is visible"},
+        BadConfigCase{
+            "NcclWithoutCuda", {}, "nccl", "needs a CUDA device, and this process can use none"},
         BadConfigCase{"UnknownBackend", {}, "mpi-ish", "unknown backend 'mpi-ish'"},
         BadConfigCase{"BadTimeout",
                       {{"DDPRUN_RDZV_TIMEOUT", "soon"}},
