@@ -1,5 +1,6 @@
 #include "launcher/launch_plan.h"
 
+#include <dlfcn.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -32,7 +33,9 @@ int resolveNproc(const std::string& text, const std::string& origin, const Devic
   if (text == "cpu") return std::max(1, devices.cpus);
   if (text == "gpu") {
     if (devices.gpus == 0) {
-      return fail("no visible GPU (CUDA_VISIBLE_DEVICES, /dev/nvidia*)",
+      return fail(devices.gpuSource.empty()
+                      ? "no usable GPU"
+                      : "no usable GPU (counted by " + devices.gpuSource + ")",
                   "Use auto or a number, or run where GPUs are visible.");
     }
     return devices.gpus;
@@ -68,20 +71,88 @@ std::string virtualDevice(const WorkerEnvOptions& options, int localRank) {
 
 }  // namespace
 
-DeviceCounts detectDevices(const env::EnvMap& env) {
-  DeviceCounts counts;
-  if (auto visible = env::lookup(env, var::kCudaVisibleDevices)) {
-    counts.gpus = visible->empty() || *visible == "-1"
-                      ? 0
-                      : static_cast<int>(std::count(visible->begin(), visible->end(), ',')) + 1;
-  } else {
-    for (int i = 0; i < 64 && std::filesystem::exists("/dev/nvidia" + std::to_string(i)); ++i) {
-      ++counts.gpus;
-    }
+CudaDriverCount countGpusWithCudaDriver() {
+  CudaDriverCount result;
+  // Never closed: the driver does not support being unloaded.
+  void* driver = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (driver == nullptr) return result;
+  using Init = int (*)(unsigned int);
+  using Count = int (*)(int*);
+  using ErrorName = int (*)(int, const char**);
+  const auto init = reinterpret_cast<Init>(dlsym(driver, "cuInit"));
+  const auto count = reinterpret_cast<Count>(dlsym(driver, "cuDeviceGetCount"));
+  const auto errorName = reinterpret_cast<ErrorName>(dlsym(driver, "cuGetErrorName"));
+  if (init == nullptr || count == nullptr) return result;
+  result.loaded = true;
+  result.status = init(0);
+  if (result.status == 0) result.status = count(&result.count);
+  if (result.status != 0) {
+    const char* name = nullptr;
+    result.error = errorName != nullptr && errorName(result.status, &name) == 0 && name != nullptr
+                       ? name
+                       : "CUDA driver error " + std::to_string(result.status);
+    result.count = 0;
   }
+  return result;
+}
+
+DeviceCounts detectDevices(const env::EnvMap& env, const GpuProbe& probe) {
+  DeviceCounts counts;
   cpu_set_t set;
   CPU_ZERO(&set);
   counts.cpus = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
+
+  auto entries = [](const std::string& list) {
+    return list.empty() || list == "-1"
+               ? 0
+               : static_cast<int>(std::count(list.begin(), list.end(), ',')) + 1;
+  };
+  const auto nvidiaVisible = env::lookup(env, "NVIDIA_VISIBLE_DEVICES");
+  const bool nvidiaListsDevices = nvidiaVisible && !nvidiaVisible->empty() &&
+                                  *nvidiaVisible != "void" && *nvidiaVisible != "none";
+  std::string driverProblem;
+  if (probe.askDriver) {
+    const auto driver = probe.driverCount();
+    if (driver.loaded && driver.status == 0) {
+      counts.gpus = driver.count;
+      counts.gpuSource = "the CUDA driver";
+      return counts;
+    }
+    if (driver.loaded) driverProblem = "the CUDA driver reports " + driver.error;
+  }
+  if (auto visible = env::lookup(env, var::kCudaVisibleDevices)) {
+    counts.gpus = entries(*visible);
+    counts.gpuSource = var::kCudaVisibleDevices;
+  } else if (nvidiaListsDevices && *nvidiaVisible != "all") {
+    counts.gpus = entries(*nvidiaVisible);
+    counts.gpuSource = "NVIDIA_VISIBLE_DEVICES";
+  } else {
+    std::error_code error;
+    for (const auto& entry : std::filesystem::directory_iterator(probe.devDir, error)) {
+      const auto name = entry.path().filename().string();
+      if (name.size() > 6 && name.rfind("nvidia", 0) == 0 &&
+          name.find_first_not_of("0123456789", 6) == std::string::npos) {
+        ++counts.gpus;
+      }
+    }
+    counts.gpuSource = probe.devDir + "/nvidiaN";
+  }
+  const bool looksLikeGpuPod =
+      nvidiaListsDevices || std::filesystem::exists(probe.devDir + "/nvidiactl");
+  if (counts.gpus == 0 && looksLikeGpuPod) {
+    counts.gpuWarning =
+        "this looks like a GPU pod (" +
+        (nvidiaListsDevices ? "NVIDIA_VISIBLE_DEVICES=" + *nvidiaVisible
+                            : probe.devDir + "/nvidiactl exists") +
+        "), but no GPU can be used: " +
+        (driverProblem.empty() ? "none counted by " + counts.gpuSource : driverProblem) +
+        ". Workers will run on CPU; check the node's driver and the pod's "
+        "nvidia.com/gpu limit.";
+  } else if (counts.gpus > 0 && !driverProblem.empty()) {
+    counts.gpuWarning = std::to_string(counts.gpus) + " GPU(s) counted by " + counts.gpuSource +
+                        ", but " + driverProblem +
+                        ": workers will not be able to use CUDA (check the node's driver).";
+  }
   return counts;
 }
 

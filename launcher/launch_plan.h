@@ -49,11 +49,43 @@ struct LaunchFlags {
 struct DeviceCounts {
   int gpus = 0;
   int cpus = 1;
+  std::string gpuSource;   // what counted the GPUs: "the CUDA driver", "CUDA_VISIBLE_DEVICES", ...
+  std::string gpuWarning;  // set when what was counted and what can be used disagree
 };
 
-// GPUs visible to this process (CUDA_VISIBLE_DEVICES, else /dev/nvidiaN) and usable CPUs
-// (the affinity mask).
-DeviceCounts detectDevices(const env::EnvMap& env);
+// Note [Counting GPUs]
+// ~~~~~~~~~~~~~~~~~~~~
+// The NVIDIA container toolkit keeps the host's device numbers: a pod given the node's GPUs
+// 4 to 7 has /dev/nvidia4..7 and no /dev/nvidia0, so counting /dev/nvidiaN up to the first
+// gap (as ddprun did) found none, and `--nproc-per-node auto` started one worker on an
+// 8-GPU pod without a word. What counts is what the workers can use:
+//   1. the CUDA driver's own count (libcuda.so.1, opened with dlopen: the launcher links no
+//      CUDA; it honours CUDA_VISIBLE_DEVICES as the workers' runtime will), asked only
+//      when --nproc-per-node is auto or gpu, since initializing it takes a moment;
+//   2. without a driver: the entries of CUDA_VISIBLE_DEVICES, else of NVIDIA_VISIBLE_DEVICES
+//      (the device plugin's list), else every /dev/nvidiaN whatever its N.
+// A pod that looks like a GPU pod (/dev/nvidiactl, or NVIDIA_VISIBLE_DEVICES naming
+// devices) where no GPU can be used gets a warning that says why, never a silent 0.
+
+// The CUDA driver's answer: loaded (libcuda.so.1 found), its cuInit/cuDeviceGetCount
+// status (0: success) and count, the error's name otherwise.
+struct CudaDriverCount {
+  bool loaded = false;
+  int status = 0;
+  int count = 0;
+  std::string error;
+};
+CudaDriverCount countGpusWithCudaDriver();
+
+// Where detectDevices looks; tests choose each part.
+struct GpuProbe {
+  bool askDriver = false;  // see the Note: only for auto and gpu
+  std::string devDir = "/dev";
+  CudaDriverCount (*driverCount)() = countGpusWithCudaDriver;
+};
+
+// GPUs this process can use (Note [Counting GPUs]) and usable CPUs (the affinity mask).
+DeviceCounts detectDevices(const env::EnvMap& env, const GpuProbe& probe = {});
 
 struct LaunchPlan {
   int nnodes = 1;

@@ -257,7 +257,14 @@ Command parseCommand(int argc, char** argv) {
 
   Command command;
   auto& spec = command.spec;
-  const auto devices = ddp::launcher::detectDevices(environment);
+  // Note [Counting GPUs]: the driver is asked only where the GPU count decides something.
+  ddp::launcher::GpuProbe gpuProbe;
+  const auto nprocText = options.plan.nprocPerNode
+                             ? options.plan.nprocPerNode
+                             : ddp::env::lookup(environment, ddp::env::var::kPetNprocPerNode);
+  gpuProbe.askDriver = nprocText && (*nprocText == "auto" || *nprocText == "gpu");
+  const auto devices = ddp::launcher::detectDevices(environment, gpuProbe);
+  if (!devices.gpuWarning.empty()) ddp::log::warn("launcher", "{}", devices.gpuWarning);
   spec.plan = ddp::launcher::resolveLaunchPlan(options.plan, environment, devices);
   if (spec.plan.standalone && spec.plan.masterPort == 0) spec.plan.masterPort = freeLoopbackPort();
   spec.env.rendezvousTimeoutSeconds = options.rendezvousTimeoutSeconds;

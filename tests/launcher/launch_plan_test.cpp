@@ -5,6 +5,9 @@
 #include "launcher/launch_flags.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+#include <filesystem>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -236,6 +239,82 @@ TEST(PlanTest, DetectsGpusFromCudaVisibleDevices) {
   EXPECT_GE(detectDevices({}).cpus, 1);
 }
 
+// A /dev of a container: the device files the NVIDIA container toolkit put there.
+class FakeDevDir {
+ public:
+  explicit FakeDevDir(std::initializer_list<std::string> names)
+      : dir_(std::filesystem::temp_directory_path() /
+             ("ddprun-dev-" + std::to_string(getpid()) + "-" + std::to_string(next_++))) {
+    std::filesystem::create_directories(dir_);
+    for (const auto& name : names) std::ofstream(dir_ / name).put('\n');
+  }
+  ~FakeDevDir() { std::filesystem::remove_all(dir_); }
+  GpuProbe probe() const { return GpuProbe{.askDriver = false, .devDir = dir_.string()}; }
+
+ private:
+  static inline int next_ = 0;
+  std::filesystem::path dir_;
+};
+
+CudaDriverCount driverWithThree() { return {.loaded = true, .status = 0, .count = 3}; }
+CudaDriverCount driverTooOld() {
+  return {.loaded = true, .status = 803, .count = 0, .error = "CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"};
+}
+
+// Note [Counting GPUs]: the toolkit keeps the host's numbers, /dev/nvidia4..7 on GPUs 4-7.
+TEST(PlanTest, CountsGpusWhoseDeviceNumbersDoNotStartAtZero) {
+  const FakeDevDir dev({"nvidia4", "nvidia5", "nvidia6", "nvidia7", "nvidiactl", "nvidia-uvm"});
+  const auto counts = detectDevices({}, dev.probe());
+  EXPECT_EQ(counts.gpus, 4);
+  EXPECT_EQ(plan(nproc("auto"), {}, counts).nprocPerNode, 4);
+  EXPECT_EQ(counts.gpuWarning, "");
+}
+
+TEST(PlanTest, TheDevicePluginsListCountsWhereNoDriverAnswers) {
+  const FakeDevDir dev({});
+  EXPECT_EQ(detectDevices({{"NVIDIA_VISIBLE_DEVICES", "GPU-1a2b,GPU-3c4d"}}, dev.probe()).gpus, 2);
+  // "all" says nothing about how many: the device files do.
+  const FakeDevDir two({"nvidia0", "nvidia1", "nvidiactl"});
+  EXPECT_EQ(detectDevices({{"NVIDIA_VISIBLE_DEVICES", "all"}}, two.probe()).gpus, 2);
+}
+
+TEST(PlanTest, TheCudaDriversCountWinsWhenAsked) {
+  const FakeDevDir dev({"nvidia0", "nvidia1", "nvidia2", "nvidia3", "nvidiactl"});
+  auto probe = dev.probe();
+  probe.askDriver = true;
+  probe.driverCount = driverWithThree;
+  const auto counts = detectDevices({{"CUDA_VISIBLE_DEVICES", "0,1,2,3"}}, probe);
+  EXPECT_EQ(counts.gpus, 3);
+  EXPECT_EQ(counts.gpuSource, "the CUDA driver");
+}
+
+TEST(PlanTest, AGpuPodWithoutAUsableGpuIsWarnedAboutNotCountedSilently) {
+  const FakeDevDir dev({"nvidiactl"});
+  auto probe = dev.probe();
+  probe.askDriver = true;
+  probe.driverCount = driverTooOld;
+  const auto counts = detectDevices({{"NVIDIA_VISIBLE_DEVICES", "GPU-1a2b"}}, probe);
+  EXPECT_EQ(counts.gpus, 1);  // the device plugin's list still counts: the warning says more
+  EXPECT_NE(counts.gpuWarning.find("CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"), std::string::npos)
+      << counts.gpuWarning;
+  const auto none = detectDevices({}, probe);
+  EXPECT_EQ(none.gpus, 0);
+  EXPECT_NE(none.gpuWarning.find("this looks like a GPU pod (" + probe.devDir +
+                                 "/nvidiactl exists), but no GPU can be used: the CUDA driver "
+                                 "reports CUDA_ERROR_SYSTEM_DRIVER_MISMATCH"),
+            std::string::npos)
+      << none.gpuWarning;
+  // A CPU pod: nothing to warn about.
+  const FakeDevDir cpuPod({"null", "zero"});
+  EXPECT_EQ(detectDevices({}, cpuPod.probe()).gpuWarning, "");
+}
+
+// This machine has no driver: asking it changes nothing.
+TEST(PlanTest, WithoutALibcudaTheDriverIsNotLoaded) {
+  if (std::filesystem::exists("/dev/nvidiactl")) GTEST_SKIP() << "this machine has a GPU";
+  EXPECT_FALSE(countGpusWithCudaDriver().loaded);
+}
+
 struct BadCase {
   std::string name;
   EnvMap env;
@@ -303,7 +382,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"PortOutOfRange", {{"MASTER_PORT", "70000"}}, {}, "MASTER_PORT=70000"},
         BadCase{"BadPetNproc", {{"PET_NPROC_PER_NODE", "many"}}, {}, "PET_NPROC_PER_NODE=many"},
         BadCase{"BadNprocFlag", {}, nproc("0"), "--nproc-per-node=0"},
-        BadCase{"GpuWithoutGpus", {}, nproc("gpu"), "no visible GPU"},
+        BadCase{"GpuWithoutGpus", {}, nproc("gpu"), "no usable GPU"},
         BadCase{"BadPetStandalone", {{"PET_STANDALONE", "yes"}}, {}, "PET_STANDALONE=yes"},
         // The launcher once let these pass and every worker then failed on them.
         BadCase{"MasterAddrWithPort",
