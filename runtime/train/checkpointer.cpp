@@ -105,6 +105,32 @@ struct DirectoryProblem {
   // A volume still being mounted may pass; a file in the way or a read-only mount not.
   bool mayPass = true;
 };
+// Note [Who may write the checkpoint directory]
+// ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+// The images run as uid 1000. Kubernetes makes a volume writable for the pod's fsGroup only
+// where the volume plugin supports it: on NFS it does not, and /checkpoints stays the
+// export's owner's (often root, 0755), so rank 0 cannot create /checkpoints/<job>. "Permission
+// denied" alone says nothing of who needs what: the error names this process's uid and gid,
+// the directory that refused (the nearest one that exists) with its owner and mode, and the
+// two fixes (k8s/README.md, "Storage").
+std::string permissionAdvice(const fs::path& dir) {
+  std::error_code ec;
+  fs::path refusing = fs::absolute(dir, ec);
+  while (refusing.has_parent_path() && refusing != refusing.root_path() &&
+         !fs::exists(refusing, ec)) {
+    refusing = refusing.parent_path();
+  }
+  struct stat status {};
+  if (::stat(refusing.c_str(), &status) != 0) return "";
+  return fmt::format(
+      " (this process runs as uid {} gid {} and needs write and search permission on '{}', "
+      "which is owned by uid {} gid {} with mode {:04o}; on NFS the pod's fsGroup is not "
+      "applied: make the directory writable by uid {} on the server, or create it in an init "
+      "container, k8s/README.md \"Storage\")",
+      ::geteuid(), ::getegid(), refusing.string(), status.st_uid, status.st_gid,
+      status.st_mode & 07777, ::geteuid());
+}
+
 std::optional<DirectoryProblem> directoryProblem(const fs::path& dir) {
   std::error_code ec;
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
@@ -112,15 +138,20 @@ std::optional<DirectoryProblem> directoryProblem(const fs::path& dir) {
   }
   fs::create_directories(dir, ec);
   if (ec) {
+    const bool denied =
+        ec == std::errc::permission_denied || ec == std::errc::operation_not_permitted;
     return DirectoryProblem{
-        fmt::format("cannot create it: {}", ec.message()),
+        fmt::format("cannot create it: {}{}", ec.message(), denied ? permissionAdvice(dir) : ""),
         ec != std::errc::not_a_directory && ec != std::errc::read_only_file_system};
   }
   const auto probe = dir / fmt::format(".write-probe-{}.tmp", ::getpid());
   const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) {
-    return DirectoryProblem{fmt::format("cannot create a file in it: {}", std::strerror(errno)),
-                            errno != EROFS};
+    const int openErrno = errno;
+    return DirectoryProblem{
+        fmt::format("cannot create a file in it: {}{}", std::strerror(openErrno),
+                    openErrno == EACCES || openErrno == EPERM ? permissionAdvice(dir) : ""),
+        openErrno != EROFS};
   }
   const bool written = ::write(fd, "x", 1) == 1;
   const int writeErrno = errno;

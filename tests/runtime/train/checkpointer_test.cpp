@@ -6,7 +6,9 @@
 // files remain.
 #include "runtime/train/checkpointer.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -331,6 +333,39 @@ TEST_F(CheckpointerTest, UncreatableDirectoryIsRetriedThenPermanent) {
                 "': cannot create it: No such file or directory. Expected a directory rank 0 "
                 "can write; give another --checkpoint-dir, or mount the volume read-write");
   EXPECT_GE(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(10));
+}
+
+// Note [Who may write the checkpoint directory]: on NFS the pod's fsGroup is not applied and
+// uid 1000 meets a root-owned /checkpoints. The error names who needs what. As root, the test
+// takes uid 65534's effective ids for the call (file checks use them).
+TEST_F(CheckpointerTest, APermissionDeniedNamesTheUidAndTheDirectoryThatRefused) {
+  const fs::path locked = root_ / "export";
+  fs::create_directories(locked);
+  fs::permissions(locked, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
+                              fs::perms::group_exec | fs::perms::others_read |
+                              fs::perms::others_exec);
+  const bool root = ::geteuid() == 0;
+  const uid_t uid = root ? 65534 : ::geteuid();
+  const gid_t gid = root ? 65534 : ::getegid();
+  struct stat owner {};
+  ASSERT_EQ(::stat(locked.c_str(), &owner), 0);
+  if (root) {
+    ASSERT_EQ(::setegid(gid), 0);
+    ASSERT_EQ(::seteuid(uid), 0);
+  }
+  const auto error = usageErrorOf([&] { checkpointer(3, locked / "job-a").load("auto"); });
+  if (root) {
+    ASSERT_EQ(::seteuid(0), 0);
+    ASSERT_EQ(::setegid(0), 0);
+  }
+  EXPECT_NE(error.find(fmt::format("cannot create it: Permission denied (this process runs as uid "
+                                   "{} gid {} and needs write and search permission on '{}', "
+                                   "which is owned by uid {} gid {} with mode 0555;",
+                                   uid, gid, locked.string(), owner.st_uid, owner.st_gid)),
+            std::string::npos)
+      << error;
+  EXPECT_NE(error.find("k8s/README.md \"Storage\""), std::string::npos) << error;
+  fs::permissions(locked, fs::perms::owner_all);
 }
 
 TEST_F(CheckpointerTest, FailedWriteLeavesEarlierCheckpointsUntouched) {
