@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the CPU image (docker/Dockerfile.cpu) for real, without a Docker engine and
+# Builds an image (docker/Dockerfile.cpu or .cuda) for real, without a Docker engine and
 # without a registry, then trains with 2 ranks inside it:
 #   1. buildah and debootstrap from Debian (installed when missing);
 #   2. the base image: no registry image can be pulled here, so a debootstrapped Debian
@@ -8,16 +8,21 @@
 #   3. `buildah bud --isolation chroot` with vfs storage (no overlay, no daemon, works in
 #      a container), the build context and .dockerignore of docker/build.sh;
 #   4. `buildah run` in the result: the install layout the manifests use exists, the
-#      binaries run as the image's user, and `ddprun --standalone --nproc-per-node 2`
-#      trains ddptrain on the image's sample data and writes its checkpoint.
+#      binaries run as the image's user, `ldd` finds every library of ddprun, ddptrain and
+#      the runtime inside the image, `ddptrain --version` names the build's CUDA and NCCL
+#      (cuda), and `ddprun --standalone --nproc-per-node 2` trains ddptrain on the image's
+#      sample data (Gloo on CPU: there is no GPU here) and writes its checkpoint.
 # Prints the time of each step. Storage lives in $DDPRUN_BUILDAH_ROOT (default
 # /var/lib/ddprun-buildah); remove it to start from nothing.
 #
-# Usage: docker/buildah_build.sh [IMAGE [TAG]]    (default localhost/ddprun-cpu:buildah)
-# Needs root (debootstrap, chroot isolation).
+# Usage: docker/buildah_build.sh [cpu|cuda] [IMAGE [TAG]]  (default: cpu, localhost/ddprun-FLAVOR:buildah)
+# Needs root (debootstrap, chroot isolation). The CUDA image downloads ~4 GB of wheels and
+# compiles ddprun against them: ~40 min on 2 cores (ctest label cuda-image).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-image=${1:-localhost/ddprun-cpu}
+flavor=cpu
+if [[ ${1:-} == cpu || ${1:-} == cuda ]]; then flavor=$1; shift; fi
+image=${1:-localhost/ddprun-$flavor}
 tag=${2:-buildah}
 root=${DDPRUN_BUILDAH_ROOT:-/var/lib/ddprun-buildah}
 cache=${DDPRUN_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ddprun}/buildah
@@ -73,7 +78,7 @@ log "base image ready in ${t_base} s"
 
 # --- 3. the image ----------------------------------------------------------------------------------
 t0=$(now)
-log "building $image:$tag from docker/Dockerfile.cpu (log: $root/build.log)"
+log "building $image:$tag from docker/Dockerfile.$flavor (log: $root/build-$flavor.log)"
 mkdir -p "$root"
 # The build stage downloads the torch wheel over HTTPS. Where the network passes through a
 # TLS-intercepting proxy, the host's CA bundle knows its CA and a Debian base does not:
@@ -87,19 +92,19 @@ if [[ -s $host_ca ]]; then
 fi
 build() {
   bah bud --isolation chroot --pull=never --layers=false "${mounts[@]}" \
-    --ignorefile "$repo/docker/.dockerignore" -f "$repo/docker/Dockerfile.cpu" \
-    -t "$image:$tag" "$repo" >"$root/build.log" 2>&1
+    --ignorefile "$repo/docker/.dockerignore" -f "$repo/docker/Dockerfile.$flavor" \
+    -t "$image:$tag" "$repo" >"$root/build-$flavor.log" 2>&1
 }
 # buildah 1.28 re-executes itself from a sealed memfd copy for each RUN; sealing can fail
 # with EBUSY at random ("Close_Fd sealing memfd copy: Device or resource busy"), which
 # says nothing about the Dockerfile. That failure alone is retried, once.
 if ! build; then
-  if grep -q 'sealing memfd copy' "$root/build.log"; then
+  if grep -q 'sealing memfd copy' "$root/build-$flavor.log"; then
     log "buildah's transient memfd sealing failure; building again"
-    cp "$root/build.log" "$root/build.1.log"
-    build || { tail -40 "$root/build.log"; fail "buildah bud failed"; }
+    cp "$root/build-$flavor.log" "$root/build-$flavor.1.log"
+    build || { tail -40 "$root/build-$flavor.log"; fail "buildah bud failed"; }
   else
-    tail -40 "$root/build.log"
+    tail -40 "$root/build-$flavor.log"
     fail "buildah bud failed"
   fi
 fi
@@ -120,7 +125,18 @@ run sh -c 'id -u; test -x /opt/ddprun/bin/ddprun && test -x /opt/ddprun/bin/ddpt
   && test -f /home/ddprun/.sshd_config && command -v mpirun && command -v /usr/sbin/sshd' \
   || fail "the image's layout is incomplete"
 [[ $(run id -u) == 1000 ]] || fail "the image does not run as uid 1000"
-run /opt/ddprun/bin/ddptrain --version
+# Every library the binaries need is inside the image (libcuda.so.1 is the node's: the
+# NVIDIA container toolkit mounts it, so nothing here may need it at load time).
+# shellcheck disable=SC2016
+missing_libs=$(run sh -c 'for f in /opt/ddprun/bin/* /opt/ddprun/lib/*.so; do ldd "$f" | sed -n "s|^|$f: |p"; done' \
+  | grep 'not found' || true)
+[[ -z $missing_libs ]] || { echo "$missing_libs"; fail "libraries missing in the image"; }
+version=$(run /opt/ddprun/bin/ddptrain --version)
+echo "$version"
+if [[ $flavor == cuda ]]; then
+  grep -q 'CUDA runtime [0-9]' <<<"$version" && grep -q 'NCCL [0-9]' <<<"$version" \
+    || fail "ddptrain --version names no CUDA and NCCL: $version"
+fi
 run /opt/ddprun/bin/ddprun --version
 log "training: ddprun --standalone --nproc-per-node 2 -- ddptrain (30 steps)"
 run /opt/ddprun/bin/ddprun --standalone --nproc-per-node 2 -- \
@@ -134,4 +150,6 @@ t_run=$(($(now) - t0))
 log "ran in ${t_run} s"
 bah rm "$ctr" >/dev/null 2>&1 || true
 bah rmi --prune >/dev/null 2>&1 || true   # the image this tag named before, now dangling
-log "PASS: base ${t_base} s, build ${t_build} s, run ${t_run} s, total $(($(now) - t_start)) s"
+size=$(bah images --format '{{.Size}}' "$image:$tag" 2>/dev/null || echo unknown)
+log "PASS ($flavor): base ${t_base} s, build ${t_build} s, run ${t_run} s, total $(($(now) - t_start)) s, image ${size}"
+
