@@ -112,7 +112,8 @@ IMAGE_DATA = "/data/fashion-mnist"
 
 # Run as root in the pod's network, UTS and mount namespaces: builds the pod's root in
 # $1/rootfs (see the module docstring), binds what $1/binds lists ("SOURCE TARGET ro|rw",
-# one a line) and runs the rest of the command line in it as uid 1000.
+# one a line), mounts a tmpfs on each path $1/tmpfs lists, and runs the rest of the command
+# line in it as uid 1000. `unshare --mount` makes every mount private to the pod.
 POD_SH = r"""
 set -eu
 pod=$1; shift
