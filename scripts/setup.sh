@@ -57,6 +57,7 @@ apt_packages=(
   tmux                                  # tests: the progress bar as a terminal shows it
   python3-venv
   buildah debootstrap                   # tests/k8s: the CPU image built for real (docker/buildah_build.sh)
+  openssh-server openssh-client         # tests/k8s: the MPIJob over SSH (sshd as ddprun on 2222, no system sshd)
 )
 # tests/k8s renders the kustomization with `kubectl kustomize`: any kubectl will do (this
 # machine image has one); Debian's kubernetes-client is the fallback.
@@ -71,7 +72,29 @@ if ((${#missing[@]})); then
   sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # openssh-server's postinst starts a system sshd on port 22 where an init system runs
+  # (deb-systemd-invoke under systemd, invoke-rc.d under SysV init; in a container without
+  # either, invoke-rc.d finds no runlevel and starts nothing) and enables it at boot. The
+  # tests run their own sshd, as the user ddprun on port 2222 in network namespaces, and
+  # want none on this machine: a policy-rc.d answering 101 ("action forbidden", which both
+  # honour) stops the start. It is put there for this install only, and only if the machine
+  # has none (one already there, as in container images, is left as it is); it holds back
+  # the other services of the same install too (prometheus). Under systemd the unit is
+  # disabled as well.
+  policy=""
+  if [[ " ${missing[*]} " == *" openssh-server "* && ! -e /usr/sbin/policy-rc.d ]]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# setup.sh: no services started while it installs openssh-server\nexit 101\n' |
+      $sudo tee "$policy" >/dev/null
+    $sudo chmod 755 "$policy"
+  fi
+  rc=0
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+  [[ -z "$policy" ]] || $sudo rm -f "$policy"
+  ((rc == 0)) || exit "$rc"
+  if [[ " ${missing[*]} " == *" openssh-server "* && -d /run/systemd/system ]]; then
+    $sudo systemctl disable --now --quiet ssh.service ssh.socket 2>/dev/null || true
+  fi
   log "apt took $(($(now) - t0)) s"
 fi
 
