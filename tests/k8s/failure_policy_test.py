@@ -116,6 +116,11 @@ class FailurePolicyTest(unittest.TestCase):
                 self.assertNotIn("backoffLimit", run, "ignored under ExitCode (pkg/core/job.go:115)")
                 self.assertIsInstance(run.get("activeDeadlineSeconds"), int)
                 self.assertGreater(run["activeDeadlineSeconds"], 0)
+                # ddptrain's own budget across recreated pods stays on (its default, 3)
+                for pod in k8s_jobs.pytorchjob_pods(job):
+                    argv = pod.argv
+                    if "--max-stalled-restarts" in argv:
+                        self.assertNotEqual(argv[argv.index("--max-stalled-restarts") + 1], "0")
 
     def test_mpijob_restart_settings(self):
         job = k8s_jobs.load_job(REPO, "mpijob.yaml")
