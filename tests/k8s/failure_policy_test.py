@@ -183,6 +183,13 @@ class FailurePolicyTest(unittest.TestCase):
         (runtime,) = k8s_jobs.load_all(REPO / "k8s/trainingruntime.yaml")
         self.assertEqual(v.errors(job), [])
         self.assertEqual(v.errors(runtime), [])
+        # The CRD's CEL rules (x-kubernetes-validations), which jsonschema does not run: the name
+        # of a TrainJob, and at most one framework in the runtime's mlPolicy.
+        name = job["metadata"]["name"]
+        self.assertRegex(name, r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+        self.assertLessEqual(len(name), 63)
+        frameworks = {"torch", "mpi", "jax", "xgboost", "flux"}
+        self.assertLessEqual(len(frameworks & set(runtime["spec"]["mlPolicy"])), 1)
 
         def broken(doc, mutate):
             doc = copy.deepcopy(doc)
