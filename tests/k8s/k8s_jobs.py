@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import os
 import pathlib
+import re
 
 import yaml
 
@@ -32,6 +33,18 @@ MPI_HOSTFILE = "/etc/mpi/hostfile"  # mounted by mpi-operator on the launcher
 
 PYTORCHJOB_DEFAULT_PORT = 23456  # training-operator pytorch_types.go
 TRAINER_MASTER_PORT = 29500      # trainer constants.go
+
+# The label that carries the job's own name on every pod its operator creates (the
+# checkpoint directory is derived from it through the downward API):
+# - training-operator release-1.9 (078ec30f) pkg/apis/kubeflow.org/v1/common_types.go:34;
+# - mpi-operator (caa3c47f) pkg/apis/kubeflow/v2beta1/constants.go:42, set on the launcher
+#   and the workers by defaultLabels, pkg/controller/mpi_job_controller.go:1772-1777;
+# - JobSet v0.12.0 (f22e565a, Trainer v2.3.0's go.mod) api/jobset/v1alpha2/jobset_types.go:24,
+#   put on every pod template by pkg/controllers/jobset_controller.go:950,1020; the JobSet
+#   has the TrainJob's name.
+OPERATOR_JOB_LABEL = {"PyTorchJob": "training.kubeflow.org/job-name",
+                      "MPIJob": "training.kubeflow.org/job-name",
+                      "TrainJob": "jobset.sigs.k8s.io/jobset-name"}
 
 JOB_FILES = ["pytorchjob-cpu.yaml", "pytorchjob-gpu.yaml", "pytorchjob-elastic.yaml", "mpijob.yaml",
              "trainjob.yaml"]
@@ -66,15 +79,48 @@ class Pod:
     template: dict          # the pod template (spec)
 
     @property
+    def labels(self) -> dict:
+        """The pod's labels: the template's plus the job-name label its operator adds
+        (OPERATOR_JOB_LABEL)."""
+        labels = dict(self.template.get("metadata", {}).get("labels", {}))
+        labels[OPERATOR_JOB_LABEL[self.kind]] = self.job
+        return labels
+
+    @property
     def env(self) -> dict:
-        """The container's env: the manifest's, then the operator's appended after it."""
-        env = {e["name"]: str(e.get("value", "")) for e in self.container.get("env", [])}
+        """The container's env: the manifest's (a downward-API fieldRef resolved against
+        this pod's name and labels), then the operator's appended after it."""
+        env = {}
+        for e in self.container.get("env", []):
+            ref = e.get("valueFrom", {}).get("fieldRef")
+            env[e["name"]] = self.field(ref["fieldPath"]) if ref else str(e.get("value", ""))
         env.update(self.operator_env)
         return env
 
+    def field(self, path: str) -> str:
+        """A downward-API fieldPath: metadata.name or metadata.labels['KEY'] (the kubelet
+        gives an empty string for a label the pod does not have)."""
+        if path == "metadata.name":
+            return self.name
+        m = re.fullmatch(r"metadata\.labels\['([^']+)'\]", path)
+        assert m, f"fieldPath {path!r} is not modelled here"
+        return self.labels.get(m.group(1), "")
+
     @property
     def argv(self) -> list[str]:
-        return list(self.container.get("command", [])) + list(self.container.get("args", []))
+        """command + args after the kubelet's $(VAR) expansion against the container's env
+        (k8s.io/kubernetes third_party/forked/golang/expansion: $(VAR) of a defined
+        variable is replaced, $$ is a literal $, anything else stays as written)."""
+        return [expand(a, self.env) for a in
+                list(self.container.get("command", [])) + list(self.container.get("args", []))]
+
+
+def expand(text: str, env: dict) -> str:
+    def one(m):
+        if m.group(0) == "$$":
+            return "$"
+        return env.get(m.group(1), m.group(0))
+    return re.sub(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)", one, text)
 
 
 def _container(template: dict, name: str | None) -> dict:
@@ -186,6 +232,16 @@ def trainjob_pods(job: dict) -> list[Pod]:
         pods.append(Pod(name, "TrainJob", "node", i, pod_name, f"{pod_name}.{name}",
                         container, env, {"spec": {"containers": [container]}}))
     return pods
+
+
+def command_pods(job: dict) -> list[Pod]:
+    """The pods whose container runs the manifest's training command: every pod of a
+    PyTorchJob or TrainJob, the launcher (mpirun) of an MPIJob."""
+    if job["kind"] == "PyTorchJob":
+        return pytorchjob_pods(job)
+    if job["kind"] == "TrainJob":
+        return trainjob_pods(job)
+    return [mpijob_launcher(job)[0]]
 
 
 def mpijob_launcher(job: dict, namespace: str = "default") -> tuple[Pod, str]:
@@ -305,3 +361,71 @@ def map_paths(argv: list[str], mapping: dict[str, str]) -> list[str]:
 
 def deep_copy(doc: dict) -> dict:
     return copy.deepcopy(doc)
+
+
+def render(repo: pathlib.Path, resources: list[str], components: list[str] = (), **fields) -> list[dict]:
+    """`kubectl kustomize` of a copy of k8s/ whose kustomization lists `resources` (files of
+    k8s/), `components` (folders under k8s/components/) and any other top-level field
+    (namePrefix=..., nameSuffix=...). Returns the rendered documents."""
+    import shutil
+    import subprocess
+    import tempfile
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl (with its built-in kustomize) is not on PATH"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = pathlib.Path(tmp) / "k8s"
+        shutil.copytree(repo / "k8s", tmp)
+        k = yaml.safe_load((tmp / "kustomization.yaml").read_text())
+        k["resources"] = list(resources)
+        if components:
+            k["components"] = [f"components/{c}" for c in components]
+        k.update(fields)
+        (tmp / "kustomization.yaml").write_text(yaml.safe_dump(k))
+        out = subprocess.run([kubectl, "kustomize", str(tmp)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def pod_templates(doc: dict, runtimes: dict | None = None) -> list[tuple[str, dict]]:
+    """(where, pod template) of every pod a job document creates. A TrainJob's pod is its
+    runtime's replicated Job "node" template with the TrainJob's runtime patch laid over it
+    (Trainer v2.3.0 mergeRuntimePatches: the patch's pod fields replace the runtime's, its
+    containers and volumes merge by name) and the trainer's image, command, args and env in
+    the container named node. A ClusterTrainingRuntime's own template is listed as well."""
+    spec = doc.get("spec", {})
+    for key in ("pytorchReplicaSpecs", "mpiReplicaSpecs"):
+        if key in spec:
+            return [(f"{doc['kind']}/{doc['metadata']['name']} {rtype}", rs["template"])
+                    for rtype, rs in spec[key].items()]
+    if doc["kind"] == "ClusterTrainingRuntime":
+        return [(f"{doc['kind']}/{doc['metadata']['name']} {rj['name']}", rj["template"]["spec"]["template"])
+                for rj in spec["template"]["spec"]["replicatedJobs"]]
+    if doc["kind"] == "TrainJob":
+        runtime = (runtimes or {})[spec["runtimeRef"]["name"]]
+        out = []
+        for rj in runtime["spec"]["template"]["spec"]["replicatedJobs"]:
+            template = copy.deepcopy(rj["template"]["spec"]["template"])
+            pod = template.setdefault("spec", {})
+            for patch in spec.get("runtimePatches", []):
+                for prj in patch.get("trainingRuntimeSpec", {}).get("template", {}).get("spec", {}).get(
+                        "replicatedJobs", []):
+                    if prj["name"] != rj["name"]:
+                        continue
+                    ppod = prj.get("template", {}).get("spec", {}).get("template", {}).get("spec", {})
+                    for field, value in ppod.items():
+                        if field in ("containers", "initContainers", "volumes"):
+                            by_name = {c["name"]: c for c in pod.get(field, [])}
+                            for item in value:
+                                by_name.setdefault(item["name"], {}).update(item)
+                            pod[field] = list(by_name.values())
+                        else:
+                            pod[field] = copy.deepcopy(value)
+            trainer = spec.get("trainer", {})
+            for c in pod.get("containers", []):
+                if c["name"] == "node":
+                    for field in ("image", "command", "args", "env"):
+                        if field in trainer:
+                            c[field] = copy.deepcopy(trainer[field])
+            out.append((f"TrainJob/{doc['metadata']['name']} {rj['name']}", template))
+        return out
+    return []

@@ -332,15 +332,14 @@ class ManifestSchemaTest(unittest.TestCase):
         job mounts the checkpoint claim and writes to its own subdirectory of it; a
         NetworkPolicy per job that admits only that job's pods."""
         (pvc,) = k8s_jobs.load_all(REPO / "k8s/checkpoints-pvc.yaml")
-        policies = {p["spec"]["podSelector"]["matchLabels"].get("training.kubeflow.org/job-name")
-                    or p["spec"]["podSelector"]["matchLabels"]["jobset.sigs.k8s.io/jobset-name"]: p
-                    for p in k8s_jobs.load_all(REPO / "k8s/networkpolicy.yaml")}
+        (policy,) = k8s_jobs.load_all(REPO / "k8s/networkpolicy.yaml")
+        (runtime,) = k8s_jobs.load_all(REPO / "k8s/trainingruntime.yaml")
+        runtime_pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
         for name in k8s_jobs.JOB_FILES:
             doc = k8s_jobs.load_job(REPO, name)
             job = doc["metadata"]["name"]
             with self.subTest(job=job):
-                pods = {"PyTorchJob": k8s_jobs.pytorchjob_pods, "TrainJob": k8s_jobs.trainjob_pods}.get(
-                    doc["kind"], lambda d: [k8s_jobs.mpijob_launcher(d)[0]])(doc)
+                pods = k8s_jobs.command_pods(doc)
                 for pod in pods:
                     argv = pod.argv
                     self.assertIn(f"/checkpoints/{job}", argv)
@@ -371,11 +370,19 @@ class ManifestSchemaTest(unittest.TestCase):
                 if doc["kind"] == "TrainJob":
                     self.assertEqual(int(doc["spec"]["trainer"]["resourcesPerNode"]["limits"]["nvidia.com/gpu"]),
                                      doc["spec"]["trainer"]["numProcPerNode"])
-                policy = policies[job]
-                self.assertEqual(policy["spec"]["policyTypes"], ["Ingress"])
-                # The first rule; the second admits the scraper (monitoring_test.py checks it).
-                rule = policy["spec"]["ingress"][0]
-                self.assertEqual(rule, {"from": [{"podSelector": policy["spec"]["podSelector"]}]})
+                # The policy selects every pod of the job by a label of its template (the
+                # runtime's for a TrainJob), not by the job's name; its first rule admits
+                # those pods, the second the scraper (monitoring_test.py checks that one).
+                selector = policy["spec"]["podSelector"]["matchLabels"]
+                templates = ([runtime_pod] if doc["kind"] == "TrainJob" else
+                             [rs["template"] for rs in next(v for k, v in doc["spec"].items()
+                                                            if k.endswith("ReplicaSpecs")).values()])
+                for template in templates:
+                    self.assertEqual({k: template["metadata"]["labels"].get(k) for k in selector}, selector)
+        self.assertNotIn("training.kubeflow.org/job-name", str(policy))
+        self.assertNotIn("jobset.sigs.k8s.io/jobset-name", str(policy))
+        self.assertEqual(policy["spec"]["policyTypes"], ["Ingress", "Egress"])
+        self.assertEqual(policy["spec"]["ingress"][0], {"from": [{"podSelector": policy["spec"]["podSelector"]}]})
 
     def test_kustomization_output_is_valid_and_applies_its_settings(self):
         kubectl = shutil.which("kubectl")

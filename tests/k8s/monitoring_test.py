@@ -316,7 +316,7 @@ class MonitoringTest(unittest.TestCase):
              "readinessProbe"),
             ("env port differs",
              lambda m: _set(m.job("ddprun-elastic"), ["spec", "pytorchReplicaSpecs", "Worker", "template", "spec",
-                                                      "containers", 0, "env", 0, "value"], "9411"),
+                                                      "containers", 0, "env", 1, "value"], "9411"),
              "DDPRUN_METRICS_PORT"),
             ("MPI worker with an HTTP liveness probe",
              lambda m: _set(m.job("ddprun-mpi"), MPI_WORKER_C + ["livenessProbe"],
@@ -366,11 +366,11 @@ class MonitoringTest(unittest.TestCase):
         self.assertEqual(network_policy_errors(m.policies), [])
         peers = m.policies[0]["spec"]["ingress"][1]
         cases = [
-            ("every port", lambda m: m.policies[2]["spec"]["ingress"][1].pop("ports"), "may reach None"),
-            ("namespace OR pods", lambda m: m.policies[2]["spec"]["ingress"][1].update(
+            ("every port", lambda m: m.policies[0]["spec"]["ingress"][1].pop("ports"), "may reach None"),
+            ("namespace OR pods", lambda m: m.policies[0]["spec"]["ingress"][1].update(
                 {"from": [{"namespaceSelector": peers["from"][0]["namespaceSelector"]},
                           {"podSelector": peers["from"][0]["podSelector"]}]}), "one peer"),
-            ("the job's rule widened", lambda m: m.policies[2]["spec"]["ingress"][0].update(
+            ("the job's rule widened", lambda m: m.policies[0]["spec"]["ingress"][0].update(
                 {"from": [{"podSelector": {}}]}), "expected its job's pods"),
         ]
         self.assert_reported(cases, lambda m: network_policy_errors(m.policies))
