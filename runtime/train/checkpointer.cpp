@@ -112,7 +112,8 @@ struct DirectoryProblem {
 // export's owner's (often root, 0755), so rank 0 cannot create /checkpoints/<job>. "Permission
 // denied" alone says nothing of who needs what: the error names this process's uid and gid,
 // the directory that refused (the nearest one that exists) with its owner and mode, and the
-// two fixes (k8s/README.md, "Storage").
+// fix on the server (k8s/README.md, "Storage": an init container cannot chown under the
+// restricted profile).
 std::string permissionAdvice(const fs::path& dir) {
   std::error_code ec;
   fs::path refusing = fs::absolute(dir, ec);
@@ -125,10 +126,9 @@ std::string permissionAdvice(const fs::path& dir) {
   return fmt::format(
       " (this process runs as uid {} gid {} and needs write and search permission on '{}', "
       "which is owned by uid {} gid {} with mode {:04o}; on NFS the pod's fsGroup is not "
-      "applied: make the directory writable by uid {} on the server, or create it in an init "
-      "container, k8s/README.md \"Storage\")",
+      "applied: on the server, chown {}:{} the exported directory, k8s/README.md \"Storage\")",
       ::geteuid(), ::getegid(), refusing.string(), status.st_uid, status.st_gid,
-      status.st_mode & 07777, ::geteuid());
+      status.st_mode & 07777, ::geteuid(), ::getegid());
 }
 
 std::optional<DirectoryProblem> directoryProblem(const fs::path& dir) {
