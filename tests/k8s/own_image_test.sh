@@ -10,9 +10,12 @@
 #      -- /opt/app/bin/custom_loop --trainer` on the data set the image carries, writing
 #      its checkpoints under /checkpoints/<job name>; run again, it finds the run complete.
 # Prints the time of each step and the images' sizes. Needs root and the network (Debian's
-# mirror, PyPI) unless the base image is already in $DDPRUN_BUILDAH_ROOT. Slow: the sdk
-# stage compiles ddprun (about 20 min on 2 cores in all; label user-image, which
-# scripts/test.sh leaves out by default).
+# mirror, PyPI) unless the base image is already in $DDPRUN_BUILDAH_ROOT. Slow: ddprun is
+# compiled twice, for the runtime image and for the sdk (about 6 min each on 2 idle cores,
+# as k8s.image_build), then custom_loop (2.5 min), and the run takes 40 s. On 2 cores
+# shared with a CUDA image build and other tests it took 49 min (runtime image), 40 min
+# (sdk, partly at the same time), 146 s and 42 s. Label user-image, which scripts/test.sh
+# leaves out by default. Sizes (buildah, vfs): runtime and user's image 811 MB each, sdk 3.85 GB.
 #
 # Usage: tests/k8s/own_image_test.sh [REPO]
 # DDPRUN_OWN_IMAGE_REUSE=1 keeps the runtime and sdk images of an earlier run (tag
