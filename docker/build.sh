@@ -2,17 +2,23 @@
 # Builds a ddprun image from the repository root as the build context.
 #
 # Usage: docker/build.sh FLAVOR IMAGE TAG [--push]
-#   FLAVOR  cuda (docker/Dockerfile.cuda: NCCL, for GPU nodes) or cpu (docker/Dockerfile.cpu)
+#   FLAVOR  cuda (docker/Dockerfile.cuda: NCCL, for GPU nodes), cpu (docker/Dockerfile.cpu)
+#           or cpu-sdk (Dockerfile.cpu's sdk stage: the CMake package, to build one's own
+#           program against; examples/own_image/README.md)
 #   IMAGE   e.g. registry.example.com/ml/ddprun-cuda
 #   TAG     e.g. 0.1.0
 #   --push  push IMAGE:TAG after the build
 # The engine is docker, or $CONTAINER_ENGINE (podman, buildah). The torch version comes
 # from scripts/requirements.txt inside the Dockerfile; it is also recorded as a label.
 set -euo pipefail
-usage() { sed -n '2,10p' "$0" >&2; exit 2; }
+usage() { sed -n '2,12p' "$0" >&2; exit 2; }
 [[ $# -ge 3 && $# -le 4 ]] || usage
 flavor=$1 image=$2 tag=$3 push=${4:-}
-[[ $flavor == cuda || $flavor == cpu ]] || { echo "build.sh: FLAVOR must be cuda or cpu, not '$flavor'" >&2; usage; }
+case $flavor in
+  cuda|cpu) dockerfile=Dockerfile.$flavor target=() ;;
+  cpu-sdk) dockerfile=Dockerfile.cpu target=(--target sdk) ;;
+  *) echo "build.sh: FLAVOR must be cuda, cpu or cpu-sdk, not '$flavor'" >&2; usage ;;
+esac
 [[ -z $push || $push == --push ]] || usage
 [[ $image =~ ^([a-z0-9.-]+(:[0-9]+)?/)?[a-z0-9._/-]+$ ]] \
   || { echo "build.sh: '$image' is not an image name (lower case, no tag)" >&2; exit 2; }
@@ -34,7 +40,7 @@ case $engine in
   *) echo "build.sh: unknown CONTAINER_ENGINE '$engine' (docker, podman or buildah)" >&2; exit 2 ;;
 esac
 set -x
-"$engine" "${args[@]}" -f "$repo/docker/Dockerfile.$flavor" "${labels[@]}" -t "$image:$tag" "$repo"
+"$engine" "${args[@]}" -f "$repo/docker/$dockerfile" "${target[@]}" "${labels[@]}" -t "$image:$tag" "$repo"
 if [[ $push == --push ]]; then
   "$engine" push "$image:$tag"
 fi

@@ -17,7 +17,8 @@
 #
 # Usage: docker/buildah_build.sh [cpu|cuda] [IMAGE [TAG]]  (default: cpu, localhost/ddprun-FLAVOR:buildah)
 # Needs root (debootstrap, chroot isolation). The CUDA image downloads ~4 GB of wheels and
-# compiles ddprun against them: ~40 min on 2 cores (ctest label cuda-image).
+# compiles ddprun against them: 72 min on 2 cores shared with two other image builds
+# (ctest label cuda-image); the image is 4.4 GB.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 flavor=cpu

@@ -9,8 +9,9 @@ t0=$(date +%s)
 # race for that one port. The tests of the endpoint choose free ports of their own.
 export DDPRUN_METRICS_PORT=${DDPRUN_METRICS_PORT:-0}
 # Labels left out unless asked for: image builds the images with buildah, which downloads
-# the torch wheels (the CPU image ~7 min, the CUDA one ~4 GB and ~40 min, a user's image on
-# the SDK). `bash scripts/test.sh -L image` runs them; DDPRUN_TEST_SKIP_LABELS= runs all.
+# torch wheels (the CPU image ~7 min; the CUDA one ~4 GB of wheels and up to 72 min; a
+# user's image on the SDK). `bash scripts/test.sh -L image` runs them;
+# DDPRUN_TEST_SKIP_LABELS= (empty) runs everything.
 skip=${DDPRUN_TEST_SKIP_LABELS-image}
 skip_args=()
 if [[ -n $skip ]] && ! [[ " $* " =~ \ -L\ ]]; then skip_args=(-LE "$skip"); fi

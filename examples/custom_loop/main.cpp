@@ -2,15 +2,18 @@
 // training program"). It lives outside ddprun's build: its CMakeLists.txt finds the
 // installed package and links ddprun::runtime, nothing else.
 //
-//   custom_loop [--trainer [--checkpoint-dir D]] [--steps N]      under the launcher:
+//   custom_loop [--trainer [--data D] [--checkpoint-dir D]] [--steps N]   under the launcher:
 //   ddprun --standalone --nproc-per-node 2 -- ./custom_loop [--trainer]
+//   custom_loop --write-data D        writes the data set to D/{train,test}.bin and ends
 //
 // Two ways to train the same model on the same data:
 //   (default)  a loop written by hand around ddp::DistributedDataParallel;
 //   --trainer  the library's ddp::train::Trainer, given this file's model, its own loss
 //              (Huber) and metric (mean absolute error), and a data set read from a
 //              file of fixed-size records, only the records each batch needs, on the
-//              Trainer's prefetch thread. With --checkpoint-dir, the Trainer checkpoints
+//              Trainer's prefetch thread: D/train.bin and D/test.bin with --data D (as
+//              --write-data D writes them: an image layer, a mounted volume), else files
+//              it writes to a temporary directory. With --checkpoint-dir, the Trainer checkpoints
 //              there, keeps its run journal, and marks the run complete at the end: run
 //              again, the program sees the marker and ends at once.
 //
@@ -60,7 +63,12 @@ struct Options {
   std::int64_t steps = kDefaultSteps;
   bool trainer = false;
   std::string checkpointDir;  // --trainer: "" = no checkpoints
+  std::string dataDir;        // --trainer: "" = write the data to a temporary directory
+  std::string writeDataDir;   // --write-data: write the data set there, train nothing
 };
+
+constexpr const char* kUsage =
+    "custom_loop [--trainer [--data D] [--checkpoint-dir D]] [--steps N] | --write-data D";
 
 // Two layers; DDP needs nothing from a module but its parameters.
 struct RegressorImpl : torch::nn::Module {
@@ -233,6 +241,15 @@ std::string writeRecords(const std::string& path, std::int64_t first, std::int64
   return path;
 }
 
+// The whole data set as two record files, dir/train.bin (the first 3/4) and dir/test.bin.
+std::filesystem::path writeDataSet(const std::filesystem::path& dir) {
+  std::filesystem::create_directories(dir);
+  const std::int64_t trainSamples = kSamples * 3 / 4;
+  writeRecords((dir / "train.bin").string(), 0, trainSamples);
+  writeRecords((dir / "test.bin").string(), trainSamples, kSamples - trainSamples);
+  return dir;
+}
+
 // The library's Trainer with this file's model, loss, metric and data set.
 int runTrainer(const Options& options) {
   // A finished run, started again (a recreated pod): nothing to do, and no peers to wait for.
@@ -242,13 +259,11 @@ int runTrainer(const Options& options) {
     return ddp::kExitOk;
   }
   auto dist = ddp::init();
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("custom_loop_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  const std::int64_t trainSamples = kSamples * 3 / 4;
-  RecordFileDataset train(writeRecords((dir / "train.bin").string(), 0, trainSamples));
-  RecordFileDataset test(
-      writeRecords((dir / "test.bin").string(), trainSamples, kSamples - trainSamples));
+  const auto dir = options.dataDir.empty() ? writeDataSet(std::filesystem::temp_directory_path() /
+                                                          ("custom_loop_" + std::to_string(::getpid())))
+                                           : std::filesystem::path(options.dataDir);
+  RecordFileDataset train((dir / "train.bin").string());
+  RecordFileDataset test((dir / "test.bin").string());
 
   ddp::train::Objective objective;
   objective.loss = [](const torch::Tensor& output, const torch::Tensor& target) {
@@ -271,7 +286,7 @@ int runTrainer(const Options& options) {
   ddp::train::Trainer trainer(dist, model, trainerOptions, objective);
   const auto before = trainer.evaluate(test);
   const auto result = trainer.fit(train, test);
-  std::filesystem::remove_all(dir);
+  if (options.dataDir.empty()) std::filesystem::remove_all(dir);
   const double spread = parameterSpread(dist, *model);
   if (spread != 0) {
     std::cerr << "custom_loop: rank " << dist.rank() << ": parameters differ across ranks by "
@@ -291,7 +306,7 @@ int runTrainer(const Options& options) {
   return ddp::kExitOk;
 }
 
-// [--trainer [--checkpoint-dir D]] [--steps N]; throws ddp::ConfigError for anything else.
+// kUsage's arguments; throws ddp::ConfigError for anything else.
 Options parseOptions(int argc, char** argv) {
   Options options;
   for (int i = 1; i < argc; ++i) {
@@ -300,6 +315,10 @@ Options parseOptions(int argc, char** argv) {
       options.trainer = true;
     } else if (arg == "--checkpoint-dir" && i + 1 < argc) {
       options.checkpointDir = argv[++i];
+    } else if (arg == "--data" && i + 1 < argc) {
+      options.dataDir = argv[++i];
+    } else if (arg == "--write-data" && i + 1 < argc) {
+      options.writeDataDir = argv[++i];
     } else if (arg == "--steps" && i + 1 < argc) {
       // The project's one integer parser: strtoll took "" as 0 and clamped overflow.
       const std::string text = argv[++i];
@@ -307,12 +326,11 @@ Options parseOptions(int argc, char** argv) {
       if (!parsed.value) {
         throw ddp::ConfigError(ddp::env::describeBadValue(
             "--steps", text, ddp::env::integerExpectation(0, kMaxSteps), parsed.found,
-            "Usage: custom_loop [--trainer [--checkpoint-dir D]] [--steps N]"));
+            std::string("Usage: ") + kUsage));
       }
       options.steps = *parsed.value;
     } else {
-      throw ddp::ConfigError("unknown argument '" + arg +
-                             "'; usage: custom_loop [--trainer [--checkpoint-dir D]] [--steps N]");
+      throw ddp::ConfigError("unknown argument '" + arg + "'; usage: " + kUsage);
     }
   }
   return options;
@@ -323,6 +341,12 @@ Options parseOptions(int argc, char** argv) {
 int main(int argc, char** argv) {
   try {
     const Options options = parseOptions(argc, argv);
+    if (!options.writeDataDir.empty()) {
+      const auto dir = writeDataSet(options.writeDataDir);
+      std::cout << "custom_loop: wrote " << (dir / "train.bin").string() << " and "
+                << (dir / "test.bin").string() << std::endl;
+      return ddp::kExitOk;
+    }
     return options.trainer ? runTrainer(options) : runHandWrittenLoop(options);
   } catch (const std::exception& e) {
     // Bad arguments, environment or data (permanent), rendezvous or a lost peer (transient).
