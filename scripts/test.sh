@@ -14,6 +14,7 @@ export DDPRUN_METRICS_PORT=${DDPRUN_METRICS_PORT:-0}
 # DDPRUN_TEST_SKIP_LABELS= (empty) runs everything.
 skip=${DDPRUN_TEST_SKIP_LABELS-image}
 skip_args=()
-if [[ -n $skip ]] && ! [[ " $* " =~ \ -L\ ]]; then skip_args=(-LE "$skip"); fi
+# Asking for labels (-L ...) asks for exactly those.
+if [[ -n $skip && " $* " != *" -L "* ]]; then skip_args=(-LE "$skip"); fi
 ctest --test-dir "$build_dir" --output-on-failure --timeout 600 "${skip_args[@]}" "$@"
 echo "[test] ctest took $(($(date +%s) - t0)) s" >&2
