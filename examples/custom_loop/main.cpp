@@ -259,9 +259,10 @@ int runTrainer(const Options& options) {
     return ddp::kExitOk;
   }
   auto dist = ddp::init();
-  const auto dir = options.dataDir.empty() ? writeDataSet(std::filesystem::temp_directory_path() /
-                                                          ("custom_loop_" + std::to_string(::getpid())))
-                                           : std::filesystem::path(options.dataDir);
+  const auto dir = options.dataDir.empty()
+                       ? writeDataSet(std::filesystem::temp_directory_path() /
+                                      ("custom_loop_" + std::to_string(::getpid())))
+                       : std::filesystem::path(options.dataDir);
   RecordFileDataset train((dir / "train.bin").string());
   RecordFileDataset test((dir / "test.bin").string());
 
@@ -324,9 +325,9 @@ Options parseOptions(int argc, char** argv) {
       const std::string text = argv[++i];
       const auto parsed = ddp::env::parseInteger(text, 0, kMaxSteps);
       if (!parsed.value) {
-        throw ddp::ConfigError(ddp::env::describeBadValue(
-            "--steps", text, ddp::env::integerExpectation(0, kMaxSteps), parsed.found,
-            std::string("Usage: ") + kUsage));
+        throw ddp::ConfigError(
+            ddp::env::describeBadValue("--steps", text, ddp::env::integerExpectation(0, kMaxSteps),
+                                       parsed.found, std::string("Usage: ") + kUsage));
       }
       options.steps = *parsed.value;
     } else {
