@@ -53,7 +53,9 @@ Deviations from the image and the cluster, each because it must:
   this machine) and its runtime library in the build tree, where its RUNPATH points (the
   image has them under /opt/ddprun/lib): each pod's /root is a tmpfs (mode 755) with the
   venv bound back at its path; the build tree is reachable at its path like the rest of
-  the host's top-level directories.
+  the host's top-level directories, and where it lies under a directory each pod has of
+  its own (a CI clone under /tmp), the library directories its RUNPATH names are bound
+  back at their paths.
 - /usr, /lib, /bin, ... are the host's (Debian 12, the image's base, with the same Open
   MPI and OpenSSH packages) rather than the image's.
 - The config is the image's with a short schedule (30 steps) and eval-batch-size 2000;
@@ -141,18 +143,39 @@ exec chroot "$r" setpriv --reuid=1000 --regid=1000 --groups=1000 -- "$@"
 """
 
 
+def runpath(binary: str) -> list[pathlib.Path]:
+    """The directories of the binary's RUNPATH (or RPATH)."""
+    dynamic = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True, check=True).stdout
+    return [pathlib.Path(d) for entry in re.findall(r"R(?:UN)?PATH\)\s+Library r(?:un)?path: \[(.*)\]", dynamic)
+            for d in entry.split(":") if d]
+
+
 def venvs_in_runpath(binary: str) -> list[str]:
     """The virtual environments (directories with a pyvenv.cfg) that the binary's RUNPATH
     points into: the torch libraries of the build tree's ddptrain."""
-    dynamic = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True, check=True).stdout
     found = set()
-    for entry in re.findall(r"R(?:UN)?PATH\)\s+Library r(?:un)?path: \[(.*)\]", dynamic):
-        for directory in entry.split(":"):
-            p = pathlib.Path(directory)
-            while p != p.parent and not (p / "pyvenv.cfg").exists():
-                p = p.parent
-            if p != p.parent:
-                found.add(str(p))
+    for p in runpath(binary):
+        while p != p.parent and not (p / "pyvenv.cfg").exists():
+            p = p.parent
+        if p != p.parent:
+            found.add(str(p))
+    return sorted(found)
+
+
+# The top-level directories each pod has of its own (POD_SH): a build tree under one of
+# them (a CI clone under /tmp) must be bound back for the binaries to find their libraries.
+POD_PRIVATE_TOPS = {"etc", "home", "opt", "root", "tmp", "run"}
+
+
+def build_tree_library_dirs(*binaries: str) -> list[str]:
+    """The RUNPATH directories of `binaries` that exist and that a pod's own /tmp, /home,
+    ... would hide (the venv under /root is bound whole, venvs_in_runpath)."""
+    found = set()
+    for binary in binaries:
+        for d in runpath(binary):
+            if d.is_absolute() and len(d.parts) > 1 and d.parts[1] in POD_PRIVATE_TOPS \
+                    and d.parts[1] != "root" and d.is_dir():
+                found.add(str(d))
     return sorted(found)
 
 
@@ -296,6 +319,8 @@ class MpiJobSshTest(unittest.TestCase):
             pod.bind("/usr/share/datasets/fashion-mnist", IMAGE_DATA)
             for venv in venvs:
                 pod.bind(venv, venv)
+            for directory in build_tree_library_dirs(DDPTRAIN, DDPRUN):
+                pod.bind(directory, directory)
             if spec.role == "launcher":
                 pod.bind(tmp / "etc-mpi", os.path.dirname(k8s_jobs.MPI_HOSTFILE))
             volumes = {v["name"]: v for v in spec.template["spec"].get("volumes", [])}
