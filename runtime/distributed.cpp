@@ -234,7 +234,6 @@ Distributed init(const InitOptions& options) {
       options.backend == "auto" && launcherBackend && !launcherBackend->empty() ? *launcherBackend
                                                                                 : options.backend;
   backendChoice.local = resolveBackend(backendChoice.requested);
-  backendChoice.cudaUsable = cudaUsable();
   d.backend = backendChoice.local;
   const auto rendezvousTimeout =
       options.rendezvousTimeout.value_or(secondsFromEnv(environment, env::var::kRendezvousTimeout)

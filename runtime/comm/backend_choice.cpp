@@ -80,7 +80,8 @@ Backend agreeOnBackend(c10d::Store& store, int rank, const std::string& host,
         "rank 0 decides).",
         rank, host, choice.requested, chosen));
   }
-  if (rankZero == Backend::kNccl && !choice.cudaUsable) {
+  // Under auto, a rank that resolved Gloo is one that can use no CUDA device.
+  if (rankZero == Backend::kNccl) {
     throw ConfigError(fmt::format(
         "rank {} on {} cannot follow rank 0's backend nccl (--backend auto, and rank 0 sees a "
         "GPU): {} ---> HINT: give every pod of the job the same nvidia.com/gpu limit on nodes "

@@ -29,7 +29,6 @@ namespace ddp::comm {
 struct BackendChoice {
   std::string requested;           // "auto", "gloo" or "nccl", as this rank was given it
   Backend local = Backend::kGloo;  // what this rank resolved on its own (resolveBackend)
-  bool cudaUsable = false;         // whether this rank could use NCCL
 };
 
 // Rank 0 publishes choice.local and returns it; any other rank waits for rank 0's and

@@ -17,8 +17,8 @@ namespace {
 
 using namespace std::chrono_literals;
 
-BackendChoice choice(const std::string& requested, Backend local, bool cudaUsable) {
-  return {.requested = requested, .local = local, .cudaUsable = cudaUsable};
+BackendChoice choice(const std::string& requested, Backend local) {
+  return {.requested = requested, .local = local};
 }
 
 std::string errorOf(c10d::Store& store, int rank, const BackendChoice& c) {
@@ -32,19 +32,16 @@ std::string errorOf(c10d::Store& store, int rank, const BackendChoice& c) {
 
 TEST(BackendChoiceTest, EveryRankTakesRankZerosBackend) {
   c10d::HashStore store;
-  EXPECT_EQ(agreeOnBackend(store, 0, "node-a", choice("auto", Backend::kGloo, false)),
-            Backend::kGloo);
-  EXPECT_EQ(agreeOnBackend(store, 1, "node-b", choice("auto", Backend::kGloo, false)),
-            Backend::kGloo);
+  EXPECT_EQ(agreeOnBackend(store, 0, "node-a", choice("auto", Backend::kGloo)), Backend::kGloo);
+  EXPECT_EQ(agreeOnBackend(store, 1, "node-b", choice("auto", Backend::kGloo)), Backend::kGloo);
   // A rank with a GPU follows rank 0's Gloo rather than starting NCCL alone.
-  EXPECT_EQ(agreeOnBackend(store, 2, "node-c", choice("auto", Backend::kNccl, true)),
-            Backend::kGloo);
+  EXPECT_EQ(agreeOnBackend(store, 2, "node-c", choice("auto", Backend::kNccl)), Backend::kGloo);
 }
 
 TEST(BackendChoiceTest, ARankWithoutCudaUnderAutoEndsNamingItselfInsteadOfHanging) {
   c10d::HashStore store;
-  agreeOnBackend(store, 0, "node-a", choice("auto", Backend::kNccl, true));
-  const auto error = errorOf(store, 3, choice("auto", Backend::kGloo, false));
+  agreeOnBackend(store, 0, "node-a", choice("auto", Backend::kNccl));
+  const auto error = errorOf(store, 3, choice("auto", Backend::kGloo));
   EXPECT_NE(error.find("rank 3 on node-b cannot follow rank 0's backend nccl"), std::string::npos)
       << error;
   EXPECT_NE(error.find("nvidia.com/gpu"), std::string::npos) << error;
@@ -53,8 +50,8 @@ TEST(BackendChoiceTest, ARankWithoutCudaUnderAutoEndsNamingItselfInsteadOfHangin
 
 TEST(BackendChoiceTest, AnExplicitBackendThatDiffersFromRankZerosIsAConfigError) {
   c10d::HashStore store;
-  agreeOnBackend(store, 0, "node-a", choice("gloo", Backend::kGloo, true));
-  const auto error = errorOf(store, 1, choice("nccl", Backend::kNccl, true));
+  agreeOnBackend(store, 0, "node-a", choice("gloo", Backend::kGloo));
+  const auto error = errorOf(store, 1, choice("nccl", Backend::kNccl));
   EXPECT_NE(error.find("rank 1 on node-b was given --backend nccl, but rank 0 uses gloo"),
             std::string::npos)
       << error;
@@ -63,11 +60,11 @@ TEST(BackendChoiceTest, AnExplicitBackendThatDiffersFromRankZerosIsAConfigError)
 TEST(BackendChoiceTest, ARankThatArrivesFirstWaitsForRankZero) {
   c10d::HashStore store;
   auto follower = std::async(std::launch::async, [&] {
-    return agreeOnBackend(store, 1, "node-b", choice("auto", Backend::kNccl, true));
+    return agreeOnBackend(store, 1, "node-b", choice("auto", Backend::kNccl));
   });
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(follower.wait_for(0s), std::future_status::timeout);
-  agreeOnBackend(store, 0, "node-a", choice("auto", Backend::kGloo, false));
+  agreeOnBackend(store, 0, "node-a", choice("auto", Backend::kGloo));
   EXPECT_EQ(follower.get(), Backend::kGloo);
 }
 
@@ -77,8 +74,7 @@ TEST(BackendChoiceTest, ARankThatArrivesFirstWaitsForRankZero) {
 TEST(BackendChoiceTest, ARankZeroOutsideDdprunLeavesEachRankItsOwnChoice) {
   c10d::HashStore store;
   const auto started = std::chrono::steady_clock::now();
-  EXPECT_EQ(agreeOnBackend(store, 1, "node-b", choice("auto", Backend::kGloo, false)),
-            Backend::kGloo);
+  EXPECT_EQ(agreeOnBackend(store, 1, "node-b", choice("auto", Backend::kGloo)), Backend::kGloo);
   EXPECT_GE(std::chrono::steady_clock::now() - started, 9s);
 }
 
