@@ -314,6 +314,14 @@ const std::vector<Option>& options() {
                    FIELD(trainer.checkpointDir), ddp::env::FileKind::kDirectory),
         integer("checkpoint-every", "steps between checkpoints (0: only at the end)",
                 FIELD(trainer.checkpointEvery), 0),
+        number("checkpoint-every-seconds",
+               "also checkpoint when this many seconds passed since the last one (0: by steps "
+               "only)",
+               FIELD(trainer.checkpointEverySeconds), 0),
+        boolean("checkpoint-async",
+                "write periodic checkpoints in the background after a snapshot in memory "
+                "(false: training waits for each write)",
+                FIELD(trainer.checkpointAsync)),
         integer("keep-checkpoints", "checkpoints kept (the newest)", FIELD(trainer.keepCheckpoints),
                 1),
         string("resume",

@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/Hooks.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
+#include "runtime/health/background_saves.h"
 #include "runtime/metrics/training_metrics.h"
 
 namespace ddp::health {
@@ -212,5 +213,13 @@ Snapshot snapshot() {
 void attachCollectiveLog(const c10::intrusive_ptr<c10d::ProcessGroup>& group) {
   group->registerPreHook(kHookId, onCollective);
 }
+
+namespace {
+std::atomic<int> backgroundSaves{0};
+}  // namespace
+
+BackgroundSave::BackgroundSave() { backgroundSaves.fetch_add(1); }
+BackgroundSave::~BackgroundSave() { backgroundSaves.fetch_sub(1); }
+bool savingInBackground() { return backgroundSaves.load() > 0; }
 
 }  // namespace ddp::health

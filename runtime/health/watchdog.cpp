@@ -28,6 +28,7 @@
 #include "runtime/env/host_name.h"
 #include "runtime/env/variables.h"
 #include "runtime/exit_codes.h"
+#include "runtime/health/background_saves.h"
 #include "runtime/health/hang_bound.h"
 #include "runtime/health/liveness.h"
 #include "runtime/health/stacks.h"
@@ -411,7 +412,8 @@ struct Watchdog::Impl {
     writeErrorRecord(summary, culprit != options.rank, section);
     // Nothing is lost on the way out: a checkpoint being written is finished first.
     const auto deadline = Clock::now() + kFinishCheckpoint;
-    while (snapshot().phase == Phase::kCheckpoint && Clock::now() < deadline) {
+    while ((snapshot().phase == Phase::kCheckpoint || savingInBackground()) &&
+           Clock::now() < deadline) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     log::flush();

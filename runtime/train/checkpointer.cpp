@@ -13,6 +13,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <regex>
 #include <thread>
 
@@ -25,7 +26,15 @@
 #include <nlohmann/json.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
+#include "runtime/config.h"
+#include "runtime/health/background_saves.h"
 #include "runtime/log/logging.h"
+
+#if HAVE_CUDA
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 namespace ddp::train {
 namespace fs = std::filesystem;
@@ -48,43 +57,105 @@ std::string systemError(const std::string& what, const std::string& path) {
 
 }  // namespace
 
-void writeFileAtomically(const fs::path& path, const char* data, std::size_t size, unsigned mode) {
-  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) throw CheckpointError(systemError("cannot create", tmp.string()));
-  if (::fchmod(fd, mode) != 0) {
-    const auto message = systemError("cannot set the mode of", tmp.string());
-    ::close(fd);
-    fs::remove(tmp);
-    throw CheckpointError(message);
+// Note [Writing at disk speed]: pieces below kDirectWrite bytes are gathered, larger ones
+// go to the kernel in pieces of at most kWritebackChunk, each followed by a request to
+// start writing it back.
+constexpr std::size_t kDirectWrite = 256 << 10;
+constexpr std::size_t kWritebackChunk = 64 << 20;
+
+AtomicFileWriter::AtomicFileWriter(fs::path path, unsigned mode)
+    : path_(std::move(path)),
+      temporary_(path_.parent_path() / ("." + path_.filename().string() + ".tmp")) {
+  fd_ = ::open(temporary_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd_ < 0) throw CheckpointError(systemError("cannot create", temporary_.string()));
+  if (::fchmod(fd_, mode) != 0) fail(systemError("cannot set the mode of", temporary_.string()));
+  pending_.reserve(kDirectWrite);
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ < 0) return;  // committed, or failed and cleaned up
+  ::close(fd_);
+  std::error_code ec;
+  fs::remove(temporary_, ec);
+}
+
+void AtomicFileWriter::fail(const std::string& message) {
+  ::close(fd_);
+  fd_ = -1;
+  std::error_code ec;
+  fs::remove(temporary_, ec);
+  throw CheckpointError(message);
+}
+
+void AtomicFileWriter::write(const char* data, std::size_t size) {
+  crc32_ = crc32Of(data, size, crc32_);
+  bytes_ += size;
+  if (size < kDirectWrite && pending_.size() + size <= pending_.capacity()) {
+    pending_.insert(pending_.end(), data, data + size);
+    return;
   }
+  flushPending();
+  if (size < kDirectWrite) {
+    pending_.insert(pending_.end(), data, data + size);
+  } else {
+    writeToFile(data, size);
+  }
+}
+
+void AtomicFileWriter::flushPending() {
+  if (pending_.empty()) return;
+  writeToFile(pending_.data(), pending_.size());
+  pending_.clear();
+}
+
+void AtomicFileWriter::writeToFile(const char* data, std::size_t size) {
   std::size_t written = 0;
   while (written < size) {
-    const ssize_t n = ::write(fd, data + written, size - written);
+    const ssize_t n = ::write(fd_, data + written, std::min(size - written, kWritebackChunk));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
-      const auto message = systemError("cannot write", tmp.string());
-      ::close(fd);
-      fs::remove(tmp);
-      throw CheckpointError(message + fmt::format(" ({} of {} bytes written)", written, size));
+      fail(systemError("cannot write", temporary_.string()) +
+           fmt::format(" ({} bytes written)", flushed_));
     }
     written += static_cast<std::size_t>(n);
+    flushed_ += static_cast<std::uint64_t>(n);
+    if (flushed_ - writtenBack_ >= kWritebackChunk) {
+      // Advisory: where it is not supported (some network filesystems) fsync does it all.
+      ::sync_file_range(fd_, static_cast<off_t>(writtenBack_),
+                        static_cast<off_t>(flushed_ - writtenBack_), SYNC_FILE_RANGE_WRITE);
+      writtenBack_ = flushed_;
+    }
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const auto message = systemError("cannot flush", tmp.string());
-    fs::remove(tmp);
+}
+
+void AtomicFileWriter::commit() {
+  flushPending();
+  if (::fsync(fd_) != 0) fail(systemError("cannot flush", temporary_.string()));
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    const auto message = systemError("cannot flush", temporary_.string());
+    std::error_code ec;
+    fs::remove(temporary_, ec);
     throw CheckpointError(message);
   }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const auto message = systemError("cannot rename into place", path.string());
-    fs::remove(tmp);
+  if (::rename(temporary_.c_str(), path_.c_str()) != 0) {
+    const auto message = systemError("cannot rename into place", path_.string());
+    std::error_code ec;
+    fs::remove(temporary_, ec);
     throw CheckpointError(message);
   }
-  const int dirFd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dirFd = ::open(path_.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dirFd >= 0) {
     ::fsync(dirFd);
     ::close(dirFd);
   }
+}
+
+void writeFileAtomically(const fs::path& path, const char* data, std::size_t size, unsigned mode) {
+  AtomicFileWriter writer(path, mode);
+  writer.write(data, size);
+  writer.commit();
 }
 
 std::string utcTimestamp(const char* format) {
@@ -192,9 +263,10 @@ std::vector<char> readFile(const fs::path& path) {
 // torch::pickle_save, except that dicts and lists are not tagged with their TorchScript
 // types: a tag is a call to torch.jit._pickle.restore_type_tag, which Python's
 // torch.load(weights_only=True) (the default since 2.6) refuses to run. Untagged, the
-// file holds nothing but dicts, lists, strings, numbers and tensors.
-std::vector<char> pickleForTorchLoad(const c10::IValue& payload) {
-  std::vector<char> pickled;
+// file holds nothing but dicts, lists, strings, numbers and tensors. Streamed into `out`
+// (Note [Writing at disk speed]).
+void pickleForTorchLoad(const c10::IValue& payload, AtomicFileWriter& out) {
+  std::vector<char> pickled;  // the structure only: tensor data is written apart
   torch::jit::Pickler pickler(
       [&](const char* bytes, std::size_t size) {
         pickled.insert(pickled.end(), bytes, bytes + size);
@@ -204,16 +276,28 @@ std::vector<char> pickleForTorchLoad(const c10::IValue& payload) {
   pickler.protocol();
   pickler.pushIValue(payload);
   pickler.stop();
-  std::vector<char> archive;
+  // The zip writer is C underneath: an exception must not cross it. A failed write
+  // returns 0 bytes, the writer gives up with a c10::Error, and the saved error is thrown.
+  std::exception_ptr writeError;
   caffe2::serialize::PyTorchStreamWriter writer([&](const void* bytes, std::size_t size) {
-    archive.insert(archive.end(), static_cast<const char*>(bytes),
-                   static_cast<const char*>(bytes) + size);
-    return size;
+    if (writeError) return std::size_t{0};
+    try {
+      out.write(static_cast<const char*>(bytes), size);
+      return size;
+    } catch (...) {
+      writeError = std::current_exception();
+      return std::size_t{0};
+    }
   });
-  torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(),
-                                     writer);
-  writer.writeEndOfFile();
-  return archive;
+  try {
+    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(),
+                                       writer);
+    writer.writeEndOfFile();
+  } catch (const c10::Error&) {
+    if (writeError) std::rethrow_exception(writeError);
+    throw;
+  }
+  if (writeError) std::rethrow_exception(writeError);
 }
 
 std::string checkpointName(std::int64_t step) { return fmt::format("checkpoint-{:08d}.pt", step); }
@@ -270,8 +354,8 @@ std::vector<char> readVerified(const CheckpointInfo& info) {
 
 std::string manifestPathFor(const std::string& checkpointPath) { return checkpointPath + ".json"; }
 
-std::uint32_t crc32Of(const char* data, std::size_t size) {
-  uLong crc = ::crc32(0L, Z_NULL, 0);
+std::uint32_t crc32Of(const char* data, std::size_t size, std::uint32_t sum) {
+  uLong crc = sum;
   // zlib takes uInt lengths: feed large buffers in pieces.
   constexpr std::size_t kPiece = 1u << 30;
   for (std::size_t at = 0; at < size; at += kPiece) {
@@ -368,14 +452,21 @@ void Checkpointer::setAsideNewerThan(std::int64_t resumedStep) {
                             : fmt::format("newer than step {}, the one resumed", resumedStep));
 }
 
-std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::IValue& payload) {
-  if (group_->getRank() != 0) return std::nullopt;
-  if (!prepared_) {  // never loaded: a fresh start
-    prepareDirectory();
-    setAsideNewerThan(kNoCheckpoint);
-    prepared_ = true;
-  }
-  const fs::path dir(options_.dir);
+namespace {
+
+using SaveClock = std::chrono::steady_clock;
+
+double megabytesPerSecond(std::uint64_t bytes, SaveClock::duration took) {
+  const double secondsTaken = std::chrono::duration<double>(took).count();
+  return secondsTaken > 0 ? static_cast<double>(bytes) / 1e6 / secondsTaken : 0.0;
+}
+
+// Rank 0 writes `payload` as the checkpoint of `step` into options.dir and applies
+// retention: save()'s work, on the training thread or in the background.
+CheckpointInfo writeCheckpoint(const CheckpointerOptions& options, std::int64_t step,
+                               const c10::IValue& payload) {
+  const auto started = SaveClock::now();
+  const fs::path dir(options.dir);
   std::error_code ec;
   // Note [Saving a step twice]: a run restarted after it finished resumes at its last step
   // and saves it again, with the same state (training is deterministic). Replacing it
@@ -392,13 +483,16 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
       // Corrupt: overwrite it below.
     }
   }
-  const auto bytes = pickleForTorchLoad(payload);
   CheckpointInfo info;
   info.path = existing;
   info.step = step;
-  info.bytes = bytes.size();
-  info.crc32 = crc32Of(bytes.data(), bytes.size());
-  writeFileAtomically(info.path, bytes.data(), bytes.size(), options_.fileMode);
+  {
+    AtomicFileWriter file(info.path, options.fileMode);
+    pickleForTorchLoad(payload, file);
+    file.commit();
+    info.bytes = file.bytes();
+    info.crc32 = file.crc32();
+  }
   const auto manifest = nlohmann::json{{"format", kManifestFormat},
                                        {"file", fs::path(info.path).filename().string()},
                                        {"step", step},
@@ -407,15 +501,26 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
                             .dump(2) +
                         "\n";
   writeFileAtomically(manifestPathFor(info.path), manifest.data(), manifest.size(),
-                      options_.fileMode);
-  log::info("checkpoint", "event=saved step={} path={} bytes={} crc32={:#010x}", step, info.path,
-            info.bytes, info.crc32);
+                      options.fileMode);
+  const auto took = SaveClock::now() - started;
+  log::info("checkpoint",
+            "event=saved step={} path={} bytes={} crc32={:#010x} write_ms={} MB/s={:.0f}", step,
+            info.path, info.bytes, info.crc32,
+            std::chrono::duration_cast<std::chrono::milliseconds>(took).count(),
+            megabytesPerSecond(info.bytes, took));
 
   // Keep the newest keepLast valid ones up to this step (this one first). A manifest that
   // does not parse, or a .pt of another size, is not counted: it must not push a good
   // checkpoint out. The manifest goes first, so a half-finished removal leaves an orphan
   // .pt (ignored) rather than a manifest without its file.
-  auto all = list();
+  std::vector<CheckpointInfo> all;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const auto name = entry.path().filename().string();
+    if (const auto found = stepOfName(name, kManifestName)) {
+      all.push_back({.path = (dir / name.substr(0, name.size() - 5)).string(), .step = *found});
+    }
+  }
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
   int kept = 0;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     if (it->step > step) continue;  // not this run's line: left alone
@@ -427,11 +532,11 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
       } catch (const CheckpointError&) {
       }
     }
-    if (valid && kept < options_.keepLast) {
+    if (valid && kept < options.keepLast) {
       ++kept;
       continue;
     }
-    if (!valid && kept < options_.keepLast) continue;  // invalid, but newer than a kept one
+    if (!valid && kept < options.keepLast) continue;  // invalid, but newer than a kept one
     fs::remove(manifestPathFor(it->path), ec);
     fs::remove(it->path, ec);
     log::debug("checkpoint", "event=removed step={} path={}", it->step, it->path);
@@ -445,7 +550,189 @@ std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::I
       log::warn("checkpoint", "event=removed_unfinished path={}", entry.path().string());
     }
   }
+  info.total = took;
   return info;
+}
+
+#if HAVE_CUDA
+// The side streams a snapshot copies on, one per device, each ordered after the work
+// already queued on its device's current stream (the step that produced the tensors).
+class SnapshotStreams {
+ public:
+  c10::cuda::CUDAStream forDevice(c10::DeviceIndex device) {
+    for (const auto& [index, stream] : streams_) {
+      if (index == device) return stream;
+    }
+    auto stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device);
+    at::cuda::CUDAEvent produced;
+    produced.record(c10::cuda::getCurrentCUDAStream(device));
+    produced.block(stream);
+    streams_.emplace_back(device, stream);
+    return stream;
+  }
+  // The copies are done: the buffers may be written and the tensors changed.
+  void synchronize() {
+    for (auto& [index, stream] : streams_) stream.synchronize();
+  }
+
+ private:
+  std::vector<std::pair<c10::DeviceIndex, c10::cuda::CUDAStream>> streams_;
+};
+#endif
+
+// Copies the tensors of `value` into `buffers` (in order, reallocated where the shape, type
+// or pinning differs), rebuilding the containers around them. `hostToo` false: only the
+// tensors not in host memory (what the file needs), the others shared.
+class Snapshotter {
+ public:
+  Snapshotter(std::vector<at::Tensor>& buffers, bool hostToo)
+      : buffers_(buffers), hostToo_(hostToo) {}
+
+  c10::IValue copy(const c10::IValue& value) {
+    if (value.isTensor()) return copyTensor(value.toTensor());
+    if (value.isGenericDict()) {
+      const auto in = value.toGenericDict();
+      c10::impl::GenericDict out(in.keyType(), in.valueType());
+      out.reserve(in.size());
+      for (const auto& entry : in) out.insert(entry.key(), copy(entry.value()));
+      return out;
+    }
+    if (value.isList()) {
+      const auto in = value.toList();
+      c10::impl::GenericList out(in.elementType());
+      out.reserve(in.size());
+      for (const auto& element : in) out.push_back(copy(element));
+      return out;
+    }
+    if (value.isTuple()) {
+      std::vector<c10::IValue> elements;
+      for (const auto& element : value.toTupleRef().elements()) elements.push_back(copy(element));
+      return c10::ivalue::Tuple::create(std::move(elements));
+    }
+    return value;  // strings, numbers, None: immutable
+  }
+
+  // The copies are complete.
+  void finish() {
+#if HAVE_CUDA
+    streams_.synchronize();
+#endif
+  }
+
+  std::uint64_t bytes() const { return bytes_; }
+
+ private:
+  std::vector<at::Tensor>& buffers_;
+  bool hostToo_;
+  std::size_t next_ = 0;
+  std::uint64_t bytes_ = 0;
+#if HAVE_CUDA
+  SnapshotStreams streams_;
+#endif
+
+  at::Tensor copyTensor(const at::Tensor& source) {
+    if (!hostToo_ && source.is_cpu()) return source;
+    const at::NoGradGuard noGrad;
+    const bool pinned = source.is_cuda();
+    if (next_ == buffers_.size()) buffers_.emplace_back();
+    auto& buffer = buffers_[next_++];
+    // is_pinned() only for a CUDA source: asked of a CPU tensor it may start CUDA.
+    if (!buffer.defined() || buffer.sizes() != source.sizes() ||
+        buffer.scalar_type() != source.scalar_type() || (pinned && !buffer.is_pinned())) {
+      buffer = at::empty(source.sizes(),
+                         at::TensorOptions().dtype(source.scalar_type()).pinned_memory(pinned));
+    }
+    bytes_ += static_cast<std::uint64_t>(buffer.nbytes());
+#if HAVE_CUDA
+    if (source.is_cuda()) {
+      const c10::cuda::CUDAStreamGuard onSide(streams_.forDevice(source.device().index()));
+      buffer.copy_(source, /*non_blocking=*/true);
+      return buffer;
+    }
+#endif
+    buffer.copy_(source);
+    return buffer;
+  }
+};
+
+}  // namespace
+
+Checkpointer::~Checkpointer() {
+  if (!inFlight_.valid()) return;
+  try {
+    inFlight_.get();
+  } catch (const std::exception& e) {
+    log::error("checkpoint", "event=save_failed (in the background) {}", e.what());
+  }
+}
+
+void Checkpointer::prepareForFirstSave() {
+  if (prepared_) return;  // never loaded: a fresh start
+  prepareDirectory();
+  setAsideNewerThan(kNoCheckpoint);
+  prepared_ = true;
+}
+
+std::optional<CheckpointInfo> Checkpointer::finishSave() {
+  if (!inFlight_.valid()) return std::nullopt;
+  const auto started = SaveClock::now();
+  const bool wasDone = inFlight_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  auto info = inFlight_.get();  // leaves inFlight_ invalid, also when it throws
+  if (!wasDone) {
+    log::info(
+        "checkpoint", "event=save_waited step={} ms={}", info.step,
+        std::chrono::duration_cast<std::chrono::milliseconds>(SaveClock::now() - started).count());
+  }
+  return info;
+}
+
+std::optional<CheckpointInfo> Checkpointer::pollSave() {
+  if (!inFlight_.valid() ||
+      inFlight_.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+    return std::nullopt;
+  }
+  return inFlight_.get();
+}
+
+c10::IValue Checkpointer::snapshot(const c10::IValue& payload, bool hostToo) {
+  Snapshotter snapshotter(snapshotBuffers_, hostToo);
+  auto copy = snapshotter.copy(payload);
+  snapshotter.finish();
+  return copy;
+}
+
+std::optional<CheckpointInfo> Checkpointer::save(std::int64_t step, const c10::IValue& payload) {
+  if (group_->getRank() != 0) return std::nullopt;
+  finishSave();
+  prepareForFirstSave();
+  auto info = writeCheckpoint(options_, step, snapshot(payload, /*hostToo=*/false));
+  info.blocked = info.total;
+  return info;
+}
+
+void Checkpointer::saveAsync(std::int64_t step, const c10::IValue& payload) {
+  if (group_->getRank() != 0) return;
+  finishSave();
+  prepareForFirstSave();
+  const auto started = SaveClock::now();
+  auto copy = snapshot(payload, /*hostToo=*/true);
+  const auto blocked = SaveClock::now() - started;
+  std::uint64_t bytes = 0;
+  for (const auto& buffer : snapshotBuffers_) bytes += static_cast<std::uint64_t>(buffer.nbytes());
+  log::info("checkpoint", "event=snapshot step={} bytes={} ms={} (writing in the background)", step,
+            bytes, std::chrono::duration_cast<std::chrono::milliseconds>(blocked).count());
+  // Marks the write for the watchdog until the lambda's body ends (thrown or not), not
+  // until the future is collected.
+  auto marker = std::make_shared<health::BackgroundSave>();
+  inFlight_ =
+      std::async(std::launch::async, [options = options_, step, copy = std::move(copy), started,
+                                      blocked, marker = std::move(marker)]() mutable {
+        const auto writing = std::move(marker);
+        auto info = writeCheckpoint(options, step, copy);
+        info.blocked = blocked;
+        info.total = SaveClock::now() - started;
+        return info;
+      });
 }
 
 void Checkpointer::markComplete(const CheckpointInfo& final, const std::string& configText) {

@@ -98,15 +98,15 @@ GenericDict optimizerStateDict(torch::optim::Optimizer& optimizer, const Optimiz
     if (found == optimizer.state().end()) continue;
     auto entry = stringDict();
     if (auto* sgd = dynamic_cast<torch::optim::SGDParamState*>(found->second.get())) {
-      entry.insert("momentum_buffer", sgd->momentum_buffer().detach().cpu().clone());
+      entry.insert("momentum_buffer", sgd->momentum_buffer().detach());
     } else if (auto* adam = dynamic_cast<torch::optim::AdamParamState*>(found->second.get())) {
       entry.insert("step", torch::tensor(static_cast<double>(adam->step()), torch::kFloat32));
-      entry.insert("exp_avg", adam->exp_avg().detach().cpu().clone());
-      entry.insert("exp_avg_sq", adam->exp_avg_sq().detach().cpu().clone());
+      entry.insert("exp_avg", adam->exp_avg().detach());
+      entry.insert("exp_avg_sq", adam->exp_avg_sq().detach());
     } else if (auto* adamw = dynamic_cast<torch::optim::AdamWParamState*>(found->second.get())) {
       entry.insert("step", torch::tensor(static_cast<double>(adamw->step()), torch::kFloat32));
-      entry.insert("exp_avg", adamw->exp_avg().detach().cpu().clone());
-      entry.insert("exp_avg_sq", adamw->exp_avg_sq().detach().cpu().clone());
+      entry.insert("exp_avg", adamw->exp_avg().detach());
+      entry.insert("exp_avg_sq", adamw->exp_avg_sq().detach());
     }
     state.insert(static_cast<std::int64_t>(i), entry);
   }
@@ -255,7 +255,7 @@ c10::IValue makeCheckpointPayload(const TrainObjects& objects, const TrainProgre
                                   const std::string& configText) {
   auto model = stringDict();
   for (const auto& [name, tensor] : namedState(objects.model)) {
-    model.insert(name, tensor.detach().cpu().clone());
+    model.insert(name, tensor.detach());
   }
   auto rngs = c10::impl::GenericList(c10::AnyType::get());
   for (const auto& state : rngStates) rngs.push_back(state.cpu());

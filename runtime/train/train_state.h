@@ -56,7 +56,9 @@ struct TrainObjects {
 };
 
 // Rank 0: the payload of Note [Checkpoint contents]. `rngStates`: every rank's CPU
-// generator state, in rank order. Tensors are copied to the CPU.
+// generator state, in rank order. The model's and optimizer's tensors are the live ones,
+// detached, on their device: Checkpointer::save and saveAsync copy what they must
+// (Note [Asynchronous saves]), so the payload is taken only to be saved at once.
 c10::IValue makeCheckpointPayload(const TrainObjects& objects, const TrainProgress& progress,
                                   const std::vector<at::Tensor>& rngStates,
                                   const std::string& configText);

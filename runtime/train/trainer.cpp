@@ -63,6 +63,13 @@ class ForwardingModule : public torch::nn::Module {
 
 // Note [Stopping on a signal]: each step sends this rank's vote and reads the previous
 // step's outcome, so the wait overlaps a step of compute.
+// What the ranks agree on each step, one step late: a stop signal, and whether rank 0's
+// clock says a checkpoint is due (--checkpoint-every-seconds: the ranks' clocks differ).
+struct StepVote {
+  int signal = 0;  // 0: none
+  bool checkpointDue = false;
+};
+
 class StopVote {
  public:
   StopVote(c10d::ProcessGroup& group, c10::Device device) : group_(group), device_(device) {}
@@ -70,16 +77,20 @@ class StopVote {
   // that went out with the failed step; the group's teardown ends it.
   ~StopVote() = default;
 
-  // The signal all ranks agreed on one step ago (0: none); sends this step's vote.
-  int exchange(int localSignal) {
-    int agreed = 0;
+  // What all ranks agreed on one step ago; sends this step's vote.
+  StepVote exchange(const StepVote& local) {
+    StepVote agreed;
     if (pending_) {
       const health::PhaseScope waiting(health::Phase::kCommunication);
       pending_->wait();
-      agreed = static_cast<int>(flag_.cpu().item<std::int64_t>());
+      const auto votes = flags_.cpu();
+      agreed.signal = static_cast<int>(votes[0].item<std::int64_t>());
+      agreed.checkpointDue = votes[1].item<std::int64_t>() != 0;
     }
-    flag_ = torch::tensor({static_cast<std::int64_t>(localSignal)}).to(device_);
-    std::vector<at::Tensor> flags{flag_};
+    flags_ = torch::tensor({static_cast<std::int64_t>(local.signal),
+                            static_cast<std::int64_t>(local.checkpointDue)})
+                 .to(device_);
+    std::vector<at::Tensor> flags{flags_};
     pending_ = group_.allreduce(flags, c10d::AllreduceOptions{c10d::ReduceOp::MAX});
     return agreed;
   }
@@ -92,7 +103,7 @@ class StopVote {
   c10d::ProcessGroup& group_;
   c10::Device device_;
   c10::intrusive_ptr<c10d::Work> pending_;
-  at::Tensor flag_;
+  at::Tensor flags_;
 };
 
 double unixNow() {
@@ -255,7 +266,8 @@ struct Trainer::Run {
   std::int64_t scheduledEpoch = -1;         // the epoch whose batches the prefetcher holds
   std::int64_t checkpointStep = -1;         // the newest checkpoint of this run, -1: none
   std::optional<CheckpointInfo> lastSaved;  // rank 0: what this attempt saved last
-  std::int64_t skippedSteps = 0;            // Note [Non-finite steps]
+  Clock::time_point lastCheckpointAt = Clock::now();  // rank 0: --checkpoint-every-seconds
+  std::int64_t skippedSteps = 0;                      // Note [Non-finite steps]
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::optional<Checkpointer> checkpointer;
   std::shared_ptr<ForwardingModule> forwarding;
@@ -358,6 +370,12 @@ Trainer::Trainer(Distributed& dist, TrainableModel model, TrainerOptions options
         "TrainerOptions::stragglerThreshold = {}: expected a fraction above 0 (0.3: a rank "
         "30% slower than the median is named).",
         o.stragglerThreshold));
+  }
+  if (!(o.checkpointEverySeconds >= 0) || std::isinf(o.checkpointEverySeconds)) {  // NaN too
+    throw ConfigError(
+        fmt::format("TrainerOptions::checkpointEverySeconds = {}: expected seconds, 0 (no timed "
+                    "checkpoints) or more.",
+                    o.checkpointEverySeconds));
   }
   if (o.checkpointFileMode > 0777) {
     throw ConfigError(fmt::format(
@@ -507,7 +525,7 @@ void Trainer::skipOrStop(Run& run, double localLoss) {
 }
 
 // Collective: every rank's generator state goes into rank 0's checkpoint.
-void Trainer::saveCheckpoint(Run& run) {
+void Trainer::saveCheckpoint(Run& run, bool final) {
   const int world = dist_.worldSize();
   std::vector<at::Tensor> mine{cpuRngState().to(dist_.device)};
   std::vector<std::vector<at::Tensor>> all(1);
@@ -517,22 +535,34 @@ void Trainer::saveCheckpoint(Run& run) {
   // Not the allgather above: a watchdog's exit waits for a checkpoint phase to end
   // (Note [Watchdog]), and a collective with a dead peer never does.
   const health::PhaseScope checkpointing(health::Phase::kCheckpoint);
-  const auto started = Clock::now();
   const TrainProgress progress{.step = run.step,
                                .epoch = run.step / run.stepsPerEpoch,
                                .samplerStart = (run.step % run.stepsPerEpoch) * run.samplesPerStep,
                                .seed = options_.seed,
                                .numSamples = run.sampler.numSamples(),
                                .worldSize = world};
-  const auto saved = run.checkpointer->save(
-      run.step, makeCheckpointPayload({model_.module(), *run.optimizer, options_.optimizer},
-                                      progress, all[0], options_.configText));
-  if (saved) {
-    metrics::recordCheckpoint(saved->step, Clock::now() - started,
-                              static_cast<std::int64_t>(saved->bytes));
-    run.checkpointStep = saved->step;
-    run.lastSaved = saved;
+  const auto payload = makeCheckpointPayload({model_.module(), *run.optimizer, options_.optimizer},
+                                             progress, all[0], options_.configText);
+  run.lastCheckpointAt = Clock::now();
+  if (final || !options_.checkpointAsync) {
+    collectSave(run, /*wait=*/true);
+    if (const auto saved = run.checkpointer->save(run.step, payload)) recordSaved(run, *saved);
+    return;
   }
+  collectSave(run, /*wait=*/true);  // at most one in flight: its metrics first
+  run.checkpointer->saveAsync(run.step, payload);
+}
+
+void Trainer::collectSave(Run& run, bool wait) {
+  if (!run.checkpointer || !run.checkpointer->saving()) return;
+  const auto saved = wait ? run.checkpointer->finishSave() : run.checkpointer->pollSave();
+  if (saved) recordSaved(run, *saved);
+}
+
+void Trainer::recordSaved(Run& run, const CheckpointInfo& saved) {
+  metrics::recordCheckpoint(saved.step, saved.total, static_cast<std::int64_t>(saved.bytes));
+  run.checkpointStep = saved.step;
+  run.lastSaved = saved;
 }
 
 constexpr std::int64_t kStragglerMinSteps = 20;  // Note [Stragglers]
@@ -656,6 +686,13 @@ TrainResult Trainer::fit(Dataset& train, Dataset& test) {
     this->train(run, test, result);
   } catch (...) {
     const auto error = asTrainingFailure(std::current_exception(), run.step + 1, o.batchSize);
+    // A save still being written is finished first (Note [Asynchronous saves]): what it
+    // saved counts for the journal's restart budget and is resumed from.
+    try {
+      collectSave(run, /*wait=*/true);
+    } catch (const std::exception& e) {
+      log::error("checkpoint", "event=save_failed (in the background) {}", e.what());
+    }
     if (journal) recordFailure(*journal, error, run.step, run.checkpointStep, o.maxStalledRestarts);
     std::rethrow_exception(error);
   }
@@ -805,7 +842,17 @@ void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
     health::stepDone(run.step);
     metrics::recordTraining((run.step - 1) / run.stepsPerEpoch, stepLoss, lr, run.samplesPerStep);
     bar.update(run.step, stepLoss);
-    const int stopSignal = stopVote.exchange(stopSignalReceived());
+    collectSave(run, /*wait=*/false);
+    // Rank 0's clock alone says when a timed checkpoint is due; restarting the timer at
+    // the vote keeps the next step's vote from asking again.
+    bool timedCheckpointDue = false;
+    if (rank == 0 && run.checkpointer && o.checkpointEverySeconds > 0 &&
+        seconds(Clock::now() - run.lastCheckpointAt) >= o.checkpointEverySeconds) {
+      timedCheckpointDue = true;
+      run.lastCheckpointAt = Clock::now();
+    }
+    const auto vote = stopVote.exchange({stopSignalReceived(), timedCheckpointDue});
+    const int stopSignal = vote.signal;
     const bool lastStep = run.step == run.totalSteps;
 
     if (run.step % o.logEvery == 0 || lastStep) reportWindow(run, lr);
@@ -820,14 +867,14 @@ void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
       }
       break;
     }
-    if (run.checkpointer && o.checkpointEvery > 0 && run.step % o.checkpointEvery == 0 &&
-        !lastStep) {
-      saveCheckpoint(run);
+    const bool everyN = o.checkpointEvery > 0 && run.step % o.checkpointEvery == 0;
+    if (run.checkpointer && (everyN || vote.checkpointDue) && !lastStep) {
+      saveCheckpoint(run, /*final=*/false);
     }
   }
   stopVote.finish();
   const double trainSeconds = seconds(Clock::now() - loopStart);
-  if (run.checkpointer) saveCheckpoint(run);
+  if (run.checkpointer) saveCheckpoint(run, /*final=*/true);
 
   result.steps = run.step;
   result.samplesPerSecond =

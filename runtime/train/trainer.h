@@ -55,6 +55,8 @@
 
 namespace ddp::train {
 
+struct CheckpointInfo;  // checkpointer.h
+
 // The training itself cannot go on (exit kExitTrainingFailed): a non-finite loss or
 // gradient, out of memory. A restart would fail the same way at the same step.
 class TrainingFailedError : public PermanentError {
@@ -80,6 +82,12 @@ struct TrainerOptions {
   bool dropLast = false;             // sampler: drop the tail instead of padding
   std::string checkpointDir;         // "" = no checkpoints
   std::int64_t checkpointEvery = 0;  // > 0: every N steps (and always at the end)
+  // > 0: also when this many seconds passed since the last checkpoint (rank 0's clock; all
+  // ranks save one step after it says so).
+  double checkpointEverySeconds = 0;
+  // Note [Asynchronous saves] (checkpointer.h): periodic checkpoints are written in the
+  // background; false: training waits for every write. The final one is always waited for.
+  bool checkpointAsync = true;
   int keepCheckpoints = 3;
   unsigned checkpointFileMode = 0640;  // checkpoints, manifests, journal, completion marker
   std::string resume = "auto";         // auto | none | a checkpoint path
@@ -177,7 +185,12 @@ class Trainer {
   void train(Run& run, Dataset& test, TrainResult& result);
   double trainStep(Run& run);
   void skipOrStop(Run& run, double localLoss);
-  void saveCheckpoint(Run& run);
+  // `final`: written synchronously (the run ends with it); else as checkpointAsync says.
+  void saveCheckpoint(Run& run, bool final);
+  // Rank 0: takes in what a background save finished (its step, metrics); `wait`: waits
+  // for the one in flight.
+  void collectSave(Run& run, bool wait);
+  void recordSaved(Run& run, const CheckpointInfo& saved);
   void reportWindow(Run& run, double lr);
   EvalMetrics reportEvaluation(Run& run, Dataset& test, const char* kind,
                                std::optional<double> samplesPerSecond = std::nullopt);
