@@ -20,6 +20,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "runtime/distributed.h"
@@ -568,6 +569,157 @@ TEST_F(CheckpointerTest, AnOverlongStepNumberIsIgnored) {
   std::ofstream(dir_ / "checkpoint-99999999999999999999999.pt.json") << "{}";
   EXPECT_EQ(c.list().size(), 1u);
   EXPECT_EQ(checkpointer().load("auto")->info.step, 1);
+}
+
+// Note [Asynchronous saves] -------------------------------------------------------------
+
+TEST_F(CheckpointerTest, AnAsynchronousSaveWritesTheFileASynchronousSaveWrites) {
+  auto c = checkpointer(/*keepLast=*/5);
+  const auto synchronous = c.save(1, payloadFor(4));
+  c.saveAsync(2, payloadFor(4));
+  EXPECT_TRUE(c.saving());
+  const auto background = c.finishSave();
+  ASSERT_TRUE(background.has_value());
+  EXPECT_FALSE(c.saving());
+  EXPECT_EQ(background->step, 2);
+  EXPECT_EQ(background->path, pathOf(2));
+  EXPECT_EQ(readBytes(pathOf(2)), readBytes(pathOf(1)));  // byte for byte
+  EXPECT_EQ(background->crc32, synchronous->crc32);
+  EXPECT_GT(background->total.count(), 0);
+  EXPECT_LE(background->blocked, background->total);
+  const auto loaded = c.load("auto");
+  EXPECT_EQ(loaded->info.step, 2);
+  expectPayloadOf(4, loaded->payload);
+}
+
+// The payload holds the live tensors: what the file gets is their state when saveAsync
+// returned, whatever training does to them after.
+TEST_F(CheckpointerTest, TheSnapshotIsTakenBeforeSaveAsyncReturns) {
+  auto c = checkpointer();
+  const auto live = torch::arange(1 << 20, torch::kFloat32);
+  c10::impl::GenericDict payload(c10::StringType::get(), c10::AnyType::get());
+  payload.insert("weights", live);
+  c.saveAsync(1, payload);
+  live.fill_(-1);
+  c.finishSave();
+  const auto loaded = c.load("auto");
+  EXPECT_TRUE(torch::equal(loaded->payload.toGenericDict().at("weights").toTensor(),
+                           torch::arange(1 << 20, torch::kFloat32)));
+}
+
+TEST_F(CheckpointerTest, ASecondRequestWaitsForTheSaveInFlightAndBothAreKept) {
+  auto c = checkpointer(/*keepLast=*/3);
+  c.saveAsync(1, payloadFor(1));
+  c.saveAsync(2, payloadFor(2));  // waits for step 1's write, then snapshots
+  const auto second = c.finishSave();
+  EXPECT_EQ(second->step, 2);
+  EXPECT_FALSE(c.finishSave().has_value());  // nothing in flight any more
+  EXPECT_EQ(filesIn(dir_),
+            (std::set<std::string>{fs::path(pathOf(1)).filename().string(),
+                                   fs::path(pathOf(1)).filename().string() + ".json",
+                                   fs::path(pathOf(2)).filename().string(),
+                                   fs::path(pathOf(2)).filename().string() + ".json"}));
+  c.save(3, payloadFor(3));  // a synchronous save after a background one
+  EXPECT_EQ(c.list().size(), 3u);
+}
+
+TEST_F(CheckpointerTest, PollSaveNeverWaitsAndReportsAFinishedSaveOnce) {
+  auto c = checkpointer();
+  EXPECT_FALSE(c.pollSave().has_value());  // none in flight
+  c.saveAsync(5, payloadFor(5));
+  std::optional<CheckpointInfo> finished;
+  for (int tries = 0; tries < 600 && !finished; ++tries) {
+    finished = c.pollSave();
+    if (!finished) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(finished.has_value()) << "the write did not finish within 30 s";
+  EXPECT_EQ(finished->step, 5);
+  EXPECT_FALSE(c.pollSave().has_value());
+  EXPECT_FALSE(c.saving());
+}
+
+TEST_F(CheckpointerTest, ABackgroundWriteThatFailsIsRethrownAndLeavesTheEarlierCheckpoint) {
+  auto c = checkpointer(/*keepLast=*/2);
+  c.save(1, payloadFor(1));
+  const auto bytes1 = readBytes(pathOf(1));
+  const auto blocker = dir_ / ".checkpoint-00000002.pt.tmp";
+  fs::create_directory(blocker);
+  c.saveAsync(2, payloadFor(2));  // returns: the failure is the writer thread's
+  EXPECT_EQ(checkpointErrorOf([&] { c.finishSave(); }),
+            "cannot create '" + blocker.string() + "': Is a directory");
+  EXPECT_FALSE(c.saving());
+  fs::remove(blocker);
+  EXPECT_EQ(readBytes(pathOf(1)), bytes1);
+  EXPECT_EQ(c.load("auto")->info.step, 1);
+  // ... and from the next request when nobody collected it.
+  fs::create_directory(blocker);
+  c.saveAsync(2, payloadFor(2));
+  EXPECT_EQ(checkpointErrorOf([&] { c.saveAsync(3, payloadFor(3)); }),
+            "cannot create '" + blocker.string() + "': Is a directory");
+  fs::remove(blocker);
+  c.saveAsync(3, payloadFor(3));
+  EXPECT_EQ(c.finishSave()->step, 3);
+}
+
+TEST_F(CheckpointerTest, DestroyingTheCheckpointerFinishesTheSaveInFlight) {
+  {
+    auto c = checkpointer();
+    c.saveAsync(7, payloadFor(7));
+  }
+  EXPECT_TRUE(fs::exists(pathOf(7) + ".json"));
+  EXPECT_EQ(checkpointer().load("auto")->info.step, 7);
+}
+
+// A write larger than the writer's gathering buffer and its writeback chunk, in pieces of
+// every size, reaches the file whole, with the CRC-32 of all its bytes.
+TEST_F(CheckpointerTest, AStreamedFileHoldsEveryPieceInOrder) {
+  fs::create_directories(dir_);
+  const auto path = dir_ / "streamed.bin";
+  std::vector<char> expected;
+  {
+    AtomicFileWriter writer(path, 0640);
+    for (std::size_t size : {std::size_t{1}, std::size_t{300}, std::size_t{256 << 10},
+                             std::size_t{7}, std::size_t{(64 << 20) + 3}, std::size_t{100}}) {
+      std::vector<char> piece(size);
+      for (std::size_t i = 0; i < size; ++i) piece[i] = static_cast<char>((i * 31 + size) & 0xff);
+      writer.write(piece.data(), piece.size());
+      expected.insert(expected.end(), piece.begin(), piece.end());
+    }
+    EXPECT_FALSE(fs::exists(path));  // not before commit
+    writer.commit();
+    EXPECT_EQ(writer.bytes(), expected.size());
+    EXPECT_EQ(writer.crc32(), crc32Of(expected.data(), expected.size()));
+  }
+  EXPECT_EQ(readBytes(path), expected);
+  EXPECT_EQ(filesIn(dir_), std::set<std::string>{"streamed.bin"});
+}
+
+TEST_F(CheckpointerTest, AnUncommittedStreamedFileLeavesNothing) {
+  fs::create_directories(dir_);
+  {
+    AtomicFileWriter writer(dir_ / "abandoned.bin", 0640);
+    writer.write("partial", 7);
+  }
+  EXPECT_TRUE(filesIn(dir_).empty());
+}
+
+TEST_F(CheckpointerTest, ASnapshotOfCudaTensorsIsWrittenAsHostTensors) {
+  if (!torch::cuda::is_available()) {
+    GTEST_SKIP() << "no CUDA device visible: torch::cuda::is_available() is false";
+  }
+  auto c = checkpointer();
+  const auto live = torch::arange(1000, torch::kFloat32).cuda();
+  c10::impl::GenericDict payload(c10::StringType::get(), c10::AnyType::get());
+  payload.insert("weights", live);
+  c.saveAsync(1, payload);
+  live.fill_(-1);
+  c.finishSave();
+  c.save(2, payload);  // synchronous: the device tensor copied too
+  const auto first = c.load(pathOf(1))->payload.toGenericDict().at("weights").toTensor();
+  EXPECT_TRUE(first.is_cpu());
+  EXPECT_TRUE(torch::equal(first, torch::arange(1000, torch::kFloat32)));
+  const auto second = c.load("auto")->payload.toGenericDict().at("weights").toTensor();
+  EXPECT_TRUE(torch::equal(second, torch::full({1000}, -1.0f)));
 }
 
 }  // namespace
