@@ -376,7 +376,8 @@ TEST_F(DdptrainTest, ASignalDuringTheRendezvousEndsTheRankAtOnce) {
 TEST_F(DdptrainTest, BadConfigurationExitsWithTheUsageCode) {
   for (const Args& args :
        {Args{"--lr", "fast"}, Args{"--model", "transformer"},
-        Args{"--data", "csv", "--data-path", "/nonexistent.csv"}, Args{"--no-such-flag"}}) {
+        Args{"--data", "csv", "--data-path", "/nonexistent.csv"}, Args{"--no-such-flag"},
+        Args{"--checkpoint-every-seconds", "-1"}, Args{"--checkpoint-async=sometimes"}}) {
     auto results = run(args, 1);
     EXPECT_EQ(results[0].exitCode, 2) << results[0].output;
     EXPECT_NE(results[0].output.find("ddptrain: "), std::string::npos) << results[0].output;
@@ -409,6 +410,33 @@ Args quickRun(const fs::path& dir, int maxSteps) {
 Args with(Args args, const Args& more) {
   args.insert(args.end(), more.begin(), more.end());
   return args;
+}
+
+std::size_t countOf(const std::string& text, const std::string& what) {
+  std::size_t count = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++count;
+  return count;
+}
+
+// Rank 0's clock decides; both ranks save at the same step (the allgather of generator
+// states would hang otherwise). With a tiny interval nearly every step checkpoints.
+TEST_F(DdptrainTest, TimedCheckpointsAreWrittenInTheBackgroundOrSynchronouslyAsAsked) {
+  const Args timed{"--checkpoint-every", "0",  "--checkpoint-every-seconds", "0.001",
+                   "--keep-checkpoints", "100"};
+  auto background = run(with(quickRun(dir_ / "async", 20), timed));
+  for (auto& r : background) ASSERT_EQ(r.exitCode, 0) << r.output;
+  const auto& log = background[0].output;
+  EXPECT_GE(countOf(log, "event=snapshot step="), 10u) << log;  // the final save is synchronous
+  EXPECT_EQ(countOf(log, "event=saved step="), countOf(log, "event=snapshot step=") + 1) << log;
+  EXPECT_TRUE(fs::exists(checkpointFile(dir_ / "async", 20) + ".json"));
+
+  auto synchronous =
+      run(with(quickRun(dir_ / "sync", 20), with(timed, {"--checkpoint-async=false"})));
+  for (auto& r : synchronous) ASSERT_EQ(r.exitCode, 0) << r.output;
+  EXPECT_EQ(countOf(synchronous[0].output, "event=snapshot"), 0u) << synchronous[0].output;
+  EXPECT_GE(countOf(synchronous[0].output, "event=saved step="), 11u) << synchronous[0].output;
+  // The same training either way: the final checkpoints are equal bit for bit.
+  expectBitwiseEqual(checkpointFile(dir_ / "async", 20), checkpointFile(dir_ / "sync", 20));
 }
 
 // README's way to start over. Before, the new run's saves at steps that existed were
