@@ -21,6 +21,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import machine  # noqa: E402  benchmarks/machine.py: the machine in every result
 import plotting  # noqa: E402  benchmarks/plotting.py: the PNG beside the table
 
 MODELS = {  # name: (timed steps, warm-up steps)
@@ -110,6 +111,8 @@ def main():
 
         summary[model] = {
             "params": runs[-1]["params"], "batch_per_rank": batch, "step_ms": med,
+            "step_ms_min": {f"{i}/{m}": min(v) for (i, m), v in times.items()},
+            "step_ms_max": {f"{i}/{m}": max(v) for (i, m), v in times.items()},
             "samples_per_s": {k: 2 * batch * 1000 / v for k, v in med.items() if not k.endswith("allreduce")},
             "speedup_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp"],
             "speedup_vs_torch_ddp_keep": med["torch/ddp_keep"] / med["ddprun/ddp"],
@@ -125,21 +128,23 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     meta = {"world_size": 2, "backend": "gloo", "threads_per_rank": 1, "repeats": args.repeats,
             "statistic": "median step time", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "cpu_count": os.cpu_count()}
+            "cpu_count": os.cpu_count(), "machine": machine.describe(args.out)}
     data = {"meta": meta, "summary": summary, "runs": runs}
     with open(os.path.join(args.out, "ddp.json"), "w") as f:
         json.dump(data, f, indent=2)
     lines = ["# DDP step time: 2 ranks on one machine, Gloo over loopback, 1 thread per rank,",
              f"# median of {args.repeats} runs. samples/s counts both ranks. hidden = (compute + allreduce - step) / allreduce",
+             machine.line(meta["machine"]),
              "#",
-             "# model      params   batch/rank  impl    mode        step_ms   samples/s",
+             "# model      params   batch/rank  impl    mode        step_ms   samples/s   (min..max step_ms)",
              ]
     for model, s in summary.items():
         for key, ms in s["step_ms"].items():
             impl, mode = key.split("/")
             sps = s["samples_per_s"].get(key)
             lines.append(f"  {model:9s} {s['params']:9d} {s['batch_per_rank']:7d}     {impl:7s} {mode:10s}"
-                         f" {ms:9.3f} {('%10.0f' % sps) if sps else '         -'}")
+                         f" {ms:9.3f} {('%10.0f' % sps) if sps else '         -'}"
+                         f"   ({s['step_ms_min'][key]:.3f}..{s['step_ms_max'][key]:.3f})")
     lines += ["#", "# speedup = other's step time / ddprun's. ddp = defaults (as PyTorch's); ddp_view = gradientAsBucketView;",
               "# ddp_ring = every bucket by ring allreduce (allgatherBucketsUpToBytes 0, as PyTorch);",
               "# ddp_system = ddprun with glibc's own malloc thresholds (DDPRUN_HOST_ALLOCATOR=system);",

@@ -28,6 +28,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import machine  # noqa: E402  benchmarks/machine.py: the machine in every result
 import plotting  # noqa: E402  benchmarks/plotting.py: the PNG beside the table
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -116,11 +117,13 @@ def main():
             "repeats": args.repeats, "steps": args.steps, "scrape_interval_s": intervals,
             "statistic": "median step time", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "cpu_count": os.cpu_count(),
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "machine": machine.describe(args.out)}
     data = {"meta": meta, "summary": summary, "runs": runs}
     lines = ["# The metrics' cost to a step: mlp_small, 2 ranks, Gloo over loopback, 1 thread per rank,",
              f"# {args.steps} timed steps per run, {args.repeats} runs each, alternating; "
              f"{meta['cpu_count']} cores, {meta['memory_gib']} GiB.",
+             machine.line(meta["machine"]),
              "# on = every step recorded as Trainer::fit does, each rank's file written twice a second,",
              "#      /metrics scraped every 1 s (15x Prometheus' 15 s); stress = scraped every 100 ms",
              "#",

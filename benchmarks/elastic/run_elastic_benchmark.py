@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO / "tests/launcher"))
 import elastic_scenario  # noqa: E402
 
 sys.path.insert(0, str(HERE.parent))
+import machine  # noqa: E402  benchmarks/machine.py: the machine in every result
 import plotting  # noqa: E402  benchmarks/plotting.py: the PNG beside the table
 
 TARGETS = {"death_to_first_step": 10.0, "join_to_first_step": 15.0}
@@ -40,6 +41,7 @@ def main() -> int:
     parser.add_argument("ddptrain")
     args = parser.parse_args()
     runs = []
+    host = machine.describe(tempfile.gettempdir())
     for i in range(args.runs):
         workdir = pathlib.Path(tempfile.mkdtemp(prefix="ddprun-elastic-bench-"))
         try:
@@ -52,10 +54,12 @@ def main() -> int:
     lines = [f"# elastic timeline, {args.runs} runs, seconds (3 nodes in network namespaces, "
              f"--nnodes 2:3, last_call_timeout=5)",
              "# " + datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+             machine.line(host),
              "#",
              "# run  " + "  ".join(f"{c:>20}" for c in COLUMNS)]
     for i, r in enumerate(runs, 1):
         lines.append(f"  {i:>3}  " + "  ".join(f"{r[c]:>20.2f}" for c in COLUMNS))
+    lines.append("  min  " + "  ".join(f"{min(r[c] for r in runs):>20.2f}" for c in COLUMNS))
     lines.append("  max  " + "  ".join(f"{max(r[c] for r in runs):>20.2f}" for c in COLUMNS))
     lines.append("  med  " + "  ".join(f"{statistics.median(r[c] for r in runs):>20.2f}" for c in COLUMNS))
     for k, limit in TARGETS.items():
@@ -63,7 +67,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     results = REPO / "benchmarks/results"
-    data = {"targets": TARGETS, "runs": runs, "met": met}
+    data = {"targets": TARGETS, "runs": runs, "met": met, "machine": host}
     (results / "elastic.json").write_text(json.dumps(data, indent=2) + "\n")
     (results / "elastic.md").write_text("```\n" + table + "\n```\n"
                                         + plotting.write_beside("elastic", data, results / "elastic.md"))

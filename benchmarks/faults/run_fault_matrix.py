@@ -55,6 +55,7 @@ import zlib
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "support"))
 sys.path.insert(0, str(REPO / "benchmarks"))
+import machine  # noqa: E402  benchmarks/machine.py: the machine in every result
 import plotting  # noqa: E402  benchmarks/plotting.py: the PNG beside the table
 
 DEATH_BOUND_S = 10.0
@@ -930,9 +931,12 @@ def main() -> int:
                          indent=1), flush=True)
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = {"binaries": built, "snapshot": args.snapshot, "rows": rows}
+    host = machine.describe("/tmp")  # the scenarios' directories
+    data = {"binaries": built, "snapshot": args.snapshot, "rows": rows, "machine": host}
     out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
-    out.write_text(markdown(rows, built) + plotting.write_beside("faults", data, out))
+    # One run per row: no spread to report.
+    out.write_text(markdown(rows, built) + "\n" + machine.line(host).lstrip("# ") + " (one run per row)\n"
+                   + plotting.write_beside("faults", data, out))
     failed = [r["scenario"] for r in rows if not r["pass"] and not r["skipped"]]
     skipped = [r["scenario"] for r in rows if r["skipped"]]
     print(f"wrote {out} and {out.with_suffix('.json')}; {len(rows) - len(failed) - len(skipped)} of "

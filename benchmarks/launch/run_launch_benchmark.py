@@ -34,6 +34,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import machine  # noqa: E402  benchmarks/machine.py: the machine in every result
 import plotting  # noqa: E402  benchmarks/plotting.py: the PNG beside the table
 
 PHASES = ("start", "torch", "init", "ddp", "first_step")
@@ -205,6 +206,7 @@ def main():
     meta = {"workers": worker_counts, "repeats": args.repeats, "steps": args.steps,
             "backend": "gloo", "OMP_NUM_THREADS": 1, "statistic": "median over repeats",
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu_count": os.cpu_count(),
+            "machine": machine.describe(args.out),
             "loadavg_before": load_before, "loadavg_after": load_after,
             "run_wall_s": wall_s, "other_processes_cpu_s": other_cpu_s,
             "ddprun_version": version([args.ddprun, "--version"]),
@@ -219,6 +221,7 @@ def main():
              f"# median of {args.repeats} runs after one warm-up each; {os.cpu_count()} cores, OMP_NUM_THREADS=1, Gloo.",
              "# start = worker's own code runs, torch = torch loaded, init = process group up,",
              f"# ddp = model wrapped, first_step = every worker stepped, exit = launcher exited ({args.steps} steps).",
+             machine.line(meta["machine"]),
              "#",
              "# workers  launcher   start_s  torch_s   init_s    ddp_s  first_step_s  (min..max)      exit_s"]
     for workers in worker_counts:
