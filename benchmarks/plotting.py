@@ -150,7 +150,45 @@ def metrics_cost_chart(data: dict) -> tuple[str, list[Panel]]:
                    fmt="{:.3f}")])
 
 
-CHARTS = {"ddp": ddp_chart, "metrics_cost": metrics_cost_chart, "launch": launch_chart, "elastic": elastic_chart, "faults": faults_chart}
+def checkpoint_chart(data: dict) -> tuple[str, list[Panel]]:
+    models = list(data["models"].values())
+    groups = [f"{m['params'] / 1e6:.0f}M params, {m['bytes'] / 1e9:.2f} GB" for m in models]
+    rows = {"dd (limit)": "dd", "ddprun sync": "sync_save", "ddprun async total": "async_total",
+            "torch.save": "torch_save", "read cold": "read", "ddprun load": "load", "torch.load": "torch_load"}
+    ratios = [("sync_vs_dd_throughput", "sync MB/s / dd's"), ("async_blocked_vs_sync", "async blocked / sync"),
+              ("load_vs_sync", "load / sync save"), ("sync_vs_torch_save", "sync / torch.save"),
+              ("load_vs_torch_load", "load / torch.load"), ("load_vs_read", "load / read cold")]
+    targets = data.get("targets", {})
+    meta = data.get("meta", {})
+    panels = [Panel("MB/s of the median time (10^6 bytes / s); saves include fsync, loads are cold", "MB/s",
+                    groups, {label: [m["mb_per_s"][key] for m in models] for label, key in rows.items()},
+                    fmt="{:.0f}"),
+              Panel("ratios of the medians (time ratios except the first); dashed: the targets", "ratio",
+                    [label for _, label in ratios],
+                    {f"{int(size) / 1e6:g}M": [m["ratios"][key] for key, _ in ratios]
+                     for size, m in data["models"].items()},
+                    limits=[targets[key]["value"] if key in targets else None for key, _ in ratios],
+                    baseline=1.0)]
+    steps = data.get("steps")
+    if steps:
+        modes = [("none", "no checkpoint"), ("sync", "synchronous"), ("async", "asynchronous")]
+        c = steps["config"]
+        panels.append(Panel(f"ddptrain gpt, {steps['params'] / 1e6:.0f}M params: mean step time, a checkpoint "
+                            f"every {c['checkpoint_every']} steps ({c['repeats']} runs each)", "seconds per step",
+                            [label for _, label in modes],
+                            {stat: [steps["summary"][m][stat] for m, _ in modes] for stat in ("min", "median", "max")},
+                            fmt="{:.3f}"))
+        if all("stall_per_checkpoint_s" in steps["summary"][m] for m, _ in modes):
+            panels.append(Panel("stall per checkpoint: the step after a checkpoint step less the median step "
+                                "(no checkpoint: the same steps, the noise)", "seconds", [label for _, label in modes],
+                                {stat: [steps["summary"][m]["stall_per_checkpoint_s"][stat] for m, _ in modes]
+                                 for stat in ("min", "median", "max")}, baseline=0.0, fmt="{:.2f}"))
+    return (f"Checkpoints: ddprun against torch.save/torch.load and dd, median of {meta.get('repeats', '?')} "
+            f"(benchmarks/results/checkpoint.md)", panels)
+
+
+CHARTS = {"ddp": ddp_chart, "metrics_cost": metrics_cost_chart, "launch": launch_chart, "elastic": elastic_chart, "faults": faults_chart,
+          "checkpoint": checkpoint_chart}
 
 
 def write_png(name: str, data: dict, png: pathlib.Path) -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draws the benchmarks' PNGs again from their JSON, without running any benchmark:
 benchmarks/results/<name>.json -> <out>/<name>.png for every name benchmarks/plotting.py
-has a chart for (ddp, launch, elastic, faults). The drivers draw the same chart after a
+has a chart for (ddp, metrics_cost, launch, elastic, faults, checkpoint). The drivers draw the same chart after a
 run; this is for a changed chart, or a run whose interpreter had no matplotlib.
 
 Usage: replot.py [--results DIR] [--out DIR] [NAME...]
