@@ -19,7 +19,7 @@ with Adam's state: the file is about 3 x params x 4 bytes), --repeats rounds of:
 
 then, on a ~25M-parameter GPT trained by ddptrain under ddprun (the real product path),
 the mean step time with no checkpoint, a synchronous and an asynchronous checkpoint
-every --checkpoint-every steps (--step-repeats runs of each, interleaved; 30 steps, 1 x 16
+every --checkpoint-every steps (--step-repeats runs of each, interleaved; 25 steps, 1 x 16
 tokens a step: about 2 s a step on 2 busy cores, so that the stall of a 0.3 GB checkpoint
 shows against it).
 
@@ -326,7 +326,7 @@ def main() -> int:
                    help="fewer repeats for some sizes, e.g. 400000000:2 (comma-separated)")
     p.add_argument("--no-steps", action="store_true", help="leave out the step-time rows")
     p.add_argument("--step-repeats", type=int, default=2, help="ddptrain runs per mode")
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--steps", type=int, default=25)
     p.add_argument("--warmup-steps", type=int, default=5)
     p.add_argument("--checkpoint-every", type=int, default=5)
     p.add_argument("--gpt-layers", type=int, default=8)
