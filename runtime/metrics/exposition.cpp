@@ -87,8 +87,11 @@ constexpr PerRank kPerRank[] = {
      "Bytes of tensors this rank contributed to all-reduces (and to the all-gathers that DDP "
      "reduces small CPU buckets with).",
      "/allreduce_bytes"},
-    {"ddprun_checkpoint_duration_seconds", "gauge", "Time the last checkpoint took to write.",
-     "/checkpoint/seconds"},
+    {"ddprun_checkpoint_duration_seconds", "gauge",
+     "Time the last checkpoint took, snapshot to manifest.", "/checkpoint/seconds"},
+    {"ddprun_checkpoint_blocking_seconds", "gauge",
+     "Time the last checkpoint stopped training (a background save: its snapshot).",
+     "/checkpoint/blocked_seconds"},
     {"ddprun_checkpoint_size_bytes", "gauge", "Size of the last checkpoint written.",
      "/checkpoint/bytes"},
     {"ddprun_last_checkpoint_step", "gauge", "Step of the last checkpoint written.",

@@ -131,11 +131,15 @@ void recordTraining(std::int64_t epoch, double loss, double learningRate, std::i
   }
 }
 
-void recordCheckpoint(std::int64_t step, std::chrono::nanoseconds duration, std::int64_t bytes) {
+void recordCheckpoint(std::int64_t step, std::chrono::nanoseconds duration,
+                      std::chrono::nanoseconds blocked, std::int64_t bytes) {
   auto& r = registry();
   std::lock_guard<std::mutex> lock(r.mutex);
-  r.checkpoint = nlohmann::json{
-      {"step", step}, {"seconds", seconds(duration)}, {"bytes", bytes}, {"unix", unixNow()}};
+  r.checkpoint = nlohmann::json{{"step", step},
+                                {"seconds", seconds(duration)},
+                                {"blocked_seconds", seconds(blocked)},
+                                {"bytes", bytes},
+                                {"unix", unixNow()}};
 }
 
 void recordEvaluation(double loss, std::optional<double> accuracy) {

@@ -57,7 +57,10 @@ void recordAllreduceBytes(std::int64_t bytes);
 // The time recorded for `phase` so far, seconds.
 double phaseSeconds(std::string_view phase);
 void recordTraining(std::int64_t epoch, double loss, double learningRate, std::int64_t samples);
-void recordCheckpoint(std::int64_t step, std::chrono::nanoseconds duration, std::int64_t bytes);
+// `duration`: the whole save; `blocked`: how long training waited for it (for a background
+// save, the snapshot: Note [Asynchronous saves] in runtime/train/checkpointer.h).
+void recordCheckpoint(std::int64_t step, std::chrono::nanoseconds duration,
+                      std::chrono::nanoseconds blocked, std::int64_t bytes);
 void recordEvaluation(double loss, std::optional<double> accuracy);
 // Straggler check (Trainer): this rank's compute seconds per step, the median over ranks,
 // and whether this rank is the straggler.

@@ -20,6 +20,7 @@
 #include <caffe2/serialize/inline_container.h>
 #include <fmt/format.h>
 #include <torch/csrc/jit/serialization/export.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 #include <torch/torch.h>
@@ -242,22 +243,60 @@ std::optional<std::int64_t> stepOfName(const std::string& name, const std::regex
   return std::stoll(match[1]);  // at most 18 digits: fits
 }
 
-std::vector<char> readFile(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CheckpointError(systemError("cannot open", path.string()));
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  if (ec) {
-    throw CheckpointError(
-        fmt::format("cannot read the size of '{}': {}", path.string(), ec.message()));
+// The bytes of `path` in a uint8 tensor: what load() verifies, broadcasts and unpickles in
+// place, without another copy.
+at::Tensor readFile(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw CheckpointError(systemError("cannot open", path.string()));
+  struct stat status {};
+  if (::fstat(fd, &status) != 0) {
+    const auto message = systemError("cannot read the size of", path.string());
+    ::close(fd);
+    throw CheckpointError(message);
   }
-  std::vector<char> bytes(size);
-  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (in.gcount() != static_cast<std::streamsize>(bytes.size())) {
-    throw CheckpointError(fmt::format("cannot read '{}': expected {} bytes, got {}", path.string(),
-                                      bytes.size(), in.gcount()));
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+  auto bytes = at::empty({static_cast<std::int64_t>(status.st_size)}, at::kByte);
+  auto* data = static_cast<char*>(bytes.data_ptr());
+  std::size_t done = 0;
+  while (done < static_cast<std::size_t>(status.st_size)) {
+    const ssize_t n = ::read(fd, data + done, static_cast<std::size_t>(status.st_size) - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const auto message = n < 0 ? systemError("cannot read", path.string())
+                                 : fmt::format("cannot read '{}': expected {} bytes, got {}",
+                                               path.string(), status.st_size, done);
+      ::close(fd);
+      throw CheckpointError(message);
+    }
+    done += static_cast<std::size_t>(n);
   }
+  ::close(fd);
   return bytes;
+}
+
+// The zip reader's view of bytes already in memory (torch::pickle_load wants a vector).
+class BytesReader : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BytesReader(at::Tensor bytes) : bytes_(std::move(bytes)) {}
+  std::size_t size() const override { return static_cast<std::size_t>(bytes_.numel()); }
+  std::size_t read(std::uint64_t pos, void* buf, std::size_t n,
+                   const char* /*what*/) const override {
+    const auto available = pos < size() ? size() - pos : 0;
+    n = std::min(n, static_cast<std::size_t>(available));
+    std::memcpy(buf, static_cast<const char*>(bytes_.data_ptr()) + pos, n);
+    return n;
+  }
+
+ private:
+  at::Tensor bytes_;
+};
+
+c10::IValue unpickle(at::Tensor bytes) {
+  caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BytesReader>(std::move(bytes)));
+  return torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"",
+                                           /*type_resolver=*/std::nullopt,
+                                           /*obj_loader=*/std::nullopt, /*device=*/std::nullopt,
+                                           reader);
 }
 
 // torch::pickle_save, except that dicts and lists are not tagged with their TorchScript
@@ -331,17 +370,18 @@ CheckpointInfo readManifest(const fs::path& checkpoint) {
 
 // The bytes of `info.path` if they match the manifest; CheckpointError saying how they
 // differ otherwise.
-std::vector<char> readVerified(const CheckpointInfo& info) {
+at::Tensor readVerified(const CheckpointInfo& info) {
   if (!fs::exists(info.path)) {
     throw CheckpointError(
         fmt::format("checkpoint '{}' is missing (its manifest exists)", info.path));
   }
   auto bytes = readFile(info.path);
-  if (bytes.size() != info.bytes) {
+  const auto size = static_cast<std::uint64_t>(bytes.numel());
+  if (size != info.bytes) {
     throw CheckpointError(fmt::format("checkpoint '{}' is corrupt: {} bytes, the manifest says {}",
-                                      info.path, bytes.size(), info.bytes));
+                                      info.path, size, info.bytes));
   }
-  const auto crc = crc32Of(bytes.data(), bytes.size());
+  const auto crc = crc32Of(static_cast<const char*>(bytes.data_ptr()), size);
   if (crc != info.crc32) {
     throw CheckpointError(
         fmt::format("checkpoint '{}' is corrupt: CRC-32 {:#010x}, the manifest says {:#010x}",
@@ -770,7 +810,7 @@ std::optional<CompletionMarker> readCompletionMarker(const std::string& dir) {
   }
 }
 
-std::optional<std::pair<CheckpointInfo, std::vector<char>>> Checkpointer::pickOnMaster(
+std::optional<std::pair<CheckpointInfo, at::Tensor>> Checkpointer::pickOnMaster(
     const std::string& resume) const {
   if (resume == "none") return std::nullopt;
   if (resume != "auto") {  // an explicit path: it must be good, no fallback
@@ -818,7 +858,7 @@ std::optional<LoadedCheckpoint> Checkpointer::load(const std::string& resume) {
   const auto cpu = torch::TensorOptions().dtype(torch::kInt64);
   // Rank 0 decides; its failure must reach the others too, or they would wait in the
   // broadcast: it travels as the step, retryable or permanent, and every rank throws.
-  std::optional<std::pair<CheckpointInfo, std::vector<char>>> picked;
+  std::optional<std::pair<CheckpointInfo, at::Tensor>> picked;
   std::string failure;
   std::int64_t failed = 0;
   if (group_->getRank() == 0) {
@@ -836,7 +876,8 @@ std::optional<LoadedCheckpoint> Checkpointer::load(const std::string& resume) {
     }
   }
   auto header = torch::tensor({picked ? picked->first.step : (failed != 0 ? failed : kNoCheckpoint),
-                               picked ? static_cast<std::int64_t>(picked->second.size()) : 0},
+                               picked ? picked->second.numel() : 0,
+                               picked ? static_cast<std::int64_t>(picked->first.crc32) : 0},
                               cpu)
                     .to(device_);
   std::vector<at::Tensor> headerList{header};
@@ -844,6 +885,7 @@ std::optional<LoadedCheckpoint> Checkpointer::load(const std::string& resume) {
   header = header.cpu();
   const auto step = header[0].item<std::int64_t>();
   const auto size = header[1].item<std::int64_t>();
+  const auto crc32 = static_cast<std::uint32_t>(header[2].item<std::int64_t>());
   if (step == kFailedRetryable || step == kFailedPermanent) {
     const auto message = group_->getRank() == 0
                              ? failure
@@ -856,23 +898,21 @@ std::optional<LoadedCheckpoint> Checkpointer::load(const std::string& resume) {
   }
   if (step == kNoCheckpoint) return std::nullopt;
 
-  auto bytes = torch::empty({size}, torch::kUInt8);
-  if (group_->getRank() == 0) std::memcpy(bytes.data_ptr(), picked->second.data(), size);
+  // Rank 0 sends the bytes it read and verified; the others receive into their own.
+  auto bytes = group_->getRank() == 0 ? picked->second : torch::empty({size}, torch::kUInt8);
   std::vector<at::Tensor> bytesList{bytes.to(device_)};
-  group_->broadcast(bytesList)->wait();
+  if (group_->getSize() > 1) group_->broadcast(bytesList)->wait();
   bytes = bytesList[0].cpu();
-  std::vector<char> data(static_cast<const char*>(bytes.data_ptr()),
-                         static_cast<const char*>(bytes.data_ptr()) + size);
   LoadedCheckpoint loaded;
   if (picked) {
     loaded.info = picked->first;
   } else {
     loaded.info.step = step;
     loaded.info.bytes = static_cast<std::uint64_t>(size);
-    loaded.info.crc32 = crc32Of(data.data(), data.size());
+    loaded.info.crc32 = crc32;  // rank 0's, of the bytes it verified
   }
   try {
-    loaded.payload = torch::pickle_load(data);
+    loaded.payload = unpickle(bytes);
   } catch (const c10::Error& e) {
     throw CheckpointMismatchError(fmt::format(
         "'{}' verifies against its manifest but does not unpickle: {}. Was it written by "

@@ -206,7 +206,7 @@ class Checkpointer {
   void setAsideNewerThan(std::int64_t resumedStep);
 
   // Rank 0: the bytes of the checkpoint to resume from, verified; nullopt for none.
-  std::optional<std::pair<CheckpointInfo, std::vector<char>>> pickOnMaster(
+  std::optional<std::pair<CheckpointInfo, at::Tensor>> pickOnMaster(
       const std::string& resume) const;
 };
 

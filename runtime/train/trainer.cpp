@@ -560,7 +560,8 @@ void Trainer::collectSave(Run& run, bool wait) {
 }
 
 void Trainer::recordSaved(Run& run, const CheckpointInfo& saved) {
-  metrics::recordCheckpoint(saved.step, saved.total, static_cast<std::int64_t>(saved.bytes));
+  metrics::recordCheckpoint(saved.step, saved.total, saved.blocked,
+                            static_cast<std::int64_t>(saved.bytes));
   run.checkpointStep = saved.step;
   run.lastSaved = saved;
 }

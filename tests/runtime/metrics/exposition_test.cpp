@@ -45,7 +45,8 @@ class ExpositionTest : public ::testing::Test {
 
 TEST_F(ExpositionTest, EveryRankHasItsSeriesAndAbsentFieldsAreLeftOut) {
   auto zero = stepping(7, 1000);
-  zero["checkpoint"] = {{"step", 5}, {"seconds", 0.25}, {"bytes", 4096}, {"unix", 990}};
+  zero["checkpoint"] = {
+      {"step", 5}, {"seconds", 0.25}, {"blocked_seconds", 0.0625}, {"bytes", 4096}, {"unix", 990}};
   auto histogram = json(std::vector<int>(16, 0));
   histogram[3] = 2;   // two steps of at most 0.01 s
   histogram[15] = 1;  // one slower than 60 s
@@ -61,6 +62,8 @@ TEST_F(ExpositionTest, EveryRankHasItsSeriesAndAbsentFieldsAreLeftOut) {
   EXPECT_NE(page.find("ddprun_step{rank=\"0\"} 7\n"), std::string::npos) << page;
   EXPECT_NE(page.find("ddprun_step{rank=\"1\"} 7\n"), std::string::npos) << page;
   EXPECT_NE(page.find("ddprun_checkpoint_size_bytes{rank=\"0\"} 4096\n"), std::string::npos);
+  EXPECT_NE(page.find("ddprun_checkpoint_blocking_seconds{rank=\"0\"} 0.0625\n"), std::string::npos)
+      << page;
   // Only rank 0 wrote a checkpoint: rank 1 has no such series rather than a false 0.
   EXPECT_EQ(page.find("ddprun_checkpoint_size_bytes{rank=\"1\"}"), std::string::npos) << page;
   // Buckets are cumulative, +Inf is the count.

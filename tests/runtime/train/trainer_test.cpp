@@ -394,6 +394,8 @@ TEST_F(TrainerTest, FitRecordsStepsLossCheckpointsAndTheEvaluation) {
   EXPECT_EQ(s["learning_rate"], 0.01);
   EXPECT_EQ(s["checkpoint"]["step"], 12);
   EXPECT_GT(s["checkpoint"]["bytes"].get<std::int64_t>(), 0);
+  // The final checkpoint is synchronous: training waited for all of it.
+  EXPECT_EQ(s["checkpoint"]["blocked_seconds"], s["checkpoint"]["seconds"]) << s;
   EXPECT_TRUE(s["eval"].contains("loss"));
   EXPECT_FALSE(s["eval"].contains("accuracy")) << "regression has no accuracy";
   EXPECT_GT(s["phase_seconds"]["forward-backward"].get<double>(), 0) << s;
