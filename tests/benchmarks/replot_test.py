@@ -19,7 +19,7 @@ RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "tests" / "support"))
 from png_file import png_size  # noqa: E402
 
-CHARTS = ("ddp", "metrics_cost", "launch", "elastic", "faults")
+CHARTS = ("ddp", "metrics_cost", "launch", "elastic", "faults", "checkpoint")
 
 
 class ReplotTest(unittest.TestCase):
@@ -58,7 +58,7 @@ class ReplotTest(unittest.TestCase):
     def test_refusals(self):
         out = self.replot("--out", str(self.dir), "nosuch")
         self.assertEqual(out.returncode, 2)
-        self.assertIn("no chart for nosuch; the charts are ddp, metrics_cost, launch, elastic, faults", out.stderr)
+        self.assertIn("no chart for nosuch; the charts are ddp, metrics_cost, launch, elastic, faults, checkpoint", out.stderr)
         (self.dir / "ddp.json").write_text("{not json")
         out = self.replot("--results", str(self.dir), "ddp")
         self.assertEqual(out.returncode, 2)
