@@ -121,11 +121,13 @@ int main(int argc, char** argv) {
   std::int64_t step = 0;
   std::string newest;
   for (int r = 0; r < args["repeats"].as<int>(); ++r) {
-    const auto saved = checkpointer.save(++step, payloadAt(step));
+    ++step;  // (not inside the calls: the order arguments are evaluated in is unspecified)
+    const auto saved = checkpointer.save(step, payloadAt(step));
     sync.push_back(seconds(saved->total));
     result["bytes"] = saved->bytes;
 
-    checkpointer.saveAsync(++step, payloadAt(step));
+    ++step;
+    checkpointer.saveAsync(step, payloadAt(step));
     const auto written = checkpointer.finishSave();
     blocked.push_back(seconds(written->blocked));
     total.push_back(seconds(written->total));
