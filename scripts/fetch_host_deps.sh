@@ -46,6 +46,10 @@ unpack() {
     target=$(readlink "$link")
     [[ $target == /* && -e $prefix$target ]] && ln -sfn "$prefix$target" "$link"
   done < <(find "$prefix" -type l)
+  # cpp-httplib.pc requires openssl and brotli .pc files for static links only, which a host
+  # without their -dev packages lacks and which pkg-config still insists on: the shared
+  # library, all we link, names its libraries itself.
+  sed -i '/^Requires.private:/d' "$prefix/usr/lib/x86_64-linux-gnu/pkgconfig/cpp-httplib.pc"
   rm -rf "$prefix/usr/share/doc" "$prefix/usr/share/man" "$prefix/usr/share/lintian"
   echo "$(ls "$dest"/debs/*.deb | wc -l) packages unpacked into $prefix ($(du -sh "$prefix" | cut -f1))"
 }
