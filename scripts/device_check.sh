@@ -58,9 +58,9 @@ plan=(
   "configure|cmake -G Ninja -DDDPRUN_PYTHON=\$DDPRUN_TORCH_PYTHON -DDDPRUN_WITH_MPI=OFF -DCMAKE_PREFIX_PATH=$prefix/usr (pkgconf from the prefix)"
   "build|cmake --build $build --target ${targets[*]} -j\$(nproc)"
   "gpu_tests|gpu_test (ctest label gpu): CudaTrainingTest (nccl world 1, gloo world 2 on one GPU, nccl world 2 given 2 GPUs; >= 0.88 on Fashion-MNIST), CudaEquivalenceTest (DDP on CUDA tensors vs one process), CrossDeviceCheckpointTest (cuda->cpu, cpu->cuda)"
-  "bench_cuda_gloo|run_ddp_benchmark.py --backend gloo --device cuda --nproc-per-node 2 --models lenet,big --configs $cuda_configs"
-  "bench_cuda_nccl|run_ddp_benchmark.py --backend nccl --device cuda --nproc-per-node 1 --models lenet,big --configs $cuda_configs"
-  "bench_cpu|run_ddp_benchmark.py --backend gloo --device cpu --nproc-per-node 2 --models lenet --configs $cpu_configs (communication on spare cores)"
+  "bench_cuda_gloo|run_ddp_benchmark.py --backend gloo --device cuda --nproc-per-node 2 --models lenet,big --repeats 2 --configs $cuda_configs"
+  "bench_cpu|run_ddp_benchmark.py --backend gloo --device cpu --nproc-per-node 2 --models lenet --repeats 2 --configs $cpu_configs (communication on spare cores)"
+  "bench_cuda_nccl|run_ddp_benchmark.py --backend nccl --device cuda --nproc-per-node 1 --models lenet --repeats 1 --configs $cuda_configs"
 )
 
 human() { numfmt --to=iec-i --suffix=B "$1" 2>/dev/null || echo "$1 B"; }
@@ -160,18 +160,20 @@ bench() {  # bench NAME ARGS...: run_ddp_benchmark.py into $work/NAME.{json,md}
   shift
   run_step "$name" 30 "$python" "$repo/benchmarks/ddp/run_ddp_benchmark.py" \
     --ddprun "$build/launcher/ddprun" --ddp-bench "$build/benchmarks/ddp_bench" \
-    --torchrun "$torchrun" --out "$work" --name "$name" --repeats 3 "$@"
+    --torchrun "$torchrun" --out "$work" --name "$name" "$@"
 }
 if ((built)); then
   run_step gpu_tests 60 "$build/tests/gpu_test" --gtest_output="json:$work/gpu_tests.json"
+  # Most wanted first: what is left when the budget runs out is skipped (each run starts
+  # processes and torch: ~4 s).
   bench bench_cuda_gloo --backend gloo --device cuda --nproc-per-node 2 --models lenet,big \
-    --configs "$cuda_configs"
-  bench bench_cuda_nccl --backend nccl --device cuda --nproc-per-node 1 --models lenet,big \
-    --configs "$cuda_configs"
-  bench bench_cpu --backend gloo --device cpu --nproc-per-node 2 --models lenet \
+    --repeats 2 --configs "$cuda_configs"
+  bench bench_cpu --backend gloo --device cpu --nproc-per-node 2 --models lenet --repeats 2 \
     --configs "$cpu_configs"
+  bench bench_cuda_nccl --backend nccl --device cuda --nproc-per-node 1 --models lenet \
+    --repeats 1 --configs "$cuda_configs"
 else
-  for name in gpu_tests bench_cuda_gloo bench_cuda_nccl bench_cpu; do
+  for name in gpu_tests bench_cuda_gloo bench_cpu bench_cuda_nccl; do
     printf '%s\tSKIP\t0\tnot built\n' "$name" >>"$results"
   done
 fi
@@ -198,7 +200,7 @@ if os.path.exists(path):
                           "test_accuracy": t.get("test_accuracy"),
                           "max_abs_diff": t.get("max_abs_diff")})
 benches = {}
-for name in ("bench_cuda_gloo", "bench_cuda_nccl", "bench_cpu"):
+for name in ("bench_cuda_gloo", "bench_cpu", "bench_cuda_nccl"):
     path = os.path.join(work, f"{name}.json")
     if os.path.exists(path):
         benches[name] = json.load(open(path))

@@ -19,7 +19,7 @@ head -c 2000 /dev/zero >"$tmp/deps/data/fashion-mnist/train-images-idx3-ubyte.gz
 out=$(DDPRUN_HOST_DEPS=$tmp/deps bash "$check" --dry-run --out "$tmp/out" 2>&1); rc=$?
 echo "$out"
 ((rc == 0)) || fail "dry run exited $rc"
-for step in deps configure build gpu_tests bench_cuda_gloo bench_cuda_nccl bench_cpu; do
+for step in deps configure build gpu_tests bench_cuda_gloo bench_cpu bench_cuda_nccl; do
   grep -Eq "^  $step +" <<<"$out" || fail "step $step is not listed"
 done
 grep -q -- "-DDDPRUN_WITH_MPI=OFF" <<<"$out" || fail "the configure step does not leave MPI out"
