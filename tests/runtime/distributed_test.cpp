@@ -6,6 +6,10 @@
 #include <memory>
 #include <thread>
 
+#include <torch/torch.h>
+
+#include "runtime/distributed.h"
+#include "runtime/error.h"
 #include "tests/support/subprocess.h"
 
 namespace ddp::testing {
@@ -187,6 +191,40 @@ INSTANTIATE_TEST_SUITE_P(
                       "gloo",
                       "DDPRUN_HOST_ALLOCATOR=jemalloc: expected 'keep'"}),
     [](const auto& info) { return info.param.name; });
+
+// Note [Device choice]: --device against the backend, in this process (no group needed).
+std::string deviceErrorOf(const std::string& name, comm::Backend backend) {
+  try {
+    resolveDevice(name, backend, 0);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(DeviceChoiceTest, AutoIsWhatTheBackendImplies) {
+  EXPECT_EQ(resolveDevice("auto", comm::Backend::kGloo, 1), c10::Device(c10::kCPU));
+  EXPECT_EQ(resolveDevice("auto", comm::Backend::kNccl, 1), c10::Device(c10::kCUDA, 1));
+  EXPECT_EQ(resolveDevice("cpu", comm::Backend::kGloo, 1), c10::Device(c10::kCPU));
+}
+
+TEST(DeviceChoiceTest, CpuUnderNcclAndUnknownNamesAreConfigErrorsThatSayWhatToDo) {
+  EXPECT_EQ(deviceErrorOf("cpu", comm::Backend::kNccl),
+            "device 'cpu' with backend 'nccl': NCCL reduces CUDA tensors only. ---> HINT: use "
+            "--device cuda or auto with nccl, or --backend gloo for the CPU.");
+  EXPECT_EQ(deviceErrorOf("gpu", comm::Backend::kGloo),
+            "unknown device 'gpu': expected cpu, cuda or auto");
+}
+
+TEST(DeviceChoiceTest, CudaWhereNoDeviceCanBeUsedSaysWhy) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a CUDA device is visible (tests/gpu run it)";
+  const auto error = deviceErrorOf("cuda", comm::Backend::kGloo);
+  EXPECT_TRUE(error.starts_with("device 'cuda' requested, but this build has no CUDA/NCCL") ||
+              error.starts_with("device 'cuda' needs a CUDA device, and this process can use "
+                                "none: "))
+      << error;
+  EXPECT_NE(error.find("---> HINT: use --device cpu"), std::string::npos) << error;
+}
 
 class MpirunTest : public ::testing::TestWithParam<int> {};
 
