@@ -8,6 +8,7 @@
 
 #include <torch/torch.h>
 
+#include "runtime/config.h"
 #include "runtime/distributed.h"
 #include "runtime/error.h"
 #include "tests/support/subprocess.h"
@@ -173,8 +174,12 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(
         BadConfigCase{"NonNumericRank", {{"RANK", "abc"}, {"WORLD_SIZE", "2"}}, "gloo", "RANK=abc"},
-        BadConfigCase{
-            "NcclWithoutCuda", {}, "nccl", "needs a CUDA device, and this process can use none"},
+        // A CUDA-off build (tests/build/torch_compat_test.sh) says that instead.
+        BadConfigCase{"NcclWithoutCuda",
+                      {},
+                      "nccl",
+                      HAVE_NCCL ? "needs a CUDA device, and this process can use none"
+                                : "this build has no CUDA/NCCL (DDPRUN_WITH_CUDA=OFF)"},
         BadConfigCase{"UnknownBackend", {}, "mpi-ish", "unknown backend 'mpi-ish'"},
         BadConfigCase{"BadTimeout",
                       {{"DDPRUN_RDZV_TIMEOUT", "soon"}},
