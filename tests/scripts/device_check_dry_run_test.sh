@@ -46,5 +46,7 @@ out=$(bash "$check" --dryrun 2>&1); rc=$?
 grep -q "unknown argument '--dryrun'" <<<"$out" || fail "unclear usage error: $out"
 
 # The package list is the fetch script's own (no download with --list).
-bash "$src/scripts/fetch_host_deps.sh" --list | grep -qx libspdlog-dev || fail "fetch_host_deps --list"
+# (Read whole first: grep -q leaving early would end the script with SIGPIPE, under pipefail.)
+list=$(bash "$src/scripts/fetch_host_deps.sh" --list) || fail "fetch_host_deps --list exited $?"
+grep -qx libspdlog-dev <<<"$list" || fail "fetch_host_deps --list has no libspdlog-dev: $list"
 echo PASS
