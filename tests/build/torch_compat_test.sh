@@ -5,7 +5,7 @@
 # (whose libtorch_cpu needs none of them) is configured through DDPRUN_TORCH_PYTHON, built,
 # and the 2-rank loopback suite (process groups and DDP over Gloo on 127.0.0.1) runs
 # against it. Label `compat`, left out of the default run (a ~900 MB wheel, and a cold
-# build of ~25 min on 2 cores): `bash scripts/test.sh -L compat`.
+# build of ~35 min on 2 busy cores; ~6 min with ccache): `bash scripts/test.sh -L compat`.
 # The tests that start PyTorch's own Python beside our ranks are left out: a wheel without
 # its CUDA packages cannot be imported.
 # Usage: torch_compat_test.sh <source dir> <build dir> <ccache dir>
