@@ -133,26 +133,59 @@ bool cudaUsable() {
 #endif
 }
 
+// The ConfigError for `what` (e.g. "backend 'nccl'") where this process can use no CUDA
+// device: a CUDA-off build, or the reason the CUDA runtime gave; `instead` is what to use.
+void requireCuda(std::string_view what, std::string_view instead) {
+  if (!HAVE_CUDA) {
+    throw ConfigError(fmt::format(
+        "{} requested, but this build has no CUDA/NCCL (DDPRUN_WITH_CUDA=OFF). ---> HINT: use "
+        "{}, or a CUDA build.",
+        what, instead));
+  }
+  if (!cudaUsable()) {
+    throw ConfigError(fmt::format(
+        "{} needs a CUDA device, and this process can use none: {} ---> HINT: use {} or auto, "
+        "or fix what the previous sentence names.",
+        what, comm::describeCudaProblem(comm::probeCuda()), instead));
+  }
+}
+
 }  // namespace
 
 comm::Backend resolveBackend(const std::string& name) {
   if (name == "gloo") return comm::Backend::kGloo;
   if (name == "auto") return cudaUsable() ? comm::Backend::kNccl : comm::Backend::kGloo;
   if (name == "nccl") {
-    if (!HAVE_NCCL) {
-      throw ConfigError(
-          "backend 'nccl' requested, but this build has no CUDA/NCCL "
-          "(DDPRUN_WITH_CUDA=OFF). ---> HINT: use --backend gloo, or a CUDA build.");
-    }
-    if (!cudaUsable()) {
-      throw ConfigError(fmt::format(
-          "backend 'nccl' needs a CUDA device, and this process can use none: {} ---> HINT: "
-          "use --backend gloo (CPU) or auto, or fix what the previous sentence names.",
-          comm::describeCudaProblem(comm::probeCuda())));
-    }
+    requireCuda("backend 'nccl'", "--backend gloo (CPU)");
     return comm::Backend::kNccl;
   }
   throw ConfigError(fmt::format("unknown backend '{}': expected gloo, nccl or auto", name));
+}
+
+c10::Device resolveDevice(const std::string& name, comm::Backend backend, int localRank) {
+  const bool nccl = backend == comm::Backend::kNccl;
+  if (name == "auto") {
+    return nccl ? c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(localRank))
+                : c10::Device(c10::kCPU);
+  }
+  if (name == "cpu") {
+    if (nccl) {
+      throw ConfigError(
+          "device 'cpu' with backend 'nccl': NCCL reduces CUDA tensors only. ---> HINT: use "
+          "--device cuda or auto with nccl, or --backend gloo for the CPU.");
+    }
+    return c10::Device(c10::kCPU);
+  }
+  if (name == "cuda") {
+    requireCuda("device 'cuda'", "--device cpu");
+    int index = localRank;
+#if HAVE_CUDA
+    // Under Gloo ranks may share a device: NCCL refuses two ranks on one device.
+    if (!nccl) index = localRank % static_cast<int>(torch::cuda::device_count());
+#endif
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  throw ConfigError(fmt::format("unknown device '{}': expected cpu, cuda or auto", name));
 }
 
 // Note [Training metrics]: ddprun names this rank's metrics file. Under mpirun without
@@ -233,7 +266,13 @@ Distributed init(const InitOptions& options) {
   backendChoice.requested =
       options.backend == "auto" && launcherBackend && !launcherBackend->empty() ? *launcherBackend
                                                                                 : options.backend;
+  // Note [Device choice]: a CPU run under "auto" is a Gloo run.
+  if (options.device == "cpu" && backendChoice.requested == "auto") {
+    backendChoice.requested = "gloo";
+  }
   backendChoice.local = resolveBackend(backendChoice.requested);
+  // A device this rank cannot use fails here, before the rendezvous makes others wait.
+  (void)resolveDevice(options.device, backendChoice.local, d.env.localRank);
   d.backend = backendChoice.local;
   const auto rendezvousTimeout =
       options.rendezvousTimeout.value_or(secondsFromEnv(environment, env::var::kRendezvousTimeout)
@@ -255,12 +294,12 @@ Distributed init(const InitOptions& options) {
 
   // Note [One backend for every rank]
   d.backend = comm::agreeOnBackend(*d.store, d.env.rank, env::thisHostName(), backendChoice);
-  if (d.backend == comm::Backend::kNccl) {
-    comm::checkCudaDeviceSupported(d.env.localRank);
+  d.device = resolveDevice(options.device, d.backend, d.env.localRank);
+  if (d.device.is_cuda()) {
+    comm::checkCudaDeviceSupported(d.device.index());
 #if HAVE_CUDA
-    c10::cuda::set_device(static_cast<c10::DeviceIndex>(d.env.localRank));
+    c10::cuda::set_device(d.device.index());
 #endif
-    d.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(d.env.localRank));
   }
 
   comm::ProcessGroupOptions groupOptions;
@@ -301,11 +340,11 @@ Distributed init(const InitOptions& options) {
   startMetrics(d, environment,
                options.hangTimeout ? options.hangTimeout
                                    : secondsFromEnv(environment, env::var::kHangTimeout));
-  log::atLevel(
-      log::infoOnRankZero(d.env.rank), "init",
-      "event=group_ready backend={} world_size={} elapsed_s={:.2f}", comm::backendName(d.backend),
-      d.env.worldSize,
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - groupStart).count());
+  log::atLevel(log::infoOnRankZero(d.env.rank), "init",
+               "event=group_ready backend={} world_size={} elapsed_s={:.2f} device={}",
+               comm::backendName(d.backend), d.env.worldSize,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - groupStart).count(),
+               d.device.str());
   return d;
 }
 

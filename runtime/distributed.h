@@ -48,6 +48,8 @@ struct InitOptions {
   // "gloo", "nccl" or "auto". "auto" takes DDPRUN_BACKEND (ddprun --backend) when set,
   // else nccl when CUDA is available, else gloo.
   std::string backend = "auto";
+  // Where this rank's tensors live: "cpu", "cuda" or "auto" (Note [Device choice]).
+  std::string device = "auto";
   // How long non-zero ranks wait for the master. Unset: DDPRUN_RDZV_TIMEOUT (seconds),
   // else rendezvous::kDefaultRendezvousTimeout.
   std::optional<std::chrono::milliseconds> rendezvousTimeout;
@@ -103,6 +105,16 @@ Distributed init(const InitOptions& options = {});
 // "gloo", "nccl", "auto" -> the backend to use here; ConfigError for anything else, or
 // for nccl where CUDA is unavailable or not built in.
 comm::Backend resolveBackend(const std::string& name);
+
+// Note [Device choice]
+// ~~~~~~~~~~~~~~~~~~~~
+// "auto" is what the backend implies: CUDA device <local rank> under NCCL, the CPU under
+// Gloo. "cuda" under Gloo puts the tensors on device <local rank> modulo the visible
+// devices, so that ranks may share one GPU (Gloo moves CUDA tensors through the host);
+// under NCCL it is "auto". "cpu" under NCCL is a ConfigError (NCCL reduces CUDA tensors
+// only); init() turns backend "auto" into Gloo when the device is "cpu". "cuda" where no
+// CUDA device can be used, or in a CUDA-off build, is a ConfigError saying why.
+c10::Device resolveDevice(const std::string& name, comm::Backend backend, int localRank);
 
 // The message of an error for a person: c10 errors without their C++ backtrace ("Exception
 // raised from ... frame #0 ..."), unless the log level is debug (--log-level debug,

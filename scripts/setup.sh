@@ -9,6 +9,9 @@
 #   DDPRUN_VENV       the venv              (default $DDPRUN_CACHE_DIR/venv-torch-<pin>-py<ver>)
 #   DDPRUN_BUILD_DIR  the build directory   (default <repo>/build)
 #   DDPRUN_CMAKE_ARGS extra CMake arguments (e.g. -DDDPRUN_WITH_CUDA=OFF)
+#   DDPRUN_TORCH_PYTHON  build against this interpreter's torch (2.11 or newer, e.g. a GPU
+#                     host's own) instead of the pinned venv, which is then not made; use a
+#                     build directory of its own (DDPRUN_BUILD_DIR)
 # Usage: setup.sh [--deps-only | --targets T...]
 #   --deps-only    steps 1 and 2, no build
 #   --targets T..  build only these CMake targets (scripts/run.sh: ddprun ddptrain);
@@ -100,9 +103,17 @@ fi
 
 # --- 2. The venv with the pinned torch ----------------------------------------------
 # The stamp records the requirements it was built from: a changed pin or an added test
-# dependency re-runs pip; an unchanged one costs nothing.
+# dependency re-runs pip; an unchanged one costs nothing. With DDPRUN_TORCH_PYTHON the
+# user's interpreter stands in for the venv's (CMakeLists.txt checks its torch version).
+torch_python=$venv/bin/python
+if [[ -n "${DDPRUN_TORCH_PYTHON:-}" ]]; then
+  torch_python=$DDPRUN_TORCH_PYTHON
+  "$torch_python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("torch") is None)' ||
+    { echo "setup: DDPRUN_TORCH_PYTHON=$torch_python has no torch package; expected a Python with torch 2.11 or newer" >&2; exit 2; }
+  log "using $torch_python's torch (DDPRUN_TORCH_PYTHON), not the pinned venv"
+fi
 stamp="$venv/.ddprun-requirements"
-if ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
+if [[ -z "${DDPRUN_TORCH_PYTHON:-}" ]] && ! cmp -s "$requirements" "$stamp" 2>/dev/null; then
   t0=$(now)
   log "creating/updating venv $venv (torch $torch_pin)"
   mkdir -p "$(dirname "$venv")"
@@ -115,13 +126,19 @@ fi
 
 # --- 3. Configure and build ---------------------------------------------------------
 ((deps_only)) && exit 0
+configured=$(sed -n 's/^DDPRUN_PYTHON:FILEPATH=//p' "$build_dir/CMakeCache.txt" 2>/dev/null || true)
+if [[ -n "$configured" && "$configured" != "$torch_python" ]]; then
+  echo "setup: $build_dir was configured with $configured's torch, not $torch_python's;" \
+    "set DDPRUN_BUILD_DIR to another directory (or remove $build_dir)" >&2
+  exit 2
+fi
 if [[ ! -f "$build_dir/build.ninja" ]]; then
   t0=$(now)
   log "configuring $build_dir"
   # shellcheck disable=SC2086
   cmake -S "$repo" -B "$build_dir" -G Ninja \
     -DCMAKE_BUILD_TYPE=${DDPRUN_BUILD_TYPE:-RelWithDebInfo} \
-    -DDDPRUN_PYTHON="$venv/bin/python" \
+    -DDDPRUN_PYTHON="$torch_python" \
     -DDDPRUN_CCACHE_DIR="${CCACHE_DIR:-$cache_dir/ccache}" \
     ${DDPRUN_CMAKE_ARGS:-} >/dev/null
   log "configure took $(($(now) - t0)) s"

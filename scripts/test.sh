@@ -8,11 +8,12 @@ t0=$(date +%s)
 # Every ddprun serves metrics on 9410 by default, and ctest runs tests in parallel: they would
 # race for that one port. The tests of the endpoint choose free ports of their own.
 export DDPRUN_METRICS_PORT=${DDPRUN_METRICS_PORT:-0}
-# Labels left out unless asked for: image builds the images with buildah, which downloads
-# torch wheels (the CPU image ~7 min; the CUDA one ~4 GB of wheels and up to 72 min; a
-# user's image on the SDK). `bash scripts/test.sh -L image` runs them;
-# DDPRUN_TEST_SKIP_LABELS= (empty) runs everything.
-skip=${DDPRUN_TEST_SKIP_LABELS-image}
+# Labels left out unless asked for (a regular expression of labels): image builds the
+# images with buildah, which downloads torch wheels (the CPU image ~7 min; the CUDA one
+# ~4 GB of wheels and up to 72 min; a user's image on the SDK); compat builds against the
+# oldest supported torch (a ~900 MB wheel, ~35 min cold). `bash scripts/test.sh -L image`
+# or `-L compat` runs them; DDPRUN_TEST_SKIP_LABELS= (empty) runs everything.
+skip=${DDPRUN_TEST_SKIP_LABELS-image|compat}
 skip_args=()
 # Asking for labels (-L ...) asks for exactly those.
 if [[ -n $skip && " $* " != *" -L "* ]]; then skip_args=(-LE "$skip"); fi

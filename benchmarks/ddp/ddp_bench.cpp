@@ -1,12 +1,14 @@
 // One rank of the DDP benchmark (run under ddprun; run_ddp_benchmark.py drives it).
 //   ddp_bench --model mlp_small|lenet|big --mode ddp|naive|compute|allreduce
-//             [--steps N] [--warmup N]
+//             [--steps N] [--warmup N] [--backend gloo|nccl] [--device cpu|cuda|auto]
 // Modes: ddp = ddp::DistributedDataParallel; naive = one allreduce per parameter after
 // backward (the pytorch/examples C++ pattern); compute = the same step without any
 // communication; allreduce = one allreduce of a buffer as large as all gradients.
 // --metrics (ddp): each step also does what Trainer::fit does for the metrics (phases, the
 // step, loss, learning rate and samples: Note [Training metrics]), and under ddprun with a
 // metrics port the exporter writes the rank's file: run_metrics_cost.py's "on" rows.
+// --device cuda (scripts/device_check.sh): the model, its batch and the buffers on the GPU
+// (Note [Device choice] in runtime/distributed.h), the clock read after a device sync.
 // Rank 0 prints one JSON line with the mean step time.
 #include <chrono>
 #include <iostream>
@@ -66,7 +68,10 @@ int main(int argc, char** argv) {
       cxxopts::value<std::int64_t>()->default_value(
           std::to_string(ddp::kDefaultAllgatherBucketsUpToBytes)))(
       "metrics", "ddp: record the training metrics every step, as the Trainer does",
-      cxxopts::value<bool>()->default_value("false"))("h,help", "print this help");
+      cxxopts::value<bool>()->default_value("false"))(
+      "backend", "gloo or nccl", cxxopts::value<std::string>()->default_value("gloo"))(
+      "device", "cpu, cuda or auto (cuda under nccl)",
+      cxxopts::value<std::string>()->default_value("auto"))("h,help", "print this help");
   cxxopts::ParseResult args;
   try {
     args = cli.parse(argc, argv);
@@ -89,9 +94,17 @@ int main(int argc, char** argv) {
   torch::set_num_threads(1);
   torch::manual_seed(0);
 
-  auto dist = ddp::init({.backend = "gloo"});
+  auto dist = ddp::init(
+      {.backend = args["backend"].as<std::string>(), .device = args["device"].as<std::string>()});
   auto& group = *dist.group;
   auto work = makeWorkload(modelName);
+  work.model->to(dist.device);
+  work.input = work.input.to(dist.device);
+  work.labels = work.labels.to(dist.device);
+  // Kernels run asynchronously: the clock is read once the device is done.
+  const auto sync = [&] {
+    if (dist.device.is_cuda()) torch::cuda::synchronize();
+  };
   const auto params = work.model->parameters();
   std::int64_t numParams = 0;
   for (auto& p : params) numParams += p.numel();
@@ -106,7 +119,7 @@ int main(int argc, char** argv) {
                                                                               dist.group, options);
   }
   torch::optim::SGD optimizer(params, torch::optim::SGDOptions(0.01));
-  torch::Tensor flat = torch::randn({numParams});
+  torch::Tensor flat = torch::randn({numParams}).to(dist.device);
 
   const bool recordMetrics = mode == "ddp" && args["metrics"].as<bool>();
   std::int64_t stepCount = 0;
@@ -162,23 +175,28 @@ int main(int argc, char** argv) {
     return 2;
   }
   for (int i = 0; i < warmup; ++i) step();
+  sync();
   group.barrier()->wait();
   const auto start = Clock::now();
   for (int i = 0; i < steps; ++i) step();
+  sync();
   // Ranks finish within one step of each other; the slowest defines the step time.
-  std::vector<torch::Tensor> elapsed{torch::tensor(
-      {std::chrono::duration<double>(Clock::now() - start).count()}, torch::kFloat64)};
+  std::vector<torch::Tensor> elapsed{
+      torch::tensor({std::chrono::duration<double>(Clock::now() - start).count()}, torch::kFloat64)
+          .to(dist.device)};
   c10d::AllreduceOptions maxOptions;
   maxOptions.reduceOp = c10d::ReduceOp::MAX;
   group.allreduce(elapsed, maxOptions)->wait();
-  const double seconds = elapsed[0].item<double>();
+  const double seconds = elapsed[0].item<double>();  // .item() waits for the device
   if (dist.rank() == 0) {
     std::cout << fmt::format(
                      "{{\"impl\": \"ddprun\", \"model\": \"{}\", \"mode\": \"{}\", \"params\": {}, "
                      "\"batch_per_rank\": {}, \"world_size\": {}, \"steps\": {}, "
+                     "\"backend\": \"{}\", \"device\": \"{}\", "
                      "\"step_ms\": {:.4f}, \"samples_per_s\": {:.1f}}}",
                      modelName, mode, numParams, work.input.size(0), dist.worldSize(), steps,
-                     1000 * seconds / steps,
+                     ddp::comm::backendName(dist.backend),
+                     dist.device.type() == c10::kCUDA ? "cuda" : "cpu", 1000 * seconds / steps,
                      work.input.size(0) * dist.worldSize() * steps / seconds)
               << std::endl;
   }

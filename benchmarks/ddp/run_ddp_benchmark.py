@@ -11,6 +11,8 @@ communication that overlaps backward (1 = all hidden, 0 = none, < 0 = overhead o
 More rows separate ddprun's own choices from DDP itself: every bucket by ring allreduce
 (ddp_ring), ddprun with glibc's own malloc thresholds (ddp_system), and PyTorch DDP given
 ddprun's thresholds (torch ddp_keep).
+--backend, --device, --nproc-per-node and --configs run other set-ups (scripts/device_check.sh:
+both DDPs on CUDA tensors of one GPU); --name names the files (<out>/<name>.json ...).
 """
 import argparse
 import json
@@ -34,6 +36,11 @@ MODELS = {  # name: (timed steps, warm-up steps)
 # What ddprun's runtime sets with mallopt (runtime/memory/host_allocator.h), as the
 # environment variables glibc reads at start-up: PyTorch given the same allocator.
 KEEP_FREED_BLOCKS_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
+CONFIGS = [("ddprun", mode) for mode in ("ddp", "ddp_view", "ddp_ring", "ddp_system", "naive",
+                                         "compute", "allreduce")] + \
+          [("torch", mode) for mode in ("ddp", "ddp_keep", "compute", "allreduce")]
 
 
 def result_line(stdout):
@@ -70,16 +77,26 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--backend", default="gloo", choices=["gloo", "nccl"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--nproc-per-node", type=int, default=2)
+    p.add_argument("--configs", default=",".join(f"{i}/{m}" for i, m in CONFIGS),
+                   help="impl/mode pairs, comma-separated (default: all)")
+    p.add_argument("--name", default="ddp", help="file names: <out>/<name>.json, .md, .png")
     args = p.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo", DDPRUN_LOG_LEVEL="warn")
 
+    configs = [tuple(c.split("/", 1)) for c in args.configs.split(",")]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        sys.exit(f"unknown --configs {unknown}: expected some of "
+                 f"{','.join(f'{i}/{m}' for i, m in CONFIGS)}")
+    nproc = str(args.nproc_per_node)
     runs, summary = [], {}
     for model in args.models.split(","):
         steps, warmup = MODELS[model]
-        common = ["--model", model, "--steps", str(steps), "--warmup", str(warmup)]
-        configs = [("ddprun", mode) for mode in ("ddp", "ddp_view", "ddp_ring", "ddp_system", "naive",
-                                                 "compute", "allreduce")] + \
-                  [("torch", mode) for mode in ("ddp", "ddp_keep", "compute", "allreduce")]
+        common = ["--model", model, "--steps", str(steps), "--warmup", str(warmup),
+                  "--backend", args.backend, "--device", args.device]
         times = {c: [] for c in configs}
         for _ in range(args.repeats):
             for impl, mode in configs:
@@ -90,12 +107,12 @@ def main():
                              "ddp_system": ["--mode", "ddp"]}.get(mode, ["--mode", mode])
                     if mode == "ddp_system":
                         run_env = dict(env, DDPRUN_HOST_ALLOCATOR="system")
-                    cmd = [args.ddprun, "--standalone", "--nproc-per-node", "2", "--",
+                    cmd = [args.ddprun, "--standalone", "--nproc-per-node", nproc, "--",
                            args.ddp_bench] + extra + common
                 else:
                     if mode == "ddp_keep":
                         run_env = dict(env, **KEEP_FREED_BLOCKS_ENV)
-                    cmd = [args.torchrun, "--standalone", "--nproc-per-node", "2",
+                    cmd = [args.torchrun, "--standalone", "--nproc-per-node", nproc,
                            args.python_bench, "--mode", "ddp" if mode == "ddp_keep" else mode] + common
                 result = run(cmd, run_env)
                 result["mode"] = mode
@@ -105,34 +122,46 @@ def main():
         med = {f"{impl}/{mode}": statistics.median(v) for (impl, mode), v in times.items()}
         batch = runs[-1]["batch_per_rank"]
 
+        def ratio(numerator, denominator):  # None where --configs left either out
+            if numerator in med and denominator in med:
+                return med[numerator] / med[denominator]
+            return None
+
         def hidden(impl, mode="ddp"):
-            c, a, s = med[f"{impl}/compute"], med[f"{impl}/allreduce"], med[f"{impl}/{mode}"]
+            keys = (f"{impl}/compute", f"{impl}/allreduce", f"{impl}/{mode}")
+            if not all(k in med for k in keys):
+                return None
+            c, a, s = (med[k] for k in keys)
             return (c + a - s) / a
 
+        world = args.nproc_per_node
         summary[model] = {
             "params": runs[-1]["params"], "batch_per_rank": batch, "step_ms": med,
             "step_ms_min": {f"{i}/{m}": min(v) for (i, m), v in times.items()},
             "step_ms_max": {f"{i}/{m}": max(v) for (i, m), v in times.items()},
-            "samples_per_s": {k: 2 * batch * 1000 / v for k, v in med.items() if not k.endswith("allreduce")},
-            "speedup_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp"],
-            "speedup_vs_torch_ddp_keep": med["torch/ddp_keep"] / med["ddprun/ddp"],
-            "speedup_system_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp_system"],
-            "speedup_ring_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp_ring"],
-            "speedup_vs_naive": med["ddprun/naive"] / med["ddprun/ddp"],
-            "speedup_view_vs_torch_ddp": med["torch/ddp"] / med["ddprun/ddp_view"],
-            "speedup_view_vs_naive": med["ddprun/naive"] / med["ddprun/ddp_view"],
+            "samples_per_s": {k: world * batch * 1000 / v for k, v in med.items() if not k.endswith("allreduce")},
+            "speedup_vs_torch_ddp": ratio("torch/ddp", "ddprun/ddp"),
+            "speedup_vs_torch_ddp_keep": ratio("torch/ddp_keep", "ddprun/ddp"),
+            "speedup_system_vs_torch_ddp": ratio("torch/ddp", "ddprun/ddp_system"),
+            "speedup_ring_vs_torch_ddp": ratio("torch/ddp", "ddprun/ddp_ring"),
+            "speedup_vs_naive": ratio("ddprun/naive", "ddprun/ddp"),
+            "speedup_view_vs_torch_ddp": ratio("torch/ddp", "ddprun/ddp_view"),
+            "speedup_view_vs_naive": ratio("ddprun/naive", "ddprun/ddp_view"),
             "hidden_fraction": {"ddprun": hidden("ddprun"), "ddprun_view": hidden("ddprun", "ddp_view"),
                                 "torch": hidden("torch")},
         }
 
     os.makedirs(args.out, exist_ok=True)
-    meta = {"world_size": 2, "backend": "gloo", "threads_per_rank": 1, "repeats": args.repeats,
+    meta = {"world_size": args.nproc_per_node, "backend": args.backend, "device": args.device,
+            "threads_per_rank": 1, "repeats": args.repeats,
             "statistic": "median step time", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
             "cpu_count": os.cpu_count(), "machine": machine.describe(args.out)}
     data = {"meta": meta, "summary": summary, "runs": runs}
-    with open(os.path.join(args.out, "ddp.json"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump(data, f, indent=2)
-    lines = ["# DDP step time: 2 ranks on one machine, Gloo over loopback, 1 thread per rank,",
+    how = "Gloo over loopback" if (args.backend, args.device) == ("gloo", "cpu") else \
+        f"{args.backend} on {args.device} tensors"
+    lines = [f"# DDP step time: {args.nproc_per_node} ranks on one machine, {how}, 1 thread per rank,",
              f"# median of {args.repeats} runs. samples/s counts both ranks. hidden = (compute + allreduce - step) / allreduce",
              machine.line(meta["machine"]),
              "#",
@@ -152,16 +181,21 @@ def main():
               "# model      vs torch DDP  vs naive  view vs torch  view vs naive  ring vs torch  system vs torch"
               "  vs torch keep"
               "  hidden ddp  hidden view  hidden torch"]
+    def cell(value, width, suffix=""):  # "-" where --configs left a side out
+        return f"{value:{width}.2f}{suffix}" if value is not None else f"{'-':>{width}s}{' ' * len(suffix)}"
+
     for model, s in summary.items():
         h = s["hidden_fraction"]
-        lines.append(f"  {model:9s} {s['speedup_vs_torch_ddp']:11.2f}x {s['speedup_vs_naive']:8.2f}x"
-                     f" {s['speedup_view_vs_torch_ddp']:13.2f}x {s['speedup_view_vs_naive']:13.2f}x"
-                     f" {s['speedup_ring_vs_torch_ddp']:13.2f}x"
-                     f" {s['speedup_system_vs_torch_ddp']:15.2f}x {s['speedup_vs_torch_ddp_keep']:13.2f}x"
-                     f" {h['ddprun']:11.2f} {h['ddprun_view']:12.2f} {h['torch']:13.2f}")
+        lines.append(f"  {model:9s} {cell(s['speedup_vs_torch_ddp'], 11, 'x')} {cell(s['speedup_vs_naive'], 8, 'x')}"
+                     f" {cell(s['speedup_view_vs_torch_ddp'], 13, 'x')} {cell(s['speedup_view_vs_naive'], 13, 'x')}"
+                     f" {cell(s['speedup_ring_vs_torch_ddp'], 13, 'x')}"
+                     f" {cell(s['speedup_system_vs_torch_ddp'], 15, 'x')} {cell(s['speedup_vs_torch_ddp_keep'], 13, 'x')}"
+                     f" {cell(h['ddprun'], 11)} {cell(h['ddprun_view'], 12)} {cell(h['torch'], 13)}")
     table = "\n".join(lines) + "\n"
-    table += plotting.write_beside("ddp", data, os.path.join(args.out, "ddp.md"))
-    with open(os.path.join(args.out, "ddp.md"), "w") as f:
+    md = os.path.join(args.out, f"{args.name}.md")
+    if set(configs) == set(CONFIGS):  # the chart shows every configuration
+        table += plotting.write_beside("ddp", data, md)
+    with open(md, "w") as f:
         f.write(table)
     print(table)
 

@@ -375,6 +375,10 @@ const std::vector<Option>& options() {
         // the process group
         choice("backend", "gloo, nccl or auto (nccl when CUDA is available)", FIELD(init.backend),
                {"auto", "gloo", "nccl"}),
+        choice("device",
+               "cpu, cuda or auto (cuda under nccl, else cpu); cuda under gloo shares the "
+               "visible GPUs among the ranks",
+               FIELD(init.device), {"auto", "cpu", "cuda"}),
         seconds("rdzv-timeout", "seconds to wait for the master (0: DDPRUN_RDZV_TIMEOUT or 300)",
                 FIELD(init.rendezvousTimeout)),
         seconds("collective-timeout",

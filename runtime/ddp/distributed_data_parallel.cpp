@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include <torch/torch.h>
+#include <torch/version.h>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/comm.hpp>
 #include <torch/csrc/distributed/c10d/logger.hpp>
@@ -70,7 +71,13 @@ class AverageCommHook : public c10d::CppCommHookInterface<c10::intrusive_ptr<c10
     }
     at::Tensor gathered = at::empty({n, buffer.numel()}, buffer.options());
     at::Tensor gatheredFlat = gathered.view({-1});
+    // torch 2.15 renamed _allgather_base all_gather_single (the old name deprecated there);
+    // the versions before have only the old name (tests/build/torch_compat_test.sh).
+#if TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 15
+    auto future = state_->_allgather_base(gatheredFlat, buffer)->getFuture();
+#else
     auto future = state_->all_gather_single(gatheredFlat, buffer)->getFuture();
+#endif
     return future->then(
         [buffer, gathered, n](c10::ivalue::Future& allgathered) {
           allgathered.value();  // Note [A hook's continuation rethrows]

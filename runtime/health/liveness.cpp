@@ -6,11 +6,24 @@
 
 #include <c10/core/ScalarType.h>
 #include <fmt/format.h>
-#include <torch/csrc/distributed/c10d/Hooks.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include "runtime/health/background_saves.h"
+#include "runtime/log/logging.h"
 #include "runtime/metrics/training_metrics.h"
+
+// Note [Collective hooks across torch versions]: c10d's pre-hooks (Hooks.hpp,
+// ProcessGroup::registerPreHook) are newer than torch 2.11, the oldest LibTorch ddprun builds
+// against (tests/build/torch_compat_test.sh). Without them no collective is recorded: the
+// watchdog's desync check compares empty logs (every rank agrees) and the allreduce bytes
+// metric stays 0; everything else works alike. Feature-tested rather than version-tested:
+// the header is the feature.
+#if __has_include(<torch/csrc/distributed/c10d/Hooks.hpp>)
+#include <torch/csrc/distributed/c10d/Hooks.hpp>
+#define DDPRUN_C10D_HOOKS 1
+#else
+#define DDPRUN_C10D_HOOKS 0
+#endif
 
 namespace ddp::health {
 namespace {
@@ -22,8 +35,10 @@ std::int64_t nowNs() {
       .count();
 }
 
+#if DDPRUN_C10D_HOOKS
 // Our pre-hook's key among the group's hooks ("ddp" in ASCII).
 constexpr std::int64_t kHookId = 0x646470;
+#endif
 
 // Note [Liveness]: the training thread writes, the watchdog reads.
 struct State {
@@ -55,6 +70,7 @@ void setPhase(Phase phase) {
   }
 }
 
+#if DDPRUN_C10D_HOOKS
 std::string_view opName(c10d::HookOpName name) {
   using N = c10d::HookOpName;
   switch (name) {
@@ -132,6 +148,7 @@ void onCollective(const c10d::PreHookArgs& args) {
   record.seq = ++s.collectives;
   s.ring[record.seq % s.ring.size()] = std::move(record);
 }
+#endif  // DDPRUN_C10D_HOOKS
 
 }  // namespace
 
@@ -211,7 +228,14 @@ Snapshot snapshot() {
 }
 
 void attachCollectiveLog(const c10::intrusive_ptr<c10d::ProcessGroup>& group) {
+#if DDPRUN_C10D_HOOKS
   group->registerPreHook(kHookId, onCollective);
+#else
+  (void)group;
+  log::debug("watchdog",
+             "event=no_collective_log reason=\"this torch's c10d has no collective hooks\" "
+             "(Note [Collective hooks across torch versions])");
+#endif
 }
 
 namespace {

@@ -17,14 +17,15 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <torch/csrc/distributed/c10d/FlightRecorder.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "runtime/config.h"
+// After config.h, which defines HAVE_NCCL (the precompiled header hid the order).
 #if HAVE_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
-#include <nlohmann/json.hpp>
-
-#include "runtime/config.h"
 #include "runtime/env/host_name.h"
 #include "runtime/env/variables.h"
 #include "runtime/exit_codes.h"

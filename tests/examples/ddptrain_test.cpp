@@ -439,6 +439,23 @@ TEST_F(DdptrainTest, TimedCheckpointsAreWrittenInTheBackgroundOrSynchronouslyAsA
   expectBitwiseEqual(checkpointFile(dir_ / "async", 20), checkpointFile(dir_ / "sync", 20));
 }
 
+// Note [Device choice]: --device cpu under --backend auto is Gloo on the CPU; --device cuda
+// where no GPU can be used exits 2 before the rendezvous (tests/gpu run it on a GPU).
+TEST_F(DdptrainTest, DeviceCpuRunsGlooAndDeviceCudaWithoutAGpuIsAUsageError) {
+  const Args quick{"--model",     "mlp", "--data",      "synthetic",
+                   "--max-steps", "4",   "--log-every", "1000"};
+  auto results = run(with(quick, {"--device", "cpu"}));
+  for (auto& r : results) ASSERT_EQ(r.exitCode, 0) << r.output;
+  EXPECT_NE(results[0].output.find("event=group_ready backend=gloo world_size=2"),
+            std::string::npos)
+      << results[0].output;
+  EXPECT_NE(results[0].output.find("device=cpu"), std::string::npos) << results[0].output;
+  if (torch::cuda::is_available()) return;
+  auto cuda = run(with(quick, {"--device", "cuda"}), 1);
+  EXPECT_EQ(cuda[0].exitCode, 2) << cuda[0].output;
+  EXPECT_NE(cuda[0].output.find("device 'cuda' "), std::string::npos) << cuda[0].output;
+}
+
 // README's way to start over. Before, the new run's saves at steps that existed were
 // "kept (already saved)": checkpoint-00000004.pt stayed the old run's, and a later
 // --resume auto continued the old run from step 6.

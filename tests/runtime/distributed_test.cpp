@@ -6,6 +6,11 @@
 #include <memory>
 #include <thread>
 
+#include <torch/torch.h>
+
+#include "runtime/config.h"
+#include "runtime/distributed.h"
+#include "runtime/error.h"
 #include "tests/support/subprocess.h"
 
 namespace ddp::testing {
@@ -169,8 +174,12 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, BadConfigTest,
     ::testing::Values(
         BadConfigCase{"NonNumericRank", {{"RANK", "abc"}, {"WORLD_SIZE", "2"}}, "gloo", "RANK=abc"},
-        BadConfigCase{
-            "NcclWithoutCuda", {}, "nccl", "needs a CUDA device, and this process can use none"},
+        // A CUDA-off build (tests/build/torch_compat_test.sh) says that instead.
+        BadConfigCase{"NcclWithoutCuda",
+                      {},
+                      "nccl",
+                      HAVE_NCCL ? "needs a CUDA device, and this process can use none"
+                                : "this build has no CUDA/NCCL (DDPRUN_WITH_CUDA=OFF)"},
         BadConfigCase{"UnknownBackend", {}, "mpi-ish", "unknown backend 'mpi-ish'"},
         BadConfigCase{"BadTimeout",
                       {{"DDPRUN_RDZV_TIMEOUT", "soon"}},
@@ -187,6 +196,40 @@ INSTANTIATE_TEST_SUITE_P(
                       "gloo",
                       "DDPRUN_HOST_ALLOCATOR=jemalloc: expected 'keep'"}),
     [](const auto& info) { return info.param.name; });
+
+// Note [Device choice]: --device against the backend, in this process (no group needed).
+std::string deviceErrorOf(const std::string& name, comm::Backend backend) {
+  try {
+    resolveDevice(name, backend, 0);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(DeviceChoiceTest, AutoIsWhatTheBackendImplies) {
+  EXPECT_EQ(resolveDevice("auto", comm::Backend::kGloo, 1), c10::Device(c10::kCPU));
+  EXPECT_EQ(resolveDevice("auto", comm::Backend::kNccl, 1), c10::Device(c10::kCUDA, 1));
+  EXPECT_EQ(resolveDevice("cpu", comm::Backend::kGloo, 1), c10::Device(c10::kCPU));
+}
+
+TEST(DeviceChoiceTest, CpuUnderNcclAndUnknownNamesAreConfigErrorsThatSayWhatToDo) {
+  EXPECT_EQ(deviceErrorOf("cpu", comm::Backend::kNccl),
+            "device 'cpu' with backend 'nccl': NCCL reduces CUDA tensors only. ---> HINT: use "
+            "--device cuda or auto with nccl, or --backend gloo for the CPU.");
+  EXPECT_EQ(deviceErrorOf("gpu", comm::Backend::kGloo),
+            "unknown device 'gpu': expected cpu, cuda or auto");
+}
+
+TEST(DeviceChoiceTest, CudaWhereNoDeviceCanBeUsedSaysWhy) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a CUDA device is visible (tests/gpu run it)";
+  const auto error = deviceErrorOf("cuda", comm::Backend::kGloo);
+  EXPECT_TRUE(error.starts_with("device 'cuda' requested, but this build has no CUDA/NCCL") ||
+              error.starts_with("device 'cuda' needs a CUDA device, and this process can use "
+                                "none: "))
+      << error;
+  EXPECT_NE(error.find("---> HINT: use --device cpu"), std::string::npos) << error;
+}
 
 class MpirunTest : public ::testing::TestWithParam<int> {};
 

@@ -105,6 +105,7 @@ TEST_F(TrainConfigTest, DefaultsWithoutArguments) {
   EXPECT_EQ(c.trainer.ddp.bucketCapBytes, 25 * 1048576);
   EXPECT_EQ(c.trainer.ddp.bucketCapFirstBytes, 1 * 1048576);
   EXPECT_EQ(c.init.backend, "auto");
+  EXPECT_EQ(c.init.device, "auto");
   EXPECT_FALSE(c.init.rendezvousTimeout.has_value());
   EXPECT_FALSE(c.init.collectiveTimeout.has_value());
   EXPECT_EQ(c.logLevel, "info");
@@ -174,6 +175,8 @@ TEST_F(TrainConfigTest, FlagsOfEveryKind) {
   EXPECT_EQ(c.trainer.ddp.bucketCapBytes, 4 * 1048576);
   EXPECT_EQ(c.trainer.ddp.compression, ddp::GradCompression::kBf16);
   EXPECT_EQ(c.trainer.seed, 7u);
+  EXPECT_EQ(parse({"--device", "cuda"}).config.init.device, "cuda");
+  EXPECT_EQ(parse({"--device=cpu"}).config.init.device, "cpu");
 
   EXPECT_TRUE(parse({"--help"}).help);
   EXPECT_TRUE(parse({"-h"}).help);
@@ -251,6 +254,9 @@ TEST_F(TrainConfigTest, BadValuesNameOptionValueAndSource) {
                 std::string(kHelpHint));
   EXPECT_EQ(configErrorOf({"--batch-size", "3.5"}),
             "batch-size: expected an integer >= 1, found '3.5' (from --batch-size)" +
+                std::string(kHelpHint));
+  EXPECT_EQ(configErrorOf({"--device", "gpu"}),
+            "device: expected one of auto, cpu, cuda, found 'gpu' (from --device)" +
                 std::string(kHelpHint));
   EXPECT_EQ(configErrorOf({"--optimizer", "lion"}),
             "optimizer: expected one of sgd, adam, adamw, found 'lion' (from --optimizer)" +
@@ -457,6 +463,8 @@ TEST_F(TrainConfigTest, ToYamlLoadedWithConfigGivesTheSameYaml) {
                             "fp16",
                             "--backend",
                             "gloo",
+                            "--device",
+                            "cpu",
                             "--rdzv-timeout",
                             "60",
                             "--collective-timeout",

@@ -12,6 +12,11 @@
 //        python_ddp_reference.py; rank 0 writes the parameters to OUT_FILE) |
 //        peer_exits, peer_exits_fp16 (every rank but 0 exits once DDP is set up; rank 0's
 //        backward must fail, not average what the dead peer never sent)
+// DDP_WORKER_BACKEND (gloo) and DDP_WORKER_DEVICE (auto) choose the group and where the
+// models and batches live (tests/gpu: CUDA tensors under Gloo or NCCL); on CUDA the
+// reference runs on the same device, with TF32 off and a looser tolerance (kernels may
+// sum in another order for a rank's batch than for the global one).
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -115,6 +120,8 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
     options.bucketCapBytes = 64 * 1024;  // several buckets for a small model
     options.bucketCapFirstBytes = 16 * 1024;
   }
+  model->to(dist.device);
+  reference->to(dist.device);
   ddp::DistributedDataParallel<Holder> ddpModel(model, dist.group, options);
   // The reference starts from the weights DDP broadcast from rank 0.
   {
@@ -136,8 +143,9 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
   }
   if (mode.starts_with("peer_exits")) {
     if (rank != 0) std::_Exit(0);  // as a killed rank: its sockets close
-    auto x = torch::randn({kBatchPerRank, 1, 28, 28});
-    F::cross_entropy(ddpModel.forward(x), torch::randint(10, {kBatchPerRank})).backward();
+    auto x = torch::randn({kBatchPerRank, 1, 28, 28}).to(dist.device);
+    F::cross_entropy(ddpModel.forward(x), torch::randint(10, {kBatchPerRank}).to(dist.device))
+        .backward();
     std::cout << "backward completed without the peer: gradients were averaged with nothing"
               << std::endl;
     return 4;
@@ -161,6 +169,8 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
       x = torch::randn({global, 1, 28, 28}, generator);
       y = torch::randint(10, {global}, generator, torch::kInt64);
     }
+    x = x.to(dist.device);
+    y = y.to(dist.device);
     if constexpr (std::is_same_v<Holder, BranchyNet>) {
       model->useA = reference->useA = step % 2 == 0;
     }
@@ -190,12 +200,13 @@ int train(ddp::Distributed& dist, Holder model, Holder reference, const std::str
   }
   const double diff = maxAbsDiff(*model, *reference);
   const bool compressed = mode == "fp16" || mode == "bf16";
-  const double atol = compressed ? (mode == "fp16" ? 2e-3 : 2e-2) : 1e-6;
-  const bool ok = allClose(*model, *reference, compressed ? 0 : 1e-5, atol);
+  const bool cuda = dist.device.is_cuda();
+  const double atol = compressed ? (mode == "fp16" ? 2e-3 : 2e-2) : (cuda ? 1e-5 : 1e-6);
+  const bool ok = allClose(*model, *reference, compressed ? 0 : (cuda ? 1e-4 : 1e-5), atol);
   std::cout << fmt::format(
-                   "rank {}/{} mode={} steps={} allgather_small_buckets={} "
+                   "rank {}/{} mode={} device={} steps={} allgather_small_buckets={} "
                    "max_abs_diff={:.3e} {}",
-                   rank, n, mode, kSteps,
+                   rank, n, mode, dist.device.str(), kSteps,
                    ddpModel.engine().averagesSmallBucketsByAllgather() ? "yes" : "no", diff,
                    ok ? "within tolerance" : "OUT OF TOLERANCE")
             << std::endl;
@@ -233,7 +244,15 @@ int main(int argc, char** argv) {
     return 2;
   }
   const std::string modelName = argv[1], mode = argv[2], outFile = argc > 3 ? argv[3] : "";
-  auto dist = ddp::init({.backend = "gloo"});
+  const char* backend = std::getenv("DDP_WORKER_BACKEND");
+  const char* device = std::getenv("DDP_WORKER_DEVICE");
+  auto dist =
+      ddp::init({.backend = backend ? backend : "gloo", .device = device ? device : "auto"});
+  if (dist.device.is_cuda()) {
+    // fp32 on both sides: TF32 convolutions would differ by ~1e-3 between the batch sizes.
+    at::globalContext().setAllowTF32CuDNN(false);
+    at::globalContext().setDeterministicCuDNN(true);
+  }
   torch::manual_seed(1234 + dist.rank());  // different on purpose: DDP must broadcast rank 0's
   try {
     if (mode == "find_unused" || mode == "unused_error") {
