@@ -116,6 +116,11 @@ int main(int argc, char** argv) {
                                              {.step = step, .worldSize = 1}, rng, "");
   };
 
+  // As the Trainer does after its first step: the snapshot buffers exist before the first
+  // background save.
+  checkpointer.reserveSnapshot(payloadAt(0));
+  checkpointer.finishReserving();
+
   nlohmann::json result = {{"params", params}};
   std::vector<double> sync, blocked, total, read, load;
   std::int64_t step = 0;

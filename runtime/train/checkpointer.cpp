@@ -629,12 +629,15 @@ class SnapshotStreams {
 #endif
 
 // Copies the tensors of `value` into `buffers` (in order, reallocated where the shape, type
-// or pinning differs), rebuilding the containers around them. `hostToo` false: only the
-// tensors not in host memory (what the file needs), the others shared.
+// or pinning differs), rebuilding the containers around them.
 class Snapshotter {
  public:
-  Snapshotter(std::vector<at::Tensor>& buffers, bool hostToo)
-      : buffers_(buffers), hostToo_(hostToo) {}
+  enum class Mode {
+    kAll,         // every tensor (saveAsync)
+    kDeviceOnly,  // only those not in host memory (what the file needs); the others shared
+    kReserve,     // nothing copied: the buffers allocated and their pages touched
+  };
+  Snapshotter(std::vector<at::Tensor>& buffers, Mode mode) : buffers_(buffers), mode_(mode) {}
 
   c10::IValue copy(const c10::IValue& value) {
     if (value.isTensor()) return copyTensor(value.toTensor());
@@ -671,7 +674,7 @@ class Snapshotter {
 
  private:
   std::vector<at::Tensor>& buffers_;
-  bool hostToo_;
+  Mode mode_;
   std::size_t next_ = 0;
   std::uint64_t bytes_ = 0;
 #if HAVE_CUDA
@@ -679,7 +682,7 @@ class Snapshotter {
 #endif
 
   at::Tensor copyTensor(const at::Tensor& source) {
-    if (!hostToo_ && source.is_cpu()) return source;
+    if (mode_ == Mode::kDeviceOnly && source.is_cpu()) return source;
     const at::NoGradGuard noGrad;
     const bool pinned = source.is_cuda();
     if (next_ == buffers_.size()) buffers_.emplace_back();
@@ -691,6 +694,10 @@ class Snapshotter {
                          at::TensorOptions().dtype(source.scalar_type()).pinned_memory(pinned));
     }
     bytes_ += static_cast<std::uint64_t>(buffer.nbytes());
+    if (mode_ == Mode::kReserve) {
+      buffer.zero_();  // faults the pages in now, not in the first snapshot
+      return buffer;
+    }
 #if HAVE_CUDA
     if (source.is_cuda()) {
       const c10::cuda::CUDAStreamGuard onSide(streams_.forDevice(source.device().index()));
@@ -706,6 +713,7 @@ class Snapshotter {
 }  // namespace
 
 Checkpointer::~Checkpointer() {
+  finishReserving();
   if (!inFlight_.valid()) return;
   try {
     inFlight_.get();
@@ -742,8 +750,34 @@ std::optional<CheckpointInfo> Checkpointer::pollSave() {
   return inFlight_.get();
 }
 
+void Checkpointer::reserveSnapshot(const c10::IValue& payload) {
+  if (group_->getRank() != 0 || saving() || reserving_.valid()) return;
+  // The thread owns the buffers until finishReserving() hands them back.
+  reserving_ = std::async(std::launch::async, [payload,
+                                               buffers = std::move(snapshotBuffers_)]() mutable {
+    const auto started = SaveClock::now();
+    Snapshotter reserver(buffers, Snapshotter::Mode::kReserve);
+    reserver.copy(payload);
+    log::info(
+        "checkpoint", "event=snapshot_reserved bytes={} ms={}", reserver.bytes(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(SaveClock::now() - started).count());
+    return std::move(buffers);
+  });
+}
+
+void Checkpointer::finishReserving() {
+  if (!reserving_.valid()) return;
+  try {
+    snapshotBuffers_ = reserving_.get();
+  } catch (const std::exception& e) {  // out of memory: the snapshot allocates as before
+    log::warn("checkpoint", "event=snapshot_not_reserved ({})", e.what());
+  }
+}
+
 c10::IValue Checkpointer::snapshot(const c10::IValue& payload, bool hostToo) {
-  Snapshotter snapshotter(snapshotBuffers_, hostToo);
+  finishReserving();
+  Snapshotter snapshotter(snapshotBuffers_,
+                          hostToo ? Snapshotter::Mode::kAll : Snapshotter::Mode::kDeviceOnly);
   auto copy = snapshotter.copy(payload);
   snapshotter.finish();
   return copy;

@@ -39,7 +39,8 @@
 //   faster than the disk writes them.
 // - The snapshot buffers are kept and reused by the next snapshot of the same shapes:
 //   allocating and faulting in gigabytes (or pinning them) at every save would cost more
-//   than the copy. So one save's host memory is held once, not per save.
+//   than the copy. So one save's host memory is held once, not per save. reserveSnapshot()
+//   allocates them ahead, on a thread, so that not even the first save pays for it.
 // - save(), load(), finishSave() and the destructor wait for the save in flight. A failed
 //   background write is rethrown (CheckpointError) by the call that collects it; the
 //   destructor only logs it. A process killed mid-write leaves the previous checkpoint as
@@ -173,6 +174,14 @@ class Checkpointer {
 
   bool saving() const { return inFlight_.valid(); }
 
+  // Rank 0: allocates the snapshot buffers for payloads shaped like `payload` and faults
+  // their pages in, on a thread, while training goes on; the first saveAsync then only
+  // copies. `payload` must keep its tensors' shapes (call it after the first optimizer
+  // step: optimizer state appears there).
+  void reserveSnapshot(const c10::IValue& payload);
+  // Waits for reserveSnapshot's thread (the next snapshot does so anyway).
+  void finishReserving();
+
   // Collective. `resume`: "auto" (the newest valid checkpoint in dir, if any), "none",
   // or the path of a .pt file (it must exist and match its manifest, else
   // CheckpointUsageError). Prepares dir first (Note [One run per directory]).
@@ -193,6 +202,7 @@ class Checkpointer {
   bool prepared_ = false;                    // rank 0 has done Note [One run per directory]
   std::future<CheckpointInfo> inFlight_;     // the background write (Note [Asynchronous saves])
   std::vector<at::Tensor> snapshotBuffers_;  // reused by every snapshot, in payload order
+  std::future<std::vector<at::Tensor>> reserving_;  // reserveSnapshot's thread, with the buffers
 
   // Rank 0, before the first save of a run that loaded nothing.
   void prepareForFirstSave();

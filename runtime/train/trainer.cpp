@@ -553,6 +553,20 @@ void Trainer::saveCheckpoint(Run& run, bool final) {
   run.checkpointer->saveAsync(run.step, payload);
 }
 
+// After the first step, when the optimizer's state exists: the snapshot buffers of
+// periodic background saves are allocated while training goes on (Note [Asynchronous
+// saves]).
+void Trainer::reserveSnapshot(Run& run) {
+  const bool periodic = options_.checkpointEvery > 0 || options_.checkpointEverySeconds > 0;
+  if (dist_.rank() != 0 || !run.checkpointer || !options_.checkpointAsync || !periodic) return;
+  const TrainProgress progress{.step = run.step, .worldSize = dist_.worldSize()};
+  const std::vector<at::Tensor> rngStates(static_cast<std::size_t>(dist_.worldSize()),
+                                          cpuRngState());
+  run.checkpointer->reserveSnapshot(
+      makeCheckpointPayload({model_.module(), *run.optimizer, options_.optimizer}, progress,
+                            rngStates, options_.configText));
+}
+
 void Trainer::collectSave(Run& run, bool wait) {
   if (!run.checkpointer || !run.checkpointer->saving()) return;
   const auto saved = wait ? run.checkpointer->finishSave() : run.checkpointer->pollSave();
@@ -841,6 +855,7 @@ void Trainer::train(Run& run, Dataset& test, TrainResult& result) {
     ++run.step;
     ++runSteps;
     health::stepDone(run.step);
+    if (runSteps == 1) reserveSnapshot(run);
     metrics::recordTraining((run.step - 1) / run.stepsPerEpoch, stepLoss, lr, run.samplesPerStep);
     bar.update(run.step, stepLoss);
     collectSave(run, /*wait=*/false);

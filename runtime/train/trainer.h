@@ -191,6 +191,7 @@ class Trainer {
   // for the one in flight.
   void collectSave(Run& run, bool wait);
   void recordSaved(Run& run, const CheckpointInfo& saved);
+  void reserveSnapshot(Run& run);
   void reportWindow(Run& run, double lr);
   EvalMetrics reportEvaluation(Run& run, Dataset& test, const char* kind,
                                std::optional<double> samplesPerSecond = std::nullopt);

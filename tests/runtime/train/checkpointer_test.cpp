@@ -607,6 +607,20 @@ TEST_F(CheckpointerTest, TheSnapshotIsTakenBeforeSaveAsyncReturns) {
                            torch::arange(1 << 20, torch::kFloat32)));
 }
 
+// Buffers reserved ahead (as the Trainer does after its first step) hold the next
+// snapshot: what it copies, not what they were reserved with (zeros).
+TEST_F(CheckpointerTest, AReservedSnapshotSavesTheStateAtTheSave) {
+  auto c = checkpointer();
+  c.reserveSnapshot(payloadFor(1));
+  c.saveAsync(2, payloadFor(2));  // waits for the reservation, then copies into its buffers
+  EXPECT_EQ(c.finishSave()->step, 2);
+  expectPayloadOf(2, c.load("auto")->payload);
+  c.reserveSnapshot(payloadFor(3));
+  c.finishReserving();
+  c.save(3, payloadFor(3));
+  expectPayloadOf(3, c.load("auto")->payload);
+}
+
 TEST_F(CheckpointerTest, ASecondRequestWaitsForTheSaveInFlightAndBothAreKept) {
   auto c = checkpointer(/*keepLast=*/3);
   c.saveAsync(1, payloadFor(1));
