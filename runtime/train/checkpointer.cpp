@@ -319,32 +319,29 @@ void pickleForTorchLoad(const c10::IValue& payload, AtomicFileWriter& out) {
   pickler.protocol();
   pickler.pushIValue(payload);
   pickler.stop();
-  // The zip writer is C underneath: an exception must not cross it. A failed write
-  // returns 0 bytes, the writer gives up with a c10::Error, and the saved error is thrown.
+  // The zip writer is C underneath: an exception must not cross it. Nor may the writer
+  // see a short write: it would throw, and its destructor would try to finish the archive
+  // and throw again, out of a destructor (std::terminate: a full disk aborted the process).
+  // So a failed write is kept, the rest of the archive goes nowhere, and the kept error is
+  // thrown once the writer is done.
   std::exception_ptr writeError;
   // No CRC-32 per zip record (torch.save's set_crc32_options(False)): zlib's takes a pass
   // over every byte at about 1 GB/s, and the manifest's CRC-32 of the whole file, taken as
   // it is written, already covers them. torch.load does not check them; `unzip -t` would.
   caffe2::serialize::PyTorchStreamWriter writer(
       [&](const void* bytes, std::size_t size) {
-        if (writeError) return std::size_t{0};
+        if (writeError) return size;
         try {
           out.write(static_cast<const char*>(bytes), size);
-          return size;
         } catch (...) {
           writeError = std::current_exception();
-          return std::size_t{0};
         }
+        return size;
       },
       /*compute_crc32=*/false);
-  try {
-    torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(),
-                                       writer);
-    writer.writeEndOfFile();
-  } catch (const c10::Error&) {
-    if (writeError) std::rethrow_exception(writeError);
-    throw;
-  }
+  torch::jit::writeArchiveAndTensors("data", pickled.data(), pickled.size(), pickler.tensorData(),
+                                     writer);
+  writer.writeEndOfFile();
   if (writeError) std::rethrow_exception(writeError);
 }
 
