@@ -544,13 +544,12 @@ void Trainer::saveCheckpoint(Run& run, bool final) {
   const auto payload = makeCheckpointPayload({model_.module(), *run.optimizer, options_.optimizer},
                                              progress, all[0], options_.configText);
   run.lastCheckpointAt = Clock::now();
-  if (final || !options_.checkpointAsync) {
-    collectSave(run, /*wait=*/true);
-    if (const auto saved = run.checkpointer->save(run.step, payload)) recordSaved(run, *saved);
-    return;
-  }
   collectSave(run, /*wait=*/true);  // at most one in flight: its metrics first
-  run.checkpointer->saveAsync(run.step, payload);
+  if (final || !options_.checkpointAsync) {
+    if (const auto saved = run.checkpointer->save(run.step, payload)) recordSaved(run, *saved);
+  } else {
+    run.checkpointer->saveAsync(run.step, payload);
+  }
 }
 
 // After the first step, when the optimizer's state exists: the snapshot buffers of
